@@ -1,0 +1,62 @@
+"""norton: noise-robust video-text pretraining (Norton + VideoCLIP retrieval rounds), built from plugins.
+
+The public API: ``hookimpl`` for plugin authors, the component base classes, the error types and :func:`build`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pluggy
+
+from ._manager import Plugins, default_plugins, set_default_plugins
+from .config import option, parse_config
+from .errors import CheckpointError, DataError, NortonError, PluginError, RecipeError, TrainingError
+from .interfaces import (
+    Aligner,
+    DataPaths,
+    DataSource,
+    EmptyConfig,
+    EvalContext,
+    Evaluator,
+    Loss,
+    Model,
+    RetrievalBackend,
+    SpecialTokens,
+    VideoRecord,
+)
+from .registry import Register
+
+__version__ = "0.1.0"
+
+hookimpl = pluggy.HookimplMarker("norton")
+
+
+def build(kind: str, name: str, options: Mapping[str, Any] | None = None, *, plugins: Plugins | None = None,
+          **context: Any) -> Any:
+    """Build a registered component from its name and a config mapping, e.g.
+    ``norton_core.build("loss", "norton", {"beta": 0.3})``.
+
+    :param kind: one of ``data``, ``aligner``, ``model``, ``loss``, ``retrieval_backend``, ``evaluator``.
+    :param options: the component's table (without ``name``); validated strictly, all problems reported at once.
+    :param context: the kind's keyword context (see :mod:`norton_core.interfaces`), e.g. ``special_tokens``.
+    :raises PluginError: unknown name. :raises RecipeError: invalid options.
+    """
+    plugins = plugins or default_plugins()
+    registry = plugins.registry
+    if (kind, name) not in registry:
+        raise PluginError(registry.unknown_message(kind, name) + plugins.broken_note())
+    cls = registry.get(kind, name).cls
+    config, problems = parse_config(cls.Config, dict(options or {}), path=kind, source=f"{kind} {name!r}")
+    if problems:
+        raise RecipeError(problems=problems)
+    return cls(config, **context)
+
+
+__all__ = [
+    "Aligner", "CheckpointError", "DataError", "DataPaths", "DataSource", "EmptyConfig", "EvalContext", "Evaluator",
+    "Loss", "Model", "NortonError", "PluginError", "Plugins", "RecipeError", "Register", "RetrievalBackend",
+    "SpecialTokens", "TrainingError", "VideoRecord", "build", "default_plugins", "hookimpl", "option",
+    "parse_config", "set_default_plugins", "__version__",
+]

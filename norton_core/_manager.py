@@ -1,0 +1,219 @@
+"""Plugin discovery and the typed facade over ``pm.hook``.
+
+Every plugin, the built-ins included, is an entry point in the group ``norton``. Entry points are loaded one at a
+time so that a plugin which fails to import is named with its distribution, version and entry point (pluggy's
+``load_setuptools_entrypoints`` would raise the bare ImportError) and the others still load.
+
+Environment controls (read when the plugins are loaded):
+
+- ``NORTON_LOAD_PLUGINS=a,b``: load only these (entry-point or distribution names); an empty value loads none.
+- ``NORTON_DISABLE_PLUGINS=x,y``: never import these.
+- ``NORTON_TRACE_PLUGINS=1``: print every hook call to stderr.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import sys
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+from .registry import Provider, Register, Registry
+
+GROUP = "norton"
+
+_REGISTER_HOOKS = {
+    "data": "norton_register_data_sources",
+    "aligner": "norton_register_aligners",
+    "model": "norton_register_models",
+    "loss": "norton_register_losses",
+    "retrieval_backend": "norton_register_retrieval_backends",
+    "evaluator": "norton_register_evaluators",
+}
+
+
+@attrs.define
+class PluginInfo:
+    """One plugin as ``norton plugins`` shows it."""
+
+    name: str
+    distribution: str = "?"
+    version: str = "?"
+    entry_point: str = ""
+    error: str | None = None
+    hooks: list[str] = attrs.field(factory=list)
+
+    @property
+    def provider(self) -> Provider:
+        return Provider(self.name, self.distribution, self.version)
+
+    def describe(self) -> str:
+        where = f" (entry point `{GROUP}: {self.entry_point}`)" if self.entry_point else ""
+        return f"plugin `{self.name}` from {self.distribution} {self.version}{where}"
+
+
+def _names(value: str | None) -> set[str] | None:
+    if value is None:
+        return None
+    return {part.strip() for part in value.split(",") if part.strip()}
+
+
+class Plugins:
+    """A plugin manager, the plugins it loaded (or failed to), and the component registry they filled."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self._registry: Registry | None = None
+
+    # -- loading ---------------------------------------------------------------------------------------------------
+
+    def load_entrypoints(self, env: Mapping[str, str] | None = None) -> None:
+        """Load every allowed entry point of the group, one at a time, recording failures instead of raising."""
+        env = os.environ if env is None else env
+        allow = _names(env.get("NORTON_LOAD_PLUGINS"))
+        block = _names(env.get("NORTON_DISABLE_PLUGINS")) or set()
+        seen: dict[str, str] = {}
+        for ep in md.entry_points(group=GROUP):
+            dist = ep.dist.name if ep.dist is not None else "?"
+            version = ep.dist.version if ep.dist is not None else "?"
+            if ep.name in seen and seen[ep.name] != dist:
+                raise PluginError(
+                    f"two distributions provide the norton plugin `{ep.name}`: {seen[ep.name]} and {dist}; "
+                    "uninstall one of them"
+                )
+            seen[ep.name] = dist
+            if ep.name in block or dist in block:
+                self.pm.set_blocked(ep.name)
+                continue
+            if allow is not None and ep.name not in allow and dist not in allow:
+                continue
+            if ep.name in self.infos:
+                continue
+            info = PluginInfo(ep.name, dist, version, f"{ep.name} = {ep.value}")
+            self.infos[ep.name] = info
+            try:
+                obj = ep.load()
+                self.pm.register(obj, name=ep.name)
+            except Exception as exc:  # a broken plugin must not take the others down
+                info.error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                self.pm.unregister(name=ep.name) if self.pm.has_plugin(ep.name) else None
+                continue
+        if env.get("NORTON_TRACE_PLUGINS"):
+            def before(name: str, impls: Any, kwargs: Any) -> None:
+                print(f"norton: hook {name} -> {[i.plugin_name for i in impls]}", file=sys.stderr)
+
+            self.pm.add_hookcall_monitoring(before, lambda outcome, name, impls, kwargs: None)
+        self.check()
+
+    def register(self, obj: Any, name: str, distribution: str = "?", version: str = "?") -> None:
+        """Register a plugin object directly (tests and notebooks); it is treated like an entry point."""
+        self.pm.register(obj, name=name)
+        self.infos[name] = PluginInfo(name, distribution, version)
+        self._registry = None
+        self.check()
+
+    def unregister(self, name: str) -> None:
+        self.pm.unregister(name=name)
+        self.infos.pop(name, None)
+        self._registry = None
+
+    def check(self) -> None:
+        """Fail on hook implementations that match no hook (typos), naming plugin and distribution."""
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            info = self.infos.get(exc.plugin and self.pm.get_name(exc.plugin) or "")
+            who = info.describe() if info else "a plugin"
+            raise PluginError(f"{who}: {exc}") from exc
+        self._registry = None
+
+    # -- registry --------------------------------------------------------------------------------------------------
+
+    @property
+    def registry(self) -> Registry:
+        """Components registered by the loaded plugins (collected once, on first use)."""
+        if self._registry is None:
+            registry = Registry()
+            for kind, hook_name in _REGISTER_HOOKS.items():
+                for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                    info = self.infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name)
+                    register = Register(registry, kind, info.provider)
+                    try:
+                        impl.function(**({"register": register} if "register" in impl.argnames else {}))
+                    except PluginError:
+                        raise
+                    except Exception as exc:
+                        raise PluginError(f"{info.describe()} failed in {hook_name}: {exc!r}") from exc
+            self._registry = registry
+        return self._registry
+
+    @property
+    def broken(self) -> list[PluginInfo]:
+        return [info for info in self.infos.values() if info.error]
+
+    def broken_note(self) -> str:
+        """A sentence to append to 'unknown component' errors when some plugin failed to import."""
+        if not self.broken:
+            return ""
+        parts = [f"{i.describe()} failed to import ({i.error})" for i in self.broken]
+        return "; note: " + "; ".join(parts) + "; disable it with NORTON_DISABLE_PLUGINS=" + ",".join(
+            i.name for i in self.broken
+        )
+
+    def as_json(self) -> list[dict[str, Any]]:
+        """What ``norton plugins`` prints: every plugin, its version, hooks and components (or error)."""
+        by_plugin = self.registry.by_plugin()
+        out = []
+        for name, info in sorted(self.infos.items()):
+            plugin = self.pm.get_plugin(name)
+            hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or []) if plugin is not None else []
+            entry: dict[str, Any] = {
+                "name": name,
+                "distribution": info.distribution,
+                "version": info.version,
+                "entry_point": info.entry_point,
+                "hooks": hooks,
+                "components": by_plugin.get(name, {}),
+            }
+            if info.error:
+                entry["error"] = info.error
+            out.append(entry)
+        return out
+
+    # -- typed facade over the lifecycle hooks ---------------------------------------------------------------------
+
+    def call(self, hook: str, **kwargs: Any) -> None:
+        """Call a lifecycle hook; an exception inside a plugin gets the hook name added to it."""
+        try:
+            getattr(self.pm.hook, hook)(**kwargs)
+        except Exception as exc:
+            exc.add_note(f"raised inside the norton hook {hook}")
+            raise
+
+
+_default: Plugins | None = None
+
+
+def default_plugins() -> Plugins:
+    """The process-wide plugins, loaded from entry points on first use."""
+    global _default
+    if _default is None:
+        plugins = Plugins()
+        plugins.load_entrypoints()
+        _default = plugins
+    return _default
+
+
+def set_default_plugins(plugins: Plugins | None) -> None:
+    """Replace the process-wide plugins (tests use a fresh manager each)."""
+    global _default
+    _default = plugins

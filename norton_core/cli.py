@@ -1,0 +1,132 @@
+"""The ``norton`` and ``norton-run`` commands.
+
+User errors (:class:`~norton_core.errors.NortonError`) print one line per problem and exit 2; anything else is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from ._manager import default_plugins
+from .errors import NortonError
+
+#: core modules that add their own subcommands (data preparation, evaluation)
+_CORE_COMMANDS = ("norton_core.data.cli", "norton_core.evaluation.cli")
+
+
+def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="path of a TOML recipe")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                        help="override a recipe value; VALUE is parsed as TOML (quote strings)")
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    print(json.dumps(default_plugins().as_json(), indent=2))
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    print(f"{args.recipe}: ok ({', '.join(f'{p}={s.name}' for p, s in recipe.components.items())})")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.dry_run:
+        print(f"# resolved recipe: {args.recipe}")
+        print(recipe.to_toml())
+        return 0
+    from .engine import train
+
+    allow = tuple(k.strip() for k in (args.allow_recipe_change or "").split(",") if k.strip())
+    train(recipe, resume=args.resume, overwrite=args.overwrite, allow_recipe_change=allow)
+    return 0
+
+
+def _add_run_parser(parser: argparse.ArgumentParser) -> None:
+    _add_recipe_args(parser)
+    parser.add_argument("--dry-run", action="store_true", help="validate and print the resolved recipe, then stop")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="discard an existing run directory of the same name")
+    parser.add_argument("--allow-recipe-change", metavar="KEYS",
+                        help="comma-separated dotted keys that may differ from the checkpoint's recipe on --resume")
+    parser.set_defaults(func=_cmd_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="norton", description="Noise-robust video-text pretraining.")
+    parser.add_argument("--version", action="version", version=f"norton {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("plugins", help="list installed plugins and their components as JSON")
+    p.set_defaults(func=_cmd_plugins)
+    p = sub.add_parser("validate", help="validate a recipe and report every problem")
+    _add_recipe_args(p)
+    p.set_defaults(func=_cmd_validate)
+    _add_run_parser(sub.add_parser("run", help="train (and evaluate) as a recipe says"))
+
+    for module_name in _CORE_COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.register_commands(sub)
+    default_plugins().pm.hook.norton_register_commands(subparsers=sub)
+    return parser
+
+
+def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except NortonError as exc:
+        for line in exc.lines():
+            print(f"norton: error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("norton: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+    except NortonError as exc:  # a plugin that breaks the CLI's own start-up
+        for line in exc.lines():
+            print(f"norton: error: {line}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    return _dispatch(args, parser)
+
+
+def run_main(argv: Sequence[str] | None = None) -> int:
+    """``norton-run RECIPE ...``: the same as ``norton run RECIPE ...``."""
+    parser = argparse.ArgumentParser(prog="norton-run", description="Train (and evaluate) as a recipe says.")
+    _add_run_parser(parser)
+    args = parser.parse_args(argv)
+    try:
+        default_plugins()
+    except NortonError as exc:
+        for line in exc.lines():
+            print(f"norton: error: {line}", file=sys.stderr)
+        return 2
+    return _dispatch(args, parser)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Schemas of the engine's own recipe tables: ``[run]``, ``[train]``, ``[retrieval]`` and ``[evaluation]``.
+
+Component tables (``[data]``, ``[aligner]``, ``[model]``, ``[loss]``, ``[retrieval.aligner]``,
+``[retrieval.backend]``, ``[evaluation.task_options.<task>]``) are validated by their components' own schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+from ..config import option
+
+
+@attrs.frozen
+class RunConfig:
+    name: str = option("run", help="run name: the run directory is <output_dir>/<name> ([A-Za-z0-9._-]+)")
+    output_dir: str = option("runs", help="directory holding run directories (relative to the working directory)")
+    seed: int = option(1, ge=0, help="seed of every random stream of the run")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", help="where to train; auto = cuda when available")
+    deterministic: bool = option(False, help="deterministic algorithms and fixed threads (bit-exact resume tests)")
+    threads: int = option(0, ge=0, help="torch intra-op threads; 0 = torch's default")
+    init_from: str = option("", help="start from weights: a run directory, a checkpoint directory or a "
+                                     ".safetensors file (e.g. converted VideoCLIP weights); empty = fresh")
+    cache_dir: str = option("", help="where data sources keep generated/prepared data; empty = ~/.cache/norton")
+
+
+@attrs.frozen
+class TrainConfig:
+    epochs: int = option(6, ge=0, help="number of epochs (the reference's max_epoch)")
+    videos_per_batch: int = option(64, ge=1, help="V: videos per batch (each gives the aligner's C clips)")
+    max_steps: int = option(0, ge=0, help="stop after this many optimizer steps; 0 = no limit")
+    optimizer: Literal["adam", "adamw"] = option("adam")
+    lr: float = option(1e-5, gt=0.0)
+    betas: list[float] = option(factory=lambda: [0.9, 0.98])
+    eps: float = option(1e-8, gt=0.0)
+    weight_decay: float = option(0.0, ge=0.0)
+    warmup_updates: int = option(1000, ge=0, help="linear warm-up from 0 to lr over this many steps")
+    total_updates: int = option(1_000_000, ge=1, help="polynomial decay reaches end_lr at this step")
+    end_lr: float = option(0.0, ge=0.0)
+    power: float = option(1.0, gt=0.0, help="polynomial decay power (1 = linear)")
+    clip_norm: float = option(2.0, ge=0.0, help="gradient clipping max norm; 0 = off")
+    precision: Literal["fp32", "bf16", "fp16"] = option("fp32", help="autocast dtype (fp16 only on CUDA)")
+    grad_accum: int = option(1, ge=1, help="batches accumulated per optimizer step")
+    num_workers: int = option(0, ge=0, help="DataLoader worker processes")
+    log_every: int = option(10, ge=1, help="steps between JSONL metric lines")
+    checkpoint_every: int = option(0, ge=0, help="steps between checkpoints; 0 = at epoch ends only")
+    keep_last: int = option(2, ge=1, help="checkpoints kept (older ones are removed after a new one commits)")
+    on_nonfinite: Literal["error", "skip"] = option("error", help="a non-finite loss or gradient stops or skips")
+    max_consecutive_skips: int = option(10, ge=1)
+
+
+@attrs.frozen
+class RetrievalConfig:
+    enabled: bool = option(True, help="retrieval-augmented epochs; false = random batches every epoch")
+    start_epoch: int = option(1, ge=1, help="the reference's retri_epoch: first epoch with retrieved batches")
+    num_cands: int = option(192, ge=1, help="neighbours searched per query video; V of them form a batch")
+    embed_videos_per_batch: int = option(1024, ge=1, help="videos per embedding forward (infer_scale x V)")
+    recall_sample: int = option(256, ge=0, help="queries checked against exact search to log recall; 0 = off")
+
+
+@attrs.frozen
+class EvaluationConfig:
+    tasks: list[str] = option(factory=list, help="evaluator names, run at the end of training")
+    before: bool = option(False, help="also evaluate the initial model, for a before/after table")
+    after: bool = option(True)
+    batch_size: int = option(256, ge=1)

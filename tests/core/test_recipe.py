@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import core_fakes as fake_components
+import pytest
+from core_fakes import recipe_text
+
+from norton_core._manager import Plugins
+from norton_core.cli import main
+from norton_core.errors import RecipeError
+from norton_core.recipe import Recipe, load_recipe
+
+
+@pytest.fixture
+def plugins():
+    plugins = Plugins()
+    plugins.register(fake_components, name="fake", distribution="norton-fake", version="0.1")
+    return plugins
+
+
+@pytest.fixture
+def as_default(plugins, monkeypatch):
+    import norton_core._manager as manager
+
+    monkeypatch.setattr(manager, "_default", plugins)
+    return plugins
+
+
+def write(tmp_path, text, name="r.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_valid_recipe_builds_components_with_their_own_tables(tmp_path, plugins):
+    recipe = load_recipe(write(tmp_path, recipe_text()), plugins=plugins)
+    assert recipe.train.lr == 1e-4 and recipe.run.seed == 3
+    loss = recipe.build("loss", rank=0, world_size=1)
+    assert loss.config.beta == 0.5
+    assert recipe.build("retrieval.backend", seed=1).config.nlist == 4
+    assert recipe.components["evaluation.task_options.fake-eval"].config.windows == 8
+    resolved = recipe.resolved()
+    assert resolved["loss"] == {"name": "fake-loss", "beta": 0.5, "iterations": 50}
+    assert resolved["retrieval"]["backend"] == {"name": "fake-backend", "nlist": 4}
+    # the resolved recipe validates again and is stable
+    assert Recipe.from_dict(resolved, plugins=plugins).resolved() == resolved
+
+
+def test_three_mistakes_in_three_tables_all_reported(tmp_path, plugins):
+    text = recipe_text(lr='lr = "1e-4"', beta="beta = 3.0", hidden="hiden = 16")
+    path = write(tmp_path, text)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, plugins=plugins)
+    problems = info.value.problems
+    assert len(problems) == 3
+    assert f"{path}: train.lr: expected number, got string '1e-4'" in problems
+    assert f"{path}: loss.beta: must be <= 1.0, got 3.0" in problems
+    assert any(p.startswith(f"{path}: model.hiden: unknown key (did you mean 'hidden'?)") for p in problems)
+
+
+def test_cli_prints_every_problem_and_exits_2(tmp_path, as_default, capsys):
+    path = write(tmp_path, recipe_text(lr="lr = nan", epochs="epochs = true").replace('"fake-loss"', '"fake-los"'))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3, err
+    assert all(line.startswith("norton: error: ") for line in err)
+    joined = "\n".join(err)
+    assert "train.lr: must be a finite number" in joined and "train.epochs: expected integer, got boolean" in joined
+    assert "loss.name: unknown loss 'fake-los' (did you mean 'fake-loss'?)" in joined
+
+
+@pytest.mark.parametrize("name", ["../../x", ".hidden", "a/b", ""])
+def test_run_name_cannot_escape_the_output_dir(tmp_path, plugins, name):
+    with pytest.raises(RecipeError, match="run.name: must match"):
+        load_recipe(write(tmp_path, recipe_text()), [f"run.name={name!r}".replace("'", '"')], plugins=plugins)
+
+
+def test_unknown_component_lists_known_names_with_providers(tmp_path, plugins):
+    path = write(tmp_path, recipe_text().replace('name = "fake-loss"', 'name = "nortn"'))
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, plugins=plugins)
+    (problem,) = info.value.problems
+    assert "loss.name: unknown loss 'nortn'; known: fake-loss [norton-fake]" in problem
+
+
+def test_extends_merges_and_child_wins(tmp_path, plugins):
+    write(tmp_path, recipe_text(), "base.toml")
+    child = write(tmp_path, 'extends = "base.toml"\n[train]\nlr = 0.5\n[loss]\nname = "fake-loss"\niterations = 3\n')
+    recipe = load_recipe(child, plugins=plugins)
+    assert recipe.train.lr == 0.5 and recipe.train.epochs == 2
+    assert recipe.components["loss"].config.iterations == 3 and recipe.components["loss"].config.beta == 0.5
+
+
+def test_extends_problem_names_the_file_that_set_the_key(tmp_path, plugins):
+    base = write(tmp_path, recipe_text(epochs="epochs = -1"), "base.toml")
+    child = write(tmp_path, 'extends = "base.toml"\n[train]\nlr = -1.0\n')
+    with pytest.raises(RecipeError) as info:
+        load_recipe(child, plugins=plugins)
+    assert sorted(info.value.problems) == sorted([
+        f"{base.resolve()}: train.epochs: must be >= 0, got -1",
+        f"{child.resolve()}: train.lr: must be > 0.0, got -1.0",
+    ])
+
+
+def test_extends_cycle_reports_chain(tmp_path, plugins):
+    write(tmp_path, 'extends = "b.toml"\n', "a.toml")
+    write(tmp_path, 'extends = "a.toml"\n', "b.toml")
+    with pytest.raises(RecipeError, match=r"cycle .*a\.toml -> .*b\.toml -> .*a\.toml"):
+        load_recipe(tmp_path / "a.toml", plugins=plugins)
+
+
+def test_set_overrides_parse_toml_and_are_validated(tmp_path, plugins):
+    path = write(tmp_path, recipe_text())
+    recipe = load_recipe(path, ["train.lr=0.25", "run.name=\"other\"", "retrieval.backend.nlist=8"], plugins=plugins)
+    assert recipe.train.lr == 0.25 and recipe.run.name == "other"
+    assert recipe.components["retrieval.backend"].config.nlist == 8
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, ["train.epochs=\"3\""], plugins=plugins)
+    assert info.value.problems == ["--set: train.epochs: expected integer, got string '3'"]
+    with pytest.raises(RecipeError, match="quote strings"):
+        load_recipe(path, ["run.name=other"], plugins=plugins)
+
+
+def test_requires_reports_missing_and_wrong_versions(tmp_path, plugins):
+    path = write(tmp_path, 'requires = ["norton-not-installed>=1", "pluggy<1.0"]\n' + recipe_text())
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, plugins=plugins)
+    text = "\n".join(info.value.problems)
+    assert "requires[0]: norton-not-installed is not installed" in text
+    assert "requires[1]: pluggy" in text and "the recipe needs pluggy<1.0" in text
+
+
+def test_unknown_table_and_missing_required_table(tmp_path, plugins):
+    text = recipe_text().replace("[loss]", "[los]")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, text), plugins=plugins)
+    text = "\n".join(info.value.problems)
+    assert "los: unknown table (did you mean 'loss'?)" in text
+    assert "loss: required table is missing" in text
+
+
+def test_invalid_toml_names_file_and_line(tmp_path, plugins):
+    path = write(tmp_path, "[train]\nlr = = 1\n")
+    with pytest.raises(RecipeError, match=r"r\.toml: invalid TOML: .*line 2"):
+        load_recipe(path, plugins=plugins)
+
+
+def test_dry_run_prints_resolved_toml(tmp_path, as_default, capsys):
+    path = write(tmp_path, recipe_text())
+    assert main(["run", str(path), "--dry-run", "--set", "train.lr=0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "[retrieval.backend]\nname = \"fake-backend\"\nnlist = 4" in out
+    assert "lr = 0.5" in out
