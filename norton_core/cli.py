@@ -88,10 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warn_broken() -> None:
+    """A plugin that failed to import is reported once; a recipe that needs it fails later with the same name."""
+    for info in default_plugins().broken:
+        print(f"norton: warning: {info.describe()} failed to import: {info.error} "
+              f"(disable it with NORTON_DISABLE_PLUGINS={info.name})", file=sys.stderr)
+
+
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if args.func is not _cmd_plugins:
+        _warn_broken()
     try:
         return int(args.func(args) or 0)
     except NortonError as exc:

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from ._manager import Plugins, default_plugins, set_default_plugins
+from . import _manager
+from ._manager import Plugins, set_default_plugins
 
 
 def builtin_plugins(extra_allowed: str = "") -> Plugins:
@@ -27,7 +28,7 @@ def norton_plugins() -> Iterator[Plugins]:
     Register a temporary plugin with ``norton_plugins.register(module_or_object, name="...")``; it is gone after
     the test.
     """
-    previous = default_plugins.__globals__["_default"]
+    previous = _manager._default
     plugins = builtin_plugins()
     set_default_plugins(plugins)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,10 @@ EXAMPLE = Path(__file__).parents[1] / "example_plugin"
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("src") / "example_plugin"
+    shutil.copytree(EXAMPLE, source)  # build outside the checkout: setuptools writes build/ and *.egg-info
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-           "--target", str(target), str(EXAMPLE)]
+           "--target", str(target), str(source)]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         pytest.fail(f"pip install of the example plugin failed:\n{result.stderr}")
