@@ -1,0 +1,141 @@
+"""Run evaluation tasks on a model and lay their metrics out as a table."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._manager import Plugins, default_plugins
+from ..config import parse_config
+from ..errors import DataError, PluginError, RecipeError
+from ..interfaces import EvalContext, Evaluator, Model
+
+log = logging.getLogger("norton.evaluation")
+
+#: every built-in task, in the order tables show them
+DEFAULT_TASKS = ("youcook2-clip", "youcook2-video", "htm-align", "msrvtt")
+
+
+def task_key(task: str) -> str:
+    """The prefix of a task's metric keys: ``youcook2-clip`` -> ``youcook2_clip``."""
+    return task.replace("-", "_")
+
+
+def build_evaluators(tasks: Sequence[str], options: Mapping[str, Any] | None = None,
+                     plugins: Plugins | None = None) -> list[Evaluator]:
+    """Build each task's evaluator; an option entry may be a ready config instance or a mapping (validated
+    strictly). Every unknown task and invalid option is reported at once."""
+    plugins = plugins or default_plugins()
+    registry = plugins.registry
+    options = dict(options or {})
+    problems: list[str] = []
+    unknown = [t for t in tasks if ("evaluator", t) not in registry]
+    for task in unknown:
+        problems.append(registry.unknown_message("evaluator", task) + plugins.broken_note())
+    for task in options:
+        if task not in tasks:
+            problems.append(f"evaluation options given for {task!r}, which is not among the tasks {list(tasks)}")
+    evaluators: list[Evaluator] = []
+    for task in tasks:
+        if task in unknown:
+            continue
+        cls = registry.get("evaluator", task).cls
+        given = options.get(task)
+        if given is None or isinstance(given, Mapping):
+            config, items = parse_config(cls.Config, dict(given or {}), path=f"evaluation.task_options.{task}",
+                                         source=f"evaluator {task!r}")
+            problems.extend(items)
+        elif isinstance(given, cls.Config):
+            config = given
+        else:
+            problems.append(f"options of {task!r}: expected a mapping or {cls.__name__}.Config, "
+                            f"got {type(given).__name__}")
+            continue
+        if config is not None:
+            evaluators.append(cls(config))
+    if problems:
+        error = PluginError if len(problems) == len(unknown) else RecipeError
+        raise error(problems=problems)
+    return evaluators
+
+
+def run_evaluation(model: Model, tasks: Sequence[str], eval_root: Path, *,
+                   options: Mapping[str, Any] | None = None, batch_size: int = 256, device: str = "cpu",
+                   progress: bool = True, plugins: Plugins | None = None) -> dict[str, float]:
+    """Evaluate ``model`` on each task's set under ``eval_root``; returns ``{"<task_key>/<metric>": value}``.
+
+    :param options: per task, a config instance or a mapping of its options.
+    :raises PluginError: an unknown task. :raises RecipeError: invalid options. :raises DataError: a task's
+        directory is missing or its files are malformed.
+    """
+    evaluators = build_evaluators(list(tasks), options, plugins)
+    eval_root = Path(eval_root)
+    missing = [ev for ev in evaluators if not (eval_root / ev.dataset).is_dir()]
+    if missing:
+        raise DataError(problems=[
+            f"{eval_root / ev.dataset}: the {ev.name!r} evaluation set is missing (expected the public layout of "
+            f"data_formats.md under the eval root {eval_root})" for ev in missing])
+    from .embed import shared_cache  # imports torch: only once there is something to evaluate
+
+    results: dict[str, float] = {}
+    with shared_cache():  # tasks on the same set (YouCook2 clip and video) encode each caption and clip once
+        for ev in evaluators:
+            ctx = EvalContext(root=eval_root / ev.dataset, batch_size=batch_size, device=device, progress=progress)
+            began = time.perf_counter()
+            metrics = ev.evaluate(model, ctx)
+            log.info("%s evaluated in %.1f s", ev.name, time.perf_counter() - began)
+            for metric, value in metrics.items():
+                results[f"{task_key(ev.name)}/{metric}"] = float(value)
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tables
+# ----------------------------------------------------------------------------------------------------------------
+
+_COUNT_PREFIXES = ("skipped_",)
+_COUNT_NAMES = {"pairs", "videos", "captions", "sentences", "alignable", "unscored", "bg_videos"}
+
+
+def _cell(metric: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    if metric.startswith(_COUNT_PREFIXES) or metric in _COUNT_NAMES:
+        return f"{value:.0f}"
+    return f"{value:.2f}"
+
+
+def format_table(results: Mapping[str, float], columns: Mapping[str, Mapping[str, float]] | None = None) -> str:
+    """A plain-text table: one row per ``task/metric``, grouped by task.
+
+    :param results: the metrics (their key order is the row order).
+    :param columns: several result sets side by side, e.g. ``{"before": b, "after": a}``; rows are the keys of
+        ``results`` followed by any other key of the columns. Without it the single column is ``value``.
+    """
+    columns = dict(columns) if columns else {"value": dict(results)}
+    keys = list(dict.fromkeys([*results, *(k for col in columns.values() for k in col)]))
+    rows = []
+    for key in keys:
+        task, _, metric = key.partition("/")
+        rows.append((task, metric, [_cell(metric, col.get(key)) for col in columns.values()]))
+    task_w = max([len("task"), *(len(r[0]) for r in rows)])
+    metric_w = max([len("metric"), *(len(r[1]) for r in rows)])
+    col_w = [max(len(name), *(len(r[2][i]) for r in rows)) if rows else len(name)
+             for i, name in enumerate(columns)]
+    lines = ["  ".join([f"{'task':<{task_w}}", f"{'metric':<{metric_w}}",
+                        *(f"{name:>{w}}" for name, w in zip(columns, col_w, strict=True))])]
+    lines.append("  ".join(["-" * task_w, "-" * metric_w, *("-" * w for w in col_w)]))
+    previous = None
+    for task, metric, cells in rows:
+        shown = task if task != previous else ""
+        previous = task
+        lines.append("  ".join([f"{shown:<{task_w}}", f"{metric:<{metric_w}}",
+                                *(f"{c:>{w}}" for c, w in zip(cells, col_w, strict=True))]))
+    return "\n".join(lines)
+

@@ -1,0 +1,22 @@
+"""Built-in evaluation tasks: YouCook2 clip and video-paragraph retrieval, HTM-Align grounding, MSR-VTT retrieval.
+
+Each task is an :class:`~norton_core.interfaces.Evaluator` registered by name; ``norton evaluate`` and the training
+engine run them through :func:`norton_core.evaluation.run_evaluation`. No torch import happens here: the modules
+import it inside ``evaluate``.
+"""
+
+from __future__ import annotations
+
+from norton_core import hookimpl
+
+from .htm_align import HTMAlign
+from .msrvtt import MSRVTT
+from .youcook2 import YouCook2Clip, YouCook2Video
+
+EVALUATORS = (YouCook2Clip, YouCook2Video, HTMAlign, MSRVTT)
+
+
+@hookimpl
+def norton_register_evaluators(register):  # type: ignore[no-untyped-def]
+    for cls in EVALUATORS:
+        register(cls)

@@ -1,0 +1,64 @@
+"""MSR-VTT zero-shot text-to-video retrieval on the JSFusion 1k-A test split (method.md section 7)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+import numpy as np
+
+from norton_core.config import option
+from norton_core.interfaces import EvalContext, Evaluator, Model
+
+from .readers import FeatureDir, Skips, read_msrvtt
+
+_SKIPS = ("missing_features", "bad_features", "empty_caption")
+
+
+class MSRVTT(Evaluator):
+    """Text-to-video retrieval: each caption ranks every test video (first ``max_video_len`` seconds)."""
+
+    name = "msrvtt"
+    dataset = "msrvtt"
+
+    @attrs.frozen
+    class Config:
+        annotations: str = option("MSRVTT_JSFUSION_test.csv", help="the 1k-A test CSV, relative to the dataset dir")
+        max_video_len: int = option(32, ge=1, help="seconds of each video encoded (the reference keeps the first 32)")
+        max_len: int = option(96, ge=8, help="total token budget; captions get max_len - max_video_len")
+        ties: Literal["expected", "optimistic", "pessimistic"] = option(
+            "expected", help="tied scores: expected recall under a random tie break, or best / worst case")
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def evaluate(self, model: Model, ctx: EvalContext) -> dict[str, float]:
+        from norton_core.evaluation.embed import encode_clips, encode_texts
+        from norton_core.evaluation.metrics import rank_metrics
+
+        cfg = self.config
+        skips = Skips(self.name)
+        feats = FeatureDir(ctx.root, skips)
+        gallery: dict[str, int] = {}  # a video listed twice is one candidate, not two
+        spans, texts, targets = [], [], []
+        for line, (vid, sentence) in enumerate(read_msrvtt(ctx.root / cfg.annotations), start=2):
+            features = feats.get(vid)
+            if features is None:
+                continue
+            if not sentence.strip():
+                skips.add("empty_caption", f"line {line} ({vid})")
+                continue
+            if vid not in gallery:
+                gallery[vid] = len(spans)
+                spans.append((features, 0, len(features)))
+            texts.append(sentence)
+            targets.append(gallery[vid])
+        skips.report()
+        counts = {"captions": float(len(texts)), "videos": float(len(spans)), **skips.metrics(_SKIPS)}
+        if not texts:
+            return {"R@1": float("nan"), "R@5": float("nan"), "R@10": float("nan"), "MR": float("nan"), **counts}
+        kw = {"batch_size": ctx.batch_size, "device": ctx.device, "progress": ctx.progress}
+        text = encode_texts(model, texts, cfg.max_len - cfg.max_video_len, desc="msrvtt captions", **kw)
+        videos = encode_clips(model, spans, cfg.max_video_len, desc="msrvtt videos", **kw)
+        sims = text.astype(np.float64) @ videos.astype(np.float64).T
+        return {**rank_metrics(sims, np.asarray(targets), ties=cfg.ties), **counts}

@@ -1,0 +1,223 @@
+"""Readers of the public evaluation formats (data_formats.md sections 3-5) and the skip accounting they share.
+
+A malformed file (not the documented layout) raises :class:`~norton_core.errors.DataError` naming the file, the
+record and what was expected. An item that is well-formed but cannot be evaluated (a missing or unusable feature
+file, an empty segment, a segment past the end of the video) is counted under a ``skipped_*`` metric and logged
+with examples, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from norton_core.errors import DataError
+
+log = logging.getLogger("norton.evaluation")
+
+FEATURE_DIM = 512
+
+
+class Skips:
+    """Counts of items that could not be evaluated, by reason, with a few examples each."""
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+        self.counts: Counter[str] = Counter()
+        self.examples: dict[str, list[str]] = {}
+
+    def add(self, reason: str, example: str) -> None:
+        self.counts[reason] += 1
+        shown = self.examples.setdefault(reason, [])
+        if len(shown) < 3:
+            shown.append(example)
+
+    def metrics(self, reasons: tuple[str, ...]) -> dict[str, float]:
+        """``skipped_<reason>`` for every documented reason (zeros included, so tables keep their shape)."""
+        for reason in self.counts:
+            if reason not in reasons:
+                reasons = (*reasons, reason)
+        return {f"skipped_{r}": float(self.counts[r]) for r in reasons}
+
+    def report(self) -> None:
+        for reason, count in sorted(self.counts.items()):
+            log.warning("%s: skipped %d item(s): %s (e.g. %s)", self.task, count, reason.replace("_", " "),
+                        "; ".join(self.examples[reason]))
+
+
+class FeatureDir:
+    """``<root>/features/<video_id>.npy`` files, loaded once each and checked (2-D, 512 wide, finite)."""
+
+    def __init__(self, root: Path, skips: Skips) -> None:
+        self.dir = root / "features"
+        self.skips = skips
+        self._cache: dict[str, np.ndarray | None] = {}
+
+    def get(self, video_id: str) -> np.ndarray | None:
+        """The ``(T, 512)`` float32 features, or None (counted under ``skipped_<reason>``) when unusable."""
+        if video_id not in self._cache:
+            self._cache[video_id] = self._load(video_id)
+        return self._cache[video_id]
+
+    def _load(self, video_id: str) -> np.ndarray | None:
+        path = self.dir / f"{video_id}.npy"
+        if not path.is_file():
+            self.skips.add("missing_features", f"{video_id}: no {path}")
+            return None
+        try:
+            feats = np.load(path, allow_pickle=False, mmap_mode="r")
+        except (ValueError, OSError) as exc:
+            self.skips.add("bad_features", f"{path}: unreadable ({exc})")
+            return None
+        if feats.ndim != 2 or feats.shape[1] != FEATURE_DIM or feats.dtype.kind != "f":
+            self.skips.add("bad_features", f"{path}: expected a (T, {FEATURE_DIM}) float array, got "
+                                           f"{feats.dtype} {feats.shape}")
+            return None
+        feats = np.asarray(feats, dtype=np.float32)
+        if not np.isfinite(feats).all():
+            self.skips.add("bad_features", f"{path}: non-finite values")
+            return None
+        if len(feats) == 0:
+            self.skips.add("bad_features", f"{path}: no rows")
+            return None
+        return feats
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise DataError(f"{path}: evaluation file not found (expected the public layout of data_formats.md)")
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# YouCook2
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Segment:
+    id: int
+    start: float
+    end: float
+    sentence: str
+
+
+def read_youcook2(path: Path, subset: str) -> dict[str, list[Segment]]:
+    """``{video_id: segments sorted by id}`` for the videos of ``subset`` in the official YouCook2 layout."""
+    data = _read_json(path)
+    database = data.get("database") if isinstance(data, dict) else None
+    if not isinstance(database, dict):
+        raise DataError(f"{path}: expected an object with a \"database\" object (YouCook2 layout), "
+                        f"got {type(data).__name__}{' without it' if isinstance(data, dict) else ''}")
+    videos: dict[str, list[Segment]] = {}
+    for vid, entry in database.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("annotations"), list):
+            raise DataError(f"{path}: database[{vid!r}]: expected an object with an \"annotations\" list")
+        if entry.get("subset") != subset:
+            continue
+        segments = []
+        for k, ann in enumerate(entry["annotations"]):
+            where = f"{path}: database[{vid!r}].annotations[{k}]"
+            if not isinstance(ann, dict):
+                raise DataError(f"{where}: expected an object, got {type(ann).__name__}")
+            seg, sentence, ann_id = ann.get("segment"), ann.get("sentence"), ann.get("id", k)
+            if not (isinstance(seg, list) and len(seg) == 2 and all(_number(s) for s in seg)):
+                raise DataError(f"{where}: \"segment\" must be [start_s, end_s] numbers, got {seg!r}")
+            if not isinstance(sentence, str):
+                raise DataError(f"{where}: \"sentence\" must be a string, got {sentence!r}")
+            if not isinstance(ann_id, int) or isinstance(ann_id, bool):
+                raise DataError(f"{where}: \"id\" must be an integer, got {ann_id!r}")
+            segments.append(Segment(ann_id, float(seg[0]), float(seg[1]), sentence))
+        videos[str(vid)] = sorted(segments, key=lambda s: s.id)
+    return videos
+
+
+def segment_rows(segment: Segment, length: int) -> tuple[int, int] | str:
+    """Feature rows ``[start, end)`` of a segment (seconds = rows, outward to whole seconds, cut at the video's end),
+    or the skip reason: ``empty_segment`` (end <= start) or ``segment_past_end`` (starts at or after the end)."""
+    start, end = int(math.floor(segment.start)), int(math.ceil(segment.end))
+    if segment.end <= segment.start or (start < 0 and end <= 0):
+        return "empty_segment"
+    start = max(start, 0)
+    if start >= length:
+        return "segment_past_end"
+    return start, min(end, length)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# HTM-Align
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class AlignSentence:
+    alignable: bool
+    start: float
+    end: float
+    text: str
+
+
+def read_htm_align(path: Path) -> dict[str, list[AlignSentence]]:
+    """``{video_id: sentences in file order}`` from ``htm_align.json``."""
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected an object {{video_id: [[alignable, start, end, text], ...]}}, "
+                        f"got {type(data).__name__}")
+    out: dict[str, list[AlignSentence]] = {}
+    for vid, rows in data.items():
+        if not isinstance(rows, list):
+            raise DataError(f"{path}: [{vid!r}]: expected a list of [alignable, start, end, text], got "
+                            f"{type(rows).__name__}")
+        sentences = []
+        for k, row in enumerate(rows):
+            ok = (isinstance(row, list) and len(row) == 4 and row[0] in (0, 1) and not isinstance(row[0], float)
+                  and _number(row[1]) and _number(row[2]) and isinstance(row[3], str))
+            if not ok:
+                raise DataError(f"{path}: [{vid!r}][{k}]: expected [alignable (0 or 1), start_s, end_s, \"text\"], "
+                                f"got {row!r}")
+            sentences.append(AlignSentence(bool(row[0]), float(row[1]), float(row[2]), row[3]))
+        out[str(vid)] = sentences
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# MSR-VTT
+# ----------------------------------------------------------------------------------------------------------------
+
+MSRVTT_HEADER = ("key", "vid_key", "video_id", "sentence")
+
+
+def read_msrvtt(path: Path) -> list[tuple[str, str]]:
+    """``[(video_id, sentence), ...]`` in file order from ``MSRVTT_JSFUSION_test.csv``."""
+    if not path.is_file():
+        raise DataError(f"{path}: evaluation file not found (expected the JSFusion 1k-A test CSV)")
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or tuple(h.strip() for h in header[:4]) != MSRVTT_HEADER:
+            raise DataError(f"{path}: line 1: expected the header {','.join(MSRVTT_HEADER)}, got "
+                            f"{','.join(header) if header else 'an empty file'}")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) < 4:
+                raise DataError(f"{path}: line {line}: expected 4 fields ({','.join(MSRVTT_HEADER)}), got {len(row)}")
+            rows.append((row[2].strip(), row[3]))
+    return rows

@@ -1,0 +1,222 @@
+"""The four evaluators end to end on tiny sets in the public formats, through ``run_evaluation``."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from evalfakes import FakeModel, eval_plugins, make_eval_root, make_htm_align, make_msrvtt, make_youcook2
+from norton_evaluators.youcook2 import YouCook2Video
+
+from norton_core.errors import DataError, PluginError, RecipeError
+from norton_core.evaluation import DEFAULT_TASKS, format_table, run_evaluation
+
+MAIN = {
+    "youcook2_clip": ["R@1", "R@5", "R@10"],
+    "youcook2_video": [f"{p}{m}_R@1" for p in ("", "bg_") for m in ("capavg", "dtw", "otam", "dtw_centred",
+                                                                      "otam_centred")],
+    "htm_align": ["recall", "auc"],
+    "msrvtt": ["R@1", "R@5", "R@10"],
+}
+
+
+@pytest.fixture(scope="module")
+def plugins():
+    return eval_plugins()
+
+
+@pytest.fixture(scope="module")
+def eval_root(tmp_path_factory):
+    return make_eval_root(tmp_path_factory.mktemp("eval"))
+
+
+def _run(model, root, plugins, tasks=DEFAULT_TASKS, **kw):
+    return run_evaluation(model, list(tasks), root, plugins=plugins, progress=False, **kw)
+
+
+def test_planted_alignment_scores_perfectly_on_every_task(eval_root, plugins):
+    results = _run(FakeModel(FakeModel.Config()), eval_root, plugins, batch_size=7)
+    for task, metrics in MAIN.items():
+        for metric in metrics:
+            # the reference DTW with background kept (distance 3 - sim) need not be perfect: see the offset test
+            if metric != "bg_dtw_R@1":
+                assert results[f"{task}/{metric}"] == pytest.approx(100.0), f"{task}/{metric}"
+    assert results["youcook2_clip/MR"] == 1.0 and results["msrvtt/MR"] == 1.0
+    assert results["youcook2_clip/pairs"] == 48 and results["msrvtt/videos"] == 40
+    assert all(v == 0 for k, v in results.items() if "/skipped_" in k)
+    json.dumps(results)  # plain floats
+
+
+def test_random_model_scores_near_chance(eval_root, plugins):
+    results = _run(FakeModel(FakeModel.Config(planted=False)), eval_root, plugins)
+    assert results["youcook2_clip/R@1"] < 15 and results["youcook2_clip/MR"] > 8  # 48 pairs: chance 2%, MR 24.5
+    assert results["msrvtt/R@1"] < 15 and results["msrvtt/MR"] > 6  # 40 videos
+    assert results["youcook2_video/capavg_R@1"] < 40  # 12 videos
+    assert results["htm_align/recall"] < 35  # spans cover ~6% of the seconds
+
+
+def test_untrained_collapsed_model_is_exactly_chance(eval_root, plugins):
+    """A model whose every embedding is the same vector ties everything: expected recall is chance, not 100."""
+    model = FakeModel(FakeModel.Config(planted=False))
+    with np.errstate(all="ignore"):
+        model.words.data.zero_()
+        model.proj.data.zero_()
+    results = _run(model, eval_root, plugins, tasks=["youcook2-clip", "msrvtt"])
+    assert results["youcook2_clip/R@1"] == pytest.approx(100 / 48)
+    assert results["msrvtt/R@10"] == pytest.approx(25.0)
+    assert results["msrvtt/MR"] == pytest.approx(20.5)
+
+
+def test_keys_are_task_slash_metric_with_underscores(eval_root, plugins):
+    results = _run(FakeModel(FakeModel.Config()), eval_root, plugins, tasks=["youcook2-video"],
+                   options={"youcook2-video": {"background": False, "centred": False}})
+    assert all(k.startswith("youcook2_video/") for k in results)
+    assert "youcook2_video/dtw_R@10" in results and "youcook2_video/bg_dtw_R@1" not in results
+    assert "youcook2_video/dtw_centred_R@1" not in results
+
+
+def test_centred_variants_are_invariant_to_a_similarity_offset(eval_root, plugins):
+    """Adding one constant to every caption-clip similarity moves the reference DTW/OTAM numbers (the reason to
+    report the centred ones) but neither the centred variants nor the caption average."""
+    runs = {}
+    for offset in (-4.0, 0.0, 4.0):
+        model = FakeModel(FakeModel.Config(noise=0.06, offset=offset))
+        runs[offset] = _run(model, eval_root, plugins, tasks=["youcook2-video"])
+    invariant = [k for k in runs[0.0] if "centred" in k or "capavg" in k]
+    assert len(invariant) == 18
+    for key in invariant:
+        assert runs[-4.0][key] == runs[0.0][key] == runs[4.0][key], key
+    moved = [k for k in runs[0.0] if ("dtw_R" in k or "otam_R" in k) and "centred" not in k
+             and len({runs[o][k] for o in runs}) > 1]
+    assert moved, "the reference protocol should depend on the offset"
+
+
+def test_reference_quirk_switches_run_and_are_named(eval_root, plugins):
+    model = FakeModel(FakeModel.Config(noise=0.06))
+    exact = _run(model, eval_root, plugins, tasks=["youcook2-video"])
+    ref = _run(model, eval_root, plugins, tasks=["youcook2-video"],
+               options={"youcook2-video": YouCook2Video.Config(padding="reference", otam_recurrence="reference")})
+    assert exact.keys() == ref.keys()
+    assert all(0.0 <= v <= 100.0 for k, v in ref.items() if "_R@" in k)
+
+
+def test_model_mode_is_restored(eval_root, plugins):
+    model = FakeModel(FakeModel.Config())
+    model.train()
+    _run(model, eval_root, plugins, tasks=["msrvtt"])  # the fake asserts eval mode and no grad inside
+    assert model.training and model.calls > 0
+    model.eval()
+    _run(model, eval_root, plugins, tasks=["msrvtt"])
+    assert not model.training
+
+
+def test_unusable_items_are_counted_not_dropped_or_crashed_on(tmp_path, plugins):
+    root = tmp_path
+    make_youcook2(root, videos=6, steps=3)
+    make_msrvtt(root, videos=10)
+    make_htm_align(root, videos=2)
+    yc = root / "youcook2"
+    data = json.loads((yc / "annotations.json").read_text())
+    db = data["database"]
+    (yc / "features" / "yc000.npy").unlink()  # missing feature file: 3 segments of one video
+    np.save(yc / "features" / "yc001.npy", np.zeros((20, 300), np.float32))  # wrong width
+    length = len(np.load(yc / "features" / "yc002.npy"))
+    anns = db["yc002"]["annotations"]
+    anns[0]["segment"] = [5, 5]  # empty
+    anns[1]["segment"] = [length + 3, length + 9]  # past the end
+    anns[2]["segment"] = [anns[2]["segment"][0], length + 30]  # runs past the end: cut, still evaluated
+    db["yc003"]["annotations"][0]["sentence"] = "  "  # empty caption
+    db["other"] = {"duration": 1.0, "subset": "training", "annotations": []}  # another subset: not counted
+    (yc / "annotations.json").write_text(json.dumps(data))
+    (root / "msrvtt" / "features" / "video7003.npy").unlink()
+
+    results = _run(FakeModel(FakeModel.Config()), root, plugins, tasks=["youcook2-clip", "youcook2-video", "msrvtt"])
+    assert results["youcook2_clip/skipped_missing_features"] == 1
+    assert results["youcook2_clip/skipped_bad_features"] == 1
+    assert results["youcook2_clip/skipped_empty_segment"] == 1
+    assert results["youcook2_clip/skipped_segment_past_end"] == 1
+    assert results["youcook2_clip/skipped_empty_caption"] == 1
+    assert results["youcook2_clip/pairs"] == 18 - 3 - 3 - 2 - 1
+    assert results["youcook2_clip/R@1"] == 100.0
+    assert results["youcook2_video/skipped_segment_past_end"] == 1
+    assert results["youcook2_video/bg_videos"] == 4  # yc002 keeps its 3 sentences with background kept
+    assert results["msrvtt/skipped_missing_features"] == 1 and results["msrvtt/videos"] == 9
+
+
+def test_a_task_with_nothing_to_evaluate_reports_nan_and_counts(tmp_path, plugins):
+    make_msrvtt(tmp_path, videos=2)
+    for f in (tmp_path / "msrvtt" / "features").iterdir():
+        f.unlink()
+    results = _run(FakeModel(FakeModel.Config()), tmp_path, plugins, tasks=["msrvtt"])
+    assert math.isnan(results["msrvtt/R@1"]) and results["msrvtt/skipped_missing_features"] == 2
+    assert "n/a" in format_table(results)
+
+
+@pytest.mark.parametrize("task, filename, content, needle", [
+    ("youcook2-clip", "youcook2/annotations.json", '{"videos": {}}', '"database"'),
+    ("youcook2-clip", "youcook2/annotations.json",
+     '{"database": {"v": {"subset": "validation", "annotations": [{"id": 0, "segment": [1], "sentence": "a"}]}}}',
+     "database['v'].annotations[0]"),
+    ("htm-align", "htm_align/htm_align.json", '{"v": [[2, 0, 1, "x"]]}', "['v'][0]"),
+    ("msrvtt", "msrvtt/MSRVTT_JSFUSION_test.csv", "id,video,caption\n", "line 1"),
+    ("msrvtt", "msrvtt/MSRVTT_JSFUSION_test.csv", "{not csv", "line 1"),
+])
+def test_malformed_files_raise_data_errors_naming_file_and_record(tmp_path, plugins, task, filename, content,
+                                                                   needle):
+    path = tmp_path / filename
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    with pytest.raises(DataError) as err:
+        _run(FakeModel(FakeModel.Config()), tmp_path, plugins, tasks=[task])
+    assert str(path) in str(err.value) and needle in str(err.value)
+
+
+def test_runner_reports_unknown_tasks_bad_options_and_missing_sets(tmp_path, plugins):
+    model = FakeModel(FakeModel.Config())
+    with pytest.raises(PluginError, match="youcook2-clip"):  # the known names are listed
+        _run(model, tmp_path, plugins, tasks=["youcook-clip"])
+    with pytest.raises(RecipeError) as err:
+        _run(model, tmp_path, plugins, tasks=["msrvtt", "youcook2-video"],
+             options={"msrvtt": {"max_video_len": 0}, "youcook2-video": {"padding": "zero"}})
+    assert len(err.value.problems) == 2
+    with pytest.raises(DataError, match="htm_align"):
+        _run(model, tmp_path, plugins, tasks=["htm-align"])
+
+
+def test_format_table_puts_columns_side_by_side():
+    before = {"msrvtt/R@1": 1.234, "msrvtt/skipped_missing_features": 2.0, "htm_align/recall": float("nan")}
+    after = {"msrvtt/R@1": 10.5, "msrvtt/skipped_missing_features": 2.0, "htm_align/auc": 70.0}
+    lines = format_table(after, {"before": before, "after": after}).splitlines()
+    assert lines[0].split() == ["task", "metric", "before", "after"]
+    rows = {tuple(line.split()[-3:]) for line in lines[2:]}
+    assert ("R@1", "1.23", "10.50") in rows
+    assert ("skipped_missing_features", "2", "2") in rows
+    assert ("auc", "-", "70.00") in rows and ("recall", "n/a", "-") in rows
+    assert format_table(after).splitlines()[0].split() == ["task", "metric", "value"]
+
+
+def test_htm_align_reports_its_chance_level(eval_root, plugins):
+    planted = _run(FakeModel(FakeModel.Config()), eval_root, plugins, tasks=["htm-align"])
+    assert planted["htm_align/recall"] == 100.0 and 0 < planted["htm_align/recall_chance"] < 20
+    assert planted["htm_align/unscored"] == 0 and planted["htm_align/alignable"] == 19
+
+
+def test_shared_tasks_encode_each_clip_once(eval_root, plugins):
+    """youcook2-clip and youcook2-video in one run share their clip embeddings (and captions)."""
+    alone, together = FakeModel(FakeModel.Config()), FakeModel(FakeModel.Config())
+    _run(alone, eval_root, plugins, tasks=["youcook2-video"], batch_size=1000)
+    _run(together, eval_root, plugins, tasks=["youcook2-clip", "youcook2-video"], batch_size=1000)
+    assert together.calls == alone.calls  # the clip task's forward passes were all reused
+
+
+def test_trimmed_caption_batches_give_the_same_embeddings():
+    from norton_core.evaluation.embed import encode_texts
+
+    model = FakeModel(FakeModel.Config(planted=False))
+    texts = ["w1 w2 w3", "w4", "w5 w6 w7 w8 w9 w10", "w4", "w11 w12"]
+    trimmed = encode_texts(model, texts, 64, batch_size=2)
+    full = encode_texts(model, texts, 64, batch_size=2, trim=False)
+    np.testing.assert_allclose(trimmed, full, rtol=1e-6)
+    np.testing.assert_array_equal(trimmed[1], trimmed[3])
