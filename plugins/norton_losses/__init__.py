@@ -1,0 +1,47 @@
+"""Built-in losses: ``norton`` (clip contrast with faulty-negative exploitation + video-paragraph OT contrast) and
+``videoclip-nce`` (VideoCLIP's symmetric InfoNCE). See :mod:`norton_losses.norton` for every quirk decision.
+
+What is registered are light entries whose construction returns the real ``torch.nn.Module`` losses
+(:class:`norton_losses.norton.NortonLoss`, :class:`norton_losses.norton.VideoCLIPNCELoss`), so that loading the
+plugin does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from norton_core import Loss, hookimpl
+
+from .config import NCEConfig, NortonConfig
+
+
+class NortonLossEntry(Loss):
+    """Norton: L_clip with faulty-negative exploitation + lambda * L_video (fine-grained similarity, alignable prompt
+    bucket OT, sequence contrast). Building it returns :class:`norton_losses.norton.NortonLoss`."""
+
+    name = "norton"
+    Config = NortonConfig
+
+    def __new__(cls, config: NortonConfig, rank: int = 0, world_size: int = 1) -> Any:  # type: ignore[misc]
+        from .norton import NortonLoss
+
+        return NortonLoss(config, rank=rank, world_size=world_size)
+
+
+class VideoCLIPNCEEntry(Loss):
+    """VideoCLIP's symmetric InfoNCE on raw pooled vectors. Building it returns
+    :class:`norton_losses.norton.VideoCLIPNCELoss`."""
+
+    name = "videoclip-nce"
+    Config = NCEConfig
+
+    def __new__(cls, config: NCEConfig, rank: int = 0, world_size: int = 1) -> Any:  # type: ignore[misc]
+        from .norton import VideoCLIPNCELoss
+
+        return VideoCLIPNCELoss(config, rank=rank, world_size=world_size)
+
+
+@hookimpl
+def norton_register_losses(register):  # noqa: ANN001 - pluggy passes the Register
+    register(NortonLossEntry)
+    register(VideoCLIPNCEEntry)

