@@ -24,6 +24,9 @@ class RunConfig:
     init_from: str = option("", help="start from weights: a run directory, a checkpoint directory or a "
                                      ".safetensors file (e.g. converted VideoCLIP weights); empty = fresh")
     cache_dir: str = option("", help="where data sources keep generated/prepared data; empty = ~/.cache/norton")
+    pretrain_recipe: str = option("", help="a recipe (path relative to this recipe's file) trained first, when its "
+                                           "run is not complete yet; its final weights initialise this run unless "
+                                           "init_from is set (the demo's VideoCLIP stage before Norton)")
 
 
 @attrs.frozen
@@ -41,7 +44,9 @@ class TrainConfig:
     end_lr: float = option(0.0, ge=0.0)
     power: float = option(1.0, gt=0.0, help="polynomial decay power (1 = linear)")
     clip_norm: float = option(2.0, ge=0.0, help="gradient clipping max norm; 0 = off")
-    precision: Literal["fp32", "bf16", "fp16"] = option("fp32", help="autocast dtype (fp16 only on CUDA)")
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = option(
+        "fp32", help="autocast dtype (fp16 only on CUDA); auto = bf16 where the hardware has it (CUDA, or a CPU "
+                     "with AVX512-BF16/AMX), else fp16 on CUDA and fp32 on CPU (emulated bf16 is ~10x slower)")
     grad_accum: int = option(1, ge=1, help="batches accumulated per optimizer step")
     num_workers: int = option(0, ge=0, help="DataLoader worker processes")
     log_every: int = option(10, ge=1, help="steps between JSONL metric lines")

@@ -1,0 +1,69 @@
+"""The training engine: ``train(recipe)`` runs a recipe's training (and evaluation) in its run directory.
+
+Modules: :mod:`.loop` (the loop, top to bottom), :mod:`.retrieval` (retrieval rounds), :mod:`.checkpoint`
+(atomic checkpoints, resume, the run lock), :mod:`.distributed` (torchrun), :mod:`.schedule` (lr),
+:mod:`.data` (batches from shard stores), :mod:`.state` (``RunContext`` for hooks, ``RunResult``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .state import RunContext, RunResult
+
+__all__ = ["RunContext", "RunResult", "train"]
+
+_depth = 0
+
+
+def train(recipe: Any, *, resume: bool = False, overwrite: bool = False, allow_recipe_change: Iterable[str] = (),
+          plugins: Any = None) -> RunResult:
+    """Train as ``recipe`` (a :class:`norton_core.recipe.Recipe`) says, in ``<run.output_dir>/<run.name>``.
+
+    :param resume: continue from the newest valid checkpoint (a run without one starts from the beginning); a
+        complete run only reports that it is complete.
+    :param overwrite: discard an existing run of the same directory first.
+    :param allow_recipe_change: dotted recipe keys (or tables) that may differ from the checkpoint's recipe.
+    :param plugins: a :class:`norton_core.Plugins` (default: the process-wide one).
+    :raises NortonError: a user-fixable problem (data, recipe, checkpoint, non-finite training).
+
+    When ``run.pretrain_recipe`` names another recipe, that stage is trained first (resumed if interrupted,
+    skipped if complete) and its final weights initialise this run (unless ``run.init_from`` is set).
+    """
+    global _depth
+    from .._manager import default_plugins
+    from . import distributed, loop
+
+    plugins = plugins or default_plugins()
+    _depth += 1
+    try:
+        init_from, prior = recipe.run.init_from, {}
+        if recipe.run.pretrain_recipe:
+            from ..recipe import load_recipe
+
+            stage_path = Path(recipe.source).parent / recipe.run.pretrain_recipe
+            # where runs and data live and what runs them follow this recipe (and its --set overrides)
+            shared = [f"run.{key}={json.dumps(getattr(recipe.run, key))}"
+                      for key in ("output_dir", "cache_dir", "device", "threads")]
+            stage = load_recipe(stage_path, overrides=shared, plugins=plugins)
+            print(f"norton: stage 1/2: {stage_path} (run {stage.run.name})", flush=True)
+            done = train(stage, resume=True, plugins=plugins)
+            prior = {f"{stage.run.name}/{label}": res for label, res in done.evaluation.items()
+                     if "/" not in label}
+            init_from = init_from or str(done.run_dir)
+            print(f"norton: stage 2/2: {recipe.source} (run {recipe.run.name})", flush=True)
+        return loop.run(recipe, plugins, resume=resume, overwrite=overwrite,
+                        allow_recipe_change=tuple(allow_recipe_change), init_from=init_from, prior_evaluation=prior)
+    finally:
+        _depth -= 1
+        if _depth == 0:
+            distributed.shutdown(distributed.Dist(world_size=_world_size()))
+
+
+def _world_size() -> int:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))

@@ -1,0 +1,111 @@
+"""From a shard store to model batches: which videos can be sampled, per-video seeded clip sampling, and the
+DataLoader that turns a list of batches (each V store indices) into collated tensors in worker processes.
+
+Every random choice of an aligner comes from ``random.Random`` seeded by (run seed, epoch, purpose, video), so a
+sample does not depend on which worker drew it, on the batch it landed in, or on whether the run was resumed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+
+
+def open_store(path: Path) -> Any:
+    """Open a prepared shard store (``norton_core.data.store.ShardStore``) read-only."""
+    from ..data.store import ShardStore
+
+    return ShardStore.open(path, "mmap")
+
+
+def sample_rng(seed: int, epoch: int, purpose: str, video: int) -> random.Random:
+    # string seeds are hashed with sha512 by ``random`` (version 2): stable across processes and PYTHONHASHSEED
+    return random.Random(f"{seed}:{epoch}:{purpose}:{video}")
+
+
+def sampleable_videos(store: Any, log: Callable[[str], None]) -> np.ndarray:
+    """Store indices of the videos an aligner can sample (at least one caption with tokens and one feature row);
+    the others are counted and reported once, with examples."""
+    keep, no_caps, no_frames = [], [], []
+    for i in range(len(store)):
+        record = store.get(i)
+        if record.features.shape[0] == 0:
+            no_frames.append(record.video_id)
+        elif len(record.tokens) == 0 or not any(len(t) for t in record.tokens):
+            no_caps.append(record.video_id)
+        else:
+            keep.append(i)
+    for what, ids in (("no captions", no_caps), ("no feature rows", no_frames)):
+        if ids:
+            log(f"norton: skipping {len(ids)} video(s) with {what} (e.g. {', '.join(ids[:3])})")
+    if not keep:
+        raise DataError(f"{getattr(store, 'path', 'the training store')}: no video can be sampled "
+                        f"({len(no_caps)} without captions, {len(no_frames)} without features)")
+    return np.asarray(keep, dtype=np.int64)
+
+
+def default_collate(items: list[dict[str, np.ndarray]], video_ids: list[str]) -> dict[str, Any]:
+    """The built-in aligners' collate (flat ``(V*C, ...)`` tensors with ``video_index``)."""
+    from norton_aligners import collate
+
+    return collate(items, video_ids)
+
+
+class BatchDataset:
+    """Item ``i`` = the collated clips of ``batches[i]`` (a map-style dataset for ``torch.utils.data``)."""
+
+    def __init__(self, store: Any, aligner: Any, batches: Sequence[Sequence[int]], seed: int, epoch: int,
+                 purpose: str, collate: Callable[..., dict[str, Any]] = default_collate) -> None:
+        self.store, self.aligner, self.batches = store, aligner, [list(map(int, b)) for b in batches]
+        self.seed, self.epoch, self.purpose, self.collate = seed, epoch, purpose, collate
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        items, ids = [], []
+        for video in self.batches[i]:
+            record = self.store.get(video)
+            try:
+                items.append(self.aligner(record, sample_rng(self.seed, self.epoch, self.purpose, video)))
+            except DataError:
+                raise
+            except Exception as exc:  # name the video: a worker traceback alone does not say which one
+                where = self.store.describe(video) if hasattr(self.store, "describe") else f"video {video}"
+                raise DataError(f"aligner {getattr(self.aligner, 'name', '?')!r} failed on {where}: {exc!r}") from exc
+            ids.append(record.video_id)
+        import torch
+
+        batch = self.collate(items, ids)
+        batch["store_index"] = torch.tensor(self.batches[i], dtype=torch.int64)
+        return batch
+
+
+def make_loader(dataset: BatchDataset, num_workers: int, seed: int) -> Any:
+    """A DataLoader over whole batches, in order. Its own seeded generator keeps it from drawing on the global
+    torch RNG (which would shift dropout masks between a resumed and an uninterrupted run)."""
+    import torch
+
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=None, shuffle=False, num_workers=num_workers, generator=generator,
+        prefetch_factor=2 if num_workers else None, persistent_workers=False,
+        timeout=600 if num_workers else 0,
+    )
+
+
+def random_batches(videos: np.ndarray, per_batch: int, seed: int, epoch: int) -> np.ndarray:
+    """A seeded shuffle of the sampleable videos cut into (n, V) batches; the remainder is dropped."""
+    order = [int(v) for v in videos]
+    random.Random(f"{seed}:{epoch}:random-batches").shuffle(order)
+    n = len(order) // per_batch
+    if n == 0:
+        raise DataError(f"only {len(order)} sampleable videos, fewer than train.videos_per_batch = {per_batch}")
+    return np.asarray(order[: n * per_batch], dtype=np.int64).reshape(n, per_batch)

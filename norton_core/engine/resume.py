@@ -1,0 +1,134 @@
+"""Checkpoint content: what a step's checkpoint holds, and putting a run back exactly where it was.
+
+:mod:`.checkpoint` commits and validates files; this module decides which files (model, optimizer, loss,
+every rank's RNG streams, the epoch's batches, the cursor and the recipe) and restores them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CheckpointError
+from . import checkpoint as ckpt
+from . import distributed
+from .setup import MetricsLog, jsonable, plugin_list
+from .state import TrainState, host_rng_state, set_host_rng_state
+
+
+def open_run_dir(run_dir: Path, ckpt_root: Path, resume: bool, overwrite: bool, dist: distributed.Dist,
+                  log: Callable[[str], None]) -> tuple[Path, dict[str, bytes]] | None:
+    """Rank 0 decides; every rank then reads the chosen checkpoint (the run directory is on a shared disk)."""
+    name = b""
+    if dist.is_main:
+        ckpt.clean_leftovers(ckpt_root, log)
+        existing = (run_dir / "recipe.json").exists() or bool(ckpt.committed_steps(ckpt_root))
+        if existing and overwrite:
+            for item in ("checkpoints", "metrics.jsonl", "recipe.json", "plugins.json", "eval.json", "tensorboard"):
+                if (run_dir / item).exists():
+                    ckpt._remove_tree(run_dir / item)
+            log(f"norton: --overwrite: removed the previous run in {run_dir}")
+        elif existing and not resume:
+            raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
+                                  "discard it, or set run.name to start another")
+        found = ckpt.find_latest(ckpt_root, log) if resume else None
+        if resume and found is None:
+            log(f"norton: --resume: no valid checkpoint in {ckpt_root}; starting from the beginning")
+        if found is not None:
+            log(f"norton: resuming from {found[0]}")
+            name = found[0].name.encode()
+    name = distributed.broadcast_bytes(name, dist)
+    distributed.barrier(dist)
+    if not name:
+        return None
+    if dist.is_main:
+        return found
+    path = ckpt_root / name.decode()
+    return path, ckpt.read_checkpoint(path)
+
+
+def save_state(root: Path, state: TrainState, model: Any, loss_fn: Any, optimizer: Any, scaler: Any,
+          resolved: dict[str, Any], plugins: Any, metrics: MetricsLog, dist: distributed.Dist, tcfg: Any,
+          log: Callable[[str], None]) -> Path | None:
+    """Gather every rank's RNG streams; rank 0 writes and commits the checkpoint; all ranks wait for it."""
+    import base64
+
+    import torch
+
+    from .state import torch_rng_state
+
+    rng = {"host": host_rng_state(),
+           "torch": {k: base64.b64encode(v.numpy().tobytes()).decode() for k, v in torch_rng_state(dist.device).items()}}
+    blobs = distributed.gather_bytes(json.dumps(rng).encode(), dist)
+    path = None
+    if dist.is_main:
+        state.metrics_offset = metrics.offset()
+        state.scaler = scaler.state_dict() if scaler is not None else None
+        opt_tensors, groups = ckpt.optimizer_to_tensors(optimizer)
+        files = {
+            "model.safetensors": ckpt.tensors_to_bytes(model.state_dict()),
+            "optimizer.safetensors": ckpt.tensors_to_bytes(opt_tensors),
+            "rng.json": json.dumps([json.loads(b) for b in blobs]).encode(),
+        }
+        if isinstance(loss_fn, torch.nn.Module) and loss_fn.state_dict():
+            files["loss.safetensors"] = ckpt.tensors_to_bytes(loss_fn.state_dict())
+        if state.batches is not None:
+            files["batches.npy"] = ckpt.npy_bytes(np.asarray(state.batches, dtype=np.int64))
+        meta = {"format_version": ckpt.FORMAT_VERSION, **state.to_json(), "world_size": dist.world_size,
+                "grad_accum": tcfg.grad_accum, "optimizer_groups": groups, "recipe": resolved,
+                "plugins": plugin_list(plugins)}
+        files["state.json"] = json.dumps(meta, indent=1, default=jsonable).encode()
+        path = ckpt.save_checkpoint(root, state.step, files, tcfg.keep_last, log)
+    distributed.barrier(dist)
+    return path
+
+
+def restore_state(found: tuple[Path, dict[str, bytes]], model: Any, loss_fn: Any, optimizer: Any, scaler: Any,
+             resolved: dict[str, Any], allow: tuple[str, ...], dist: distributed.Dist, tcfg: Any,
+             log: Callable[[str], None]) -> TrainState:
+    import base64
+
+    import torch
+
+    path, files = found
+    meta = json.loads(files["state.json"])
+    changes, problems = ckpt.recipe_changes(meta["recipe"], resolved, allow)
+    if problems:
+        keys = ",".join(p.split(":")[0] for p in problems)
+        raise CheckpointError(f"{path}: the recipe differs from the checkpoint's in {keys}; pass "
+                              f"--allow-recipe-change {keys} to accept the changes, or start a new run",
+                              problems=[f"{path}: recipe changed: {p}" for p in problems])
+    if meta["world_size"] != dist.world_size:
+        raise CheckpointError(f"{path}: checkpoint world_size={meta['world_size']}, current={dist.world_size}; "
+                              "resume with the same number of processes")
+    try:
+        model.load_state_dict(ckpt.bytes_to_tensors(files["model.safetensors"]))
+        if "loss.safetensors" in files:
+            loss_fn.load_state_dict(ckpt.bytes_to_tensors(files["loss.safetensors"]))
+        ckpt.optimizer_from_tensors(optimizer, ckpt.bytes_to_tensors(files["optimizer.safetensors"]),
+                                    meta["optimizer_groups"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path}: does not fit this model/optimizer: {exc}") from None
+    for group in optimizer.param_groups:  # hyper-parameters come from the (possibly allowed-changed) recipe
+        group.update(betas=tuple(tcfg.betas), eps=tcfg.eps, weight_decay=tcfg.weight_decay)
+    if scaler is not None and meta.get("scaler"):
+        scaler.load_state_dict(meta["scaler"])
+    rng = json.loads(files["rng.json"])[dist.rank]
+    set_host_rng_state(rng["host"])
+    from .state import set_torch_rng_state
+
+    set_torch_rng_state({k: torch.frombuffer(bytearray(base64.b64decode(v)), dtype=torch.uint8)
+                         for k, v in rng["torch"].items()}, dist.device)
+    batches = ckpt.load_npy(files["batches.npy"]) if meta.get("has_batches") else None
+    state = TrainState.from_json(meta, batches)
+    if changes:
+        state.recipe_changes = [*state.recipe_changes, {"step": state.step, "changes": changes}]
+        log(f"norton: allowed recipe changes: {', '.join(c['key'] for c in changes)}")
+    log(f"norton: resumed at step {state.step}, epoch {state.epoch}, batch cursor {state.cursor}")
+    return state
+
+

@@ -1,0 +1,175 @@
+"""Retrieval rounds (method.md section 5): embed every training video, index the vectors with the recipe's
+backend plugin, and turn each random query video's neighbourhood into one batch of hard negatives.
+
+Unlike the reference, which indexed and searched each rank's share separately, every rank embeds its share,
+the vectors are gathered so that one index covers every video, rank 0 computes the batches once and broadcasts
+them. The round's output (the batches) is saved in every checkpoint of the epoch, so a resume reuses it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import PluginError
+from . import distributed
+from .faults import fault_point
+
+
+def exact_knn(vectors: np.ndarray, queries: np.ndarray, k: int, metric: str = "l2", chunk: int = 1024) -> np.ndarray:
+    """Exact k nearest rows of ``vectors`` for each query row: (Q, k) int64, nearest first, -1 padded when
+    ``k > len(vectors)``. Ties break by index (a stable sort), so results are deterministic."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    queries = np.asarray(queries, dtype=np.float32)
+    n = len(vectors)
+    kk = min(k, n)
+    out = np.full((len(queries), k), -1, dtype=np.int64)
+    norms = (vectors.astype(np.float64) ** 2).sum(1)
+    for a in range(0, len(queries), chunk):
+        q = queries[a:a + chunk]
+        sims = q.astype(np.float64) @ vectors.T.astype(np.float64)
+        score = norms[None, :] - 2 * sims if metric == "l2" else -sims  # smaller is nearer
+        part = np.argpartition(score, kk - 1, axis=1)[:, :kk] if kk < n else np.tile(np.arange(n), (len(q), 1))
+        ordered = np.take_along_axis(part, np.lexsort((part, np.take_along_axis(score, part, 1)), axis=1), 1)
+        out[a:a + len(q), :kk] = ordered
+    return out
+
+
+def embed_videos(model: Any, loader: Any, device: str, autocast: Any) -> tuple[np.ndarray, np.ndarray]:
+    """One vector per video: the mean over its clips of (pooled_video + pooled_text) / 2 (float32).
+
+    ``loader`` yields collated batches with ``video_index`` and ``store_index``. Returns (vectors, store indices).
+    """
+    import torch
+
+    vectors, ids = [], []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for batch in loader:
+            with autocast():
+                out = model(batch["caps"].to(device), batch["cmasks"].to(device), batch["vfeats"].to(device),
+                            batch["vmasks"].to(device))
+            h = ((out["pooled_video"].float() + out["pooled_text"].float()) / 2).cpu()
+            index = batch["video_index"]
+            n = int(batch["store_index"].shape[0])
+            sums = torch.zeros((n, h.shape[1]), dtype=torch.float32).index_add_(0, index, h)
+            counts = torch.bincount(index, minlength=n).clamp(min=1).unsqueeze(1).float()
+            vectors.append((sums / counts).numpy())
+            ids.append(batch["store_index"].numpy())
+            fault_point("retrieval_embed")
+    model.train(was_training)
+    if not vectors:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    return np.concatenate(vectors), np.concatenate(ids)
+
+
+def check_results(result: Any, queries: int, k: int, n: int, backend: Any) -> np.ndarray:
+    """Validate a backend's search output at the plugin boundary (shape, dtype, id range)."""
+    who = f"retrieval backend {getattr(backend, 'name', type(backend).__name__)!r}"
+    if not isinstance(result, np.ndarray) or result.shape != (queries, k):
+        shape = getattr(result, "shape", type(result).__name__)
+        raise PluginError(f"{who}: search() returned {shape}, expected an int64 array of shape ({queries}, {k})")
+    if not np.issubdtype(result.dtype, np.integer):
+        raise PluginError(f"{who}: search() returned dtype {result.dtype}, expected int64 ids")
+    bad = (result < -1) | (result >= n)
+    if bad.any():
+        raise PluginError(f"{who}: search() returned id {int(result[bad][0])} outside -1..{n - 1}")
+    return result.astype(np.int64)
+
+
+def neighbour_batches(neighbours: np.ndarray, queries: np.ndarray, per_batch: int, n: int,
+                      rng: random.Random) -> np.ndarray:
+    """One batch per query: the query and its neighbours (-1 and repeats dropped); V of them are sampled when
+    there are more (VideoCLIP's "sample k of 2k"), and a short list is topped up with random other videos so
+    every batch has V distinct videos. Values are positions 0..n-1."""
+    out = np.empty((len(queries), per_batch), dtype=np.int64)
+    for row, q in enumerate(queries):
+        cands = list(dict.fromkeys([int(q)] + [int(x) for x in neighbours[row] if x >= 0]))
+        if len(cands) > per_batch:
+            cands = rng.sample(cands, per_batch)
+        taken = set(cands)
+        while len(cands) < per_batch:
+            extra = rng.randrange(n)
+            if extra not in taken:
+                taken.add(extra)
+                cands.append(extra)
+        out[row] = cands
+    return out
+
+
+def neighbour_recall(backend: Any, vectors: np.ndarray, k: int, sample: int, rng: random.Random,
+                     metric: str = "l2") -> float:
+    """Share of the true k nearest neighbours (exact search) that the backend returns, over sampled queries."""
+    n = len(vectors)
+    if sample <= 0 or n == 0:
+        return float("nan")
+    k = min(k, n)
+    queries = np.asarray(sorted(rng.sample(range(n), min(sample, n))), dtype=np.int64)
+    got = check_results(backend.search(queries, k), len(queries), k, n, backend)
+    truth = exact_knn(vectors, vectors[queries], k, metric)
+    hits = sum(len(set(g[g >= 0].tolist()) & set(t[t >= 0].tolist())) for g, t in zip(got, truth, strict=True))
+    return hits / float(len(queries) * k)
+
+
+def retrieval_round(*, model: Any, make_loader: Callable[[list[list[int]]], Any], videos: np.ndarray,
+                    build_backend: Callable[[], Any], per_batch: int, num_cands: int, embed_per_batch: int,
+                    recall_sample: int, seed: int, epoch: int, dist: distributed.Dist, autocast: Any,
+                    log: Callable[[str], None]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Run one round and return the epoch's batches ((n, V) store indices, identical on every rank) and stats.
+
+    ``make_loader(chunks)`` gives a loader over chunks of store indices laid out by the retrieval aligner.
+    """
+    t0 = time.perf_counter()
+    # 1. each rank embeds a strided share: every video exactly once across ranks
+    share = videos[dist.rank::dist.world_size]
+    chunks = [share[i:i + embed_per_batch].tolist() for i in range(0, len(share), embed_per_batch)]
+    vectors, ids = embed_videos(model, make_loader(chunks), dist.device, autocast)
+    if len(share) and vectors.shape[0] != len(share):
+        raise RuntimeError(f"retrieval round: embedded {vectors.shape[0]} of {len(share)} videos on rank {dist.rank}")
+    dims = distributed.broadcast_array(np.asarray([vectors.shape[1] if len(share) else 0]), dist)
+    if not len(share):
+        vectors = np.zeros((0, int(dims[0])), dtype=np.float32)
+    all_vectors = distributed.all_gather_rows(vectors.astype(np.float32), dist)
+    all_ids = distributed.all_gather_rows(ids.astype(np.int64), dist)
+    embedded = [len(i) for i in all_ids]
+    t_embed = time.perf_counter() - t0
+
+    batches = None
+    stats: dict[str, Any] = {"videos": int(sum(embedded)), "embedded_per_rank": embedded, "epoch": epoch}
+    if dist.is_main:
+        # 2. one index over every video, addressed by position in the store-sorted order
+        store_ids = np.concatenate(all_ids)
+        order = np.argsort(store_ids, kind="stable")
+        store_ids, matrix = store_ids[order], np.concatenate(all_vectors)[order]
+        if len(np.unique(store_ids)) != len(store_ids) or len(store_ids) != len(videos):
+            raise RuntimeError("retrieval round: the gathered video set does not cover each video exactly once")
+        backend = build_backend()
+        backend.build(matrix, np.arange(len(matrix), dtype=np.int64))
+        fault_point("retrieval_index")
+        # 3. N/V random queries; each neighbourhood becomes one batch
+        rng = random.Random(f"{seed}:{epoch}:retrieval")
+        n = len(matrix)
+        queries = np.asarray(rng.sample(range(n), n // per_batch), dtype=np.int64)
+        k = min(num_cands, n)
+        found = check_results(backend.search(queries, k), len(queries), k, n, backend)
+        positions = neighbour_batches(found, queries, per_batch, n, rng)
+        batches = store_ids[positions]
+        metric = getattr(getattr(backend, "config", None), "metric", "l2")
+        recall = neighbour_recall(backend, matrix, k, recall_sample, random.Random(f"{seed}:{epoch}:recall"), metric)
+        filled = float((found >= 0).mean()) if found.size else 0.0
+        stats.update(batches=int(len(batches)), recall=recall, filled=filled,
+                     backend=getattr(backend, "name", type(backend).__name__))
+    batches = distributed.broadcast_array(batches, dist)
+    # every rank's hooks see the same statistics
+    summary = np.asarray([stats.get("recall", 0.0), stats.get("filled", 0.0)], dtype=np.float64)
+    recall, filled = distributed.broadcast_array(summary if dist.is_main else None, dist, np.dtype(np.float64))
+    name = distributed.broadcast_bytes(str(stats.get("backend", "")).encode() if dist.is_main else None, dist)
+    fault_point("retrieval_batches")
+    stats.update(batches=int(len(batches)), recall=float(recall), filled=float(filled), backend=name.decode(),
+                 seconds=time.perf_counter() - t0, embed_seconds=t_embed)
+    return batches, stats

@@ -1,0 +1,202 @@
+"""In-process runs of the engine with tiny fake components: the run-directory contract, resume rules, numerical
+health, the lock, safe weight loading and lifecycle hooks."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+from engine_fakes import build_recipe, fake_plugins, recipe_dict
+
+from norton_core import hookimpl
+from norton_core.engine import checkpoint as ckpt
+from norton_core.engine import train
+from norton_core.errors import CheckpointError, DataError, TrainingError
+
+
+@pytest.fixture
+def plugins(monkeypatch):
+    from engine_fakes import open_fake_store
+
+    import norton_core.engine.data as dataio
+
+    monkeypatch.setattr(dataio, "open_store", open_fake_store)
+    return fake_plugins()
+
+
+def _run(tmp_path, plugins, **kw):
+    tables = {k: v for k, v in kw.items() if isinstance(v, dict)}
+    flags = {k: v for k, v in kw.items() if not isinstance(v, dict)}
+    return train(build_recipe(recipe_dict(tmp_path, **tables), plugins), plugins=plugins, **flags)
+
+
+def _steps(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+            if '"event"' not in line]
+
+
+def test_run_directory_contract(tmp_path, plugins):
+    result = _run(tmp_path, plugins)
+    run_dir = tmp_path / "runs" / "fake"
+    assert result.complete and result.run_dir == run_dir and result.step == 15  # 3 epochs x 5 batches of 4 videos
+    recipe = json.loads((run_dir / "recipe.json").read_text())
+    assert recipe["source"] == "<engine test>" and recipe["train"]["videos_per_batch"] == 4
+    assert {p["name"] for p in json.loads((run_dir / "plugins.json").read_text())} >= {"retrieval", "engine-fakes"}
+    steps = _steps(run_dir)
+    assert [s["step"] for s in steps] == list(range(1, 16))
+    assert all(np.isfinite(s["loss"]) and {"lr", "grad_norm", "clips_per_s", "v2t_loss"} <= set(s) for s in steps)
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"event"' in line]
+    rounds = [e for e in events if e["event"] == "retrieval"]
+    assert [r["epoch"] for r in rounds] == [2, 3]  # random batches before retrieval.start_epoch
+    assert all(r["videos"] == 22 and r["embedded_per_rank"] == [22] and 0 <= r["recall"] <= 1 for r in rounds)
+    root = run_dir / "checkpoints"
+    assert (root / "latest").read_text().strip() == "step-15"
+    assert [p.name for _, p in ckpt.committed_steps(root)] == ["step-14", "step-15"]  # keep_last = 2
+    files = ckpt.read_checkpoint(root / "step-14")
+    batches = ckpt.load_npy(files["batches.npy"])
+    assert batches.dtype == np.int64 and batches.shape == (5, 4) and not set(batches.ravel()) & {3, 11}
+    state = json.loads(files["state.json"])
+    assert state["step"] == 14 and state["epoch"] == 3 and state["cursor"] == 4
+    assert "model.safetensors" in files and "optimizer.safetensors" in files
+
+
+def test_resume_of_a_complete_run_changes_nothing(tmp_path, plugins, capsys):
+    """A9."""
+    _run(tmp_path, plugins)
+    run_dir = tmp_path / "runs" / "fake"
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+    result = _run(tmp_path, plugins, resume=True)
+    assert result.complete and result.step == 15
+    assert "run already complete at step 15" in capsys.readouterr().out
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert set(after) == set(before)
+    assert all(after[p] == before[p] for p in before if p.name not in ("recipe.json", "plugins.json"))
+
+
+def test_existing_run_needs_resume_or_overwrite(tmp_path, plugins):
+    """H2."""
+    _run(tmp_path, plugins, train={"max_steps": 2})
+    with pytest.raises(CheckpointError, match="--resume.*--overwrite"):
+        _run(tmp_path, plugins, train={"max_steps": 2})
+    result = _run(tmp_path, plugins, train={"max_steps": 3}, overwrite=True)
+    assert result.step == 3 and [s["step"] for s in _steps(result.run_dir)] == [1, 2, 3]
+
+
+def test_changed_recipe_is_refused_unless_allowed_per_key(tmp_path, plugins):
+    """B6: every differing key is listed with old -> new; allowed changes are recorded in the checkpoint."""
+    _run(tmp_path, plugins, train={"max_steps": 3})
+    with pytest.raises(CheckpointError) as err:
+        _run(tmp_path, plugins, train={"max_steps": 6, "lr": 5e-3}, resume=True)
+    text = "\n".join(err.value.lines())
+    assert "train.lr: 0.01 -> 0.005" in text and "train.max_steps: 3 -> 6" in text
+    with pytest.raises(CheckpointError, match="train.lr"):
+        _run(tmp_path, plugins, train={"max_steps": 6, "lr": 5e-3}, resume=True,
+             allow_recipe_change=("train.max_steps",))
+    result = _run(tmp_path, plugins, train={"max_steps": 6, "lr": 5e-3}, resume=True,
+                  allow_recipe_change=("train.max_steps", "train.lr"))
+    assert result.step == 6 and result.resumed_from.name == "step-3"
+    state = json.loads((result.run_dir / "checkpoints" / "step-6" / "state.json").read_text())
+    assert {c["key"] for c in state["recipe_changes"][0]["changes"]} == {"train.lr", "train.max_steps"}
+
+
+@pytest.mark.parametrize(("loss", "term"), [({"nan_at_call": 4}, "non-finite loss at step 4"),
+                                            ({"inf_grad_at_call": 4}, "non-finite gradient norm at step 4")])
+def test_nonfinite_loss_or_gradient_stops_before_the_update(tmp_path, plugins, loss, term):
+    """D1/D2: the error names the term, step and loss; the last checkpoint (step 2) is untouched."""
+    with pytest.raises(TrainingError) as err:
+        _run(tmp_path, plugins, loss=loss)
+    message = str(err.value)
+    assert term in message and "'fake-nce'" in message and "rank 0" in message and "step-2" in message
+    root = tmp_path / "runs" / "fake" / "checkpoints"
+    assert (root / "latest").read_text().strip() == "step-2"
+    assert [p.name for _, p in ckpt.committed_steps(root)] == ["step-2"]
+    ckpt.read_checkpoint(root / "step-2")
+    assert [s["step"] for s in _steps(tmp_path / "runs" / "fake")] == [1, 2, 3]
+
+
+def test_skip_policy_counts_skipped_steps(tmp_path, plugins):
+    result = _run(tmp_path, plugins, loss={"nan_at_call": 2}, train={"on_nonfinite": "skip"})
+    assert result.complete and result.step == 14
+    state = json.loads((result.run_dir / "checkpoints" / "step-14" / "state.json").read_text())
+    assert state["skipped_steps"] == 1
+
+
+def test_pickled_init_weights_are_never_loaded(tmp_path, plugins):
+    """J1: a malicious pickle is refused before anything reads it."""
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    evil = tmp_path / "model.pt"
+    evil.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(CheckpointError, match="never loaded"):
+        _run(tmp_path, plugins, run={"init_from": str(evil)})
+    assert not marker.exists()
+
+
+def test_init_from_another_run(tmp_path, plugins, capsys):
+    first = _run(tmp_path, plugins, train={"max_steps": 2})
+    result = _run(tmp_path, plugins, run={"name": "second", "init_from": str(first.run_dir)},
+                  train={"max_steps": 1})
+    assert result.step == 1
+    assert f"initialised from {first.run_dir / 'checkpoints' / 'step-2'}" in capsys.readouterr().out
+
+
+def test_a_locked_run_directory_is_refused(tmp_path, plugins):
+    """H1 (in-process part; the lock's release on SIGKILL is covered by the resume test)."""
+    run_dir = tmp_path / "runs" / "fake"
+    run_dir.mkdir(parents=True)
+    holder = ckpt.RunLock(run_dir)
+    holder.acquire()
+    try:
+        with pytest.raises(CheckpointError, match="locked by pid"):
+            _run(tmp_path, plugins)
+    finally:
+        holder.release()
+
+
+def test_missing_data_points_to_the_demo(tmp_path, plugins):
+    with pytest.raises(DataError) as err:
+        _run(tmp_path, plugins, data={"missing": True})
+    assert "recipes/how2_demo.toml" in str(err.value)
+
+
+def test_lifecycle_hooks_fire_at_their_boundaries(tmp_path, plugins):
+    calls: list[tuple] = []
+
+    class Recorder:
+        @hookimpl
+        def norton_run_start(self, run):
+            calls.append(("run_start", run.step))
+
+        @hookimpl
+        def norton_epoch_start(self, run, epoch):
+            calls.append(("epoch_start", epoch))
+
+        @hookimpl
+        def norton_retrieval_round_end(self, run, epoch, stats):
+            calls.append(("retrieval", epoch, stats["videos"], stats["backend"]))
+
+        @hookimpl
+        def norton_step_end(self, run, step, metrics):
+            calls.append(("step", step))
+
+        @hookimpl
+        def norton_epoch_end(self, run, epoch, metrics):
+            calls.append(("epoch_end", epoch, round(metrics["lr"], 6) > 0))
+
+        @hookimpl
+        def norton_run_end(self, run, metrics):
+            calls.append(("run_end", run.step))
+
+    plugins.register(Recorder(), name="recorder")
+    _run(tmp_path, plugins, train={"epochs": 2})
+    assert calls[0] == ("run_start", 0) and calls[1] == ("epoch_start", 1)
+    assert calls[2:7] == [("step", s) for s in range(1, 6)]
+    assert calls[7:10] == [("epoch_end", 1, True), ("retrieval", 2, 22, "faiss-ivf"), ("epoch_start", 2)]
+    assert calls[-2:] == [("epoch_end", 2, True), ("run_end", 10)]
+

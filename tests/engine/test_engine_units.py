@@ -1,0 +1,272 @@
+"""Unit tests of the engine's parts: lr schedule, checkpoint commit/validation/retention, retrieval helpers and
+the built-in retrieval backends."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from norton_core.engine import checkpoint as ckpt
+from norton_core.engine.config import TrainConfig
+from norton_core.engine.retrieval import check_results, exact_knn, neighbour_batches, neighbour_recall
+from norton_core.engine.schedule import learning_rate
+from norton_core.errors import CheckpointError, PluginError
+
+# ------------------------------------------------------------------------------------------------------------------
+# schedule
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_schedule_warms_up_linearly_then_decays_polynomially():
+    cfg = TrainConfig(lr=1.0, warmup_updates=4, total_updates=14, end_lr=0.0, power=1.0)
+    lrs = [learning_rate(cfg, s) for s in range(16)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert lrs[4] == 1.0 and lrs[9] == pytest.approx(0.5) and lrs[14] == 0.0 and lrs[15] == 0.0
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:], strict=False))
+    squared = TrainConfig(lr=1.0, warmup_updates=0, total_updates=10, power=2.0)
+    assert learning_rate(squared, 5) == pytest.approx(0.25)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# checkpoints
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _files(step: int) -> dict[str, bytes]:
+    return {"model.safetensors": ckpt.tensors_to_bytes({"w": torch.full((3,), float(step))}),
+            "state.json": json.dumps({"step": step}).encode()}
+
+
+def test_commit_writes_manifest_latest_and_keeps_last_n(tmp_path):
+    root = tmp_path / "checkpoints"
+    for step in (1, 2, 3, 4):
+        path = ckpt.save_checkpoint(root, step, _files(step), keep_last=2, log=lambda m: None)
+    assert path == root / "step-4"
+    assert (root / "latest").read_text().strip() == "step-4"
+    assert [p.name for _, p in ckpt.committed_steps(root)] == ["step-3", "step-4"]
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"model.safetensors", "state.json"}
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]
+    found, files = ckpt.find_latest(root, log=lambda m: None)
+    assert found == path and ckpt.bytes_to_tensors(files["model.safetensors"])["w"][0] == 4.0
+
+
+@pytest.mark.parametrize("damage", ["truncate1", "truncate_half", "empty", "flip", "no_manifest", "missing_file"])
+def test_damaged_newest_checkpoint_falls_back_to_previous(tmp_path, damage):
+    """B1-B3: a damaged newest checkpoint is refused with the file named, skipped by auto-resume, not deleted."""
+    root = tmp_path / "checkpoints"
+    for step in (1, 2):
+        ckpt.save_checkpoint(root, step, _files(step), keep_last=5, log=lambda m: None)
+    target = root / "step-2" / "model.safetensors"
+    data = target.read_bytes()
+    if damage == "truncate1":
+        target.write_bytes(data[:-1])
+    elif damage == "truncate_half":
+        target.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        target.write_bytes(b"")
+    elif damage == "flip":
+        target.write_bytes(data[:-2] + bytes([data[-2] ^ 0xFF]) + data[-1:])
+    elif damage == "no_manifest":
+        (root / "step-2" / "manifest.json").unlink()
+    else:
+        target.unlink()
+    with pytest.raises(CheckpointError) as err:
+        ckpt.read_checkpoint(root / "step-2")
+    assert "step-2" in str(err.value)
+    messages: list[str] = []
+    found, _ = ckpt.find_latest(root, log=messages.append)
+    assert found == root / "step-1"
+    assert any("skipping checkpoint step-2" in m for m in messages)
+    assert (root / "step-2").exists()
+
+
+def test_latest_pointer_to_missing_dir_falls_back_to_scan(tmp_path):
+    """B4."""
+    root = tmp_path / "checkpoints"
+    ckpt.save_checkpoint(root, 5, _files(5), keep_last=5, log=lambda m: None)
+    (root / "latest").write_text("step-9\n")
+    assert ckpt.find_latest(root, log=lambda m: None)[0] == root / "step-5"
+
+
+def test_retention_never_follows_symlinks_and_ignores_foreign_names(tmp_path):
+    """B7/B8: only our own step-<N> entries are purged; a symlink is unlinked, its target untouched."""
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("x")
+    root = tmp_path / "checkpoints"
+    root.mkdir()
+    (root / "step-0").symlink_to(outside)
+    (root / "notes").mkdir()
+    for step in (1, 2, 3):
+        ckpt.save_checkpoint(root, step, _files(step), keep_last=1, log=lambda m: None)
+    assert (outside / "keep.txt").exists()
+    assert (root / "notes").exists()
+    assert [p.name for _, p in ckpt.committed_steps(root)] == ["step-3"]
+
+
+def test_staging_leftovers_are_cleaned_and_reported(tmp_path):
+    """A2: a kill mid-write leaves only hidden staging dirs, which the next start removes and reports."""
+    root = tmp_path / "checkpoints"
+    (root / ".staging-step-7-123-abcd").mkdir(parents=True)
+    (root / ".staging-step-7-123-abcd" / "model.safetensors").write_bytes(b"partial")
+    messages: list[str] = []
+    assert ckpt.clean_leftovers(root, log=messages.append) == [".staging-step-7-123-abcd"]
+    assert messages and not any(root.iterdir())
+
+
+def test_npy_loading_refuses_pickled_objects(tmp_path):
+    """J3/E5: candidate batches are plain int64 .npy; an object array (a pickle) is refused with no side effect."""
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.array([Evil()], dtype=object), allow_pickle=True)
+    with pytest.raises(CheckpointError):
+        ckpt.load_npy(buf.getvalue())
+    assert not marker.exists()
+    good = ckpt.npy_bytes(np.arange(6, dtype=np.int64).reshape(2, 3))
+    assert good.startswith(b"\x93NUMPY")
+    assert ckpt.load_npy(good).tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_optimizer_state_round_trips_through_safetensors():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1, betas=(0.9, 0.98))
+    for _ in range(3):
+        model(torch.randn(5, 4)).pow(2).sum().backward()
+        opt.step()
+        opt.zero_grad()
+    tensors, groups = ckpt.optimizer_to_tensors(opt)
+    data = ckpt.tensors_to_bytes(tensors)
+    json.dumps(groups)
+    twin = torch.nn.Linear(4, 3)
+    twin.load_state_dict(model.state_dict())
+    opt2 = torch.optim.Adam(twin.parameters(), lr=0.1)
+    ckpt.optimizer_from_tensors(opt2, ckpt.bytes_to_tensors(data), groups)
+    x = torch.randn(5, 4)
+    for m, o in ((model, opt), (twin, opt2)):
+        m(x).pow(2).sum().backward()
+        o.step()
+    assert torch.equal(model.weight, twin.weight)
+
+
+def test_recipe_changes_need_permission_per_key():
+    old = {"train": {"lr": 1e-3, "epochs": 2}, "model": {"hidden": 8}, "source": "a.toml"}
+    new = {"train": {"lr": 1e-4, "epochs": 3}, "model": {"hidden": 8}, "source": "b.toml"}
+    changes, problems = ckpt.recipe_changes(old, new, ())
+    assert changes == [] and problems == ["train.epochs: 2 -> 3", "train.lr: 0.001 -> 0.0001"]
+    changes, problems = ckpt.recipe_changes(old, new, ("train.lr",))
+    assert [c["key"] for c in changes] == ["train.lr"] and problems == ["train.epochs: 2 -> 3"]
+    changes, problems = ckpt.recipe_changes(old, new, ("train",))
+    assert len(changes) == 2 and problems == []
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "", ".."])
+def test_run_names_cannot_escape_the_output_dir(name):
+    with pytest.raises(CheckpointError):
+        ckpt.check_run_name(name)
+
+
+def test_run_lock_refuses_a_second_holder(tmp_path):
+    first = ckpt.RunLock(tmp_path)
+    first.acquire()
+    with pytest.raises(CheckpointError, match="locked by pid"):
+        ckpt.RunLock(tmp_path).acquire()
+    first.release()
+    second = ckpt.RunLock(tmp_path)
+    second.acquire()
+    second.release()
+
+
+def test_forked_children_do_not_keep_the_run_lock(tmp_path):
+    """H1: a DataLoader worker outliving a SIGKILLed trainer must not keep the run locked."""
+    import os
+
+    lock = ckpt.RunLock(tmp_path)
+    lock.acquire()
+    pid = os.fork()
+    if pid == 0:  # the child: its copy of the lock descriptor must already be closed
+        try:
+            os.fstat(lock.fd)
+            os._exit(1)
+        except OSError:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    with pytest.raises(CheckpointError):  # the parent still holds it
+        ckpt.RunLock(tmp_path).acquire()
+    lock.release()
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# retrieval
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_exact_knn_matches_brute_force_and_pads():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 6)).astype(np.float32)
+    got = exact_knn(x, x[:7], 5)
+    dist = ((x[:7, None, :] - x[None]) ** 2).sum(-1)
+    assert (got == np.argsort(dist, axis=1, kind="stable")[:, :5]).all()
+    assert (got[:, 0] == np.arange(7)).all()
+    padded = exact_knn(x[:3], x[:1], 5)
+    assert padded.shape == (1, 5) and (padded[0, 3:] == -1).all() and sorted(padded[0, :3]) == [0, 1, 2]
+
+
+def test_neighbour_batches_handle_short_lists_and_minus_one():
+    rng = random.Random(0)
+    found = np.array([[0, 5, -1, -1, -1, -1], [1, 2, 3, 4, 6, 7], [2, 2, 2, -1, -1, -1]])
+    batches = neighbour_batches(found, np.array([0, 1, 2]), 4, 10, rng)
+    assert batches.shape == (3, 4)
+    for row, q in zip(batches, (0, 1, 2), strict=True):
+        assert q in row or len(set(row.tolist())) == 4
+        assert len(set(row.tolist())) == 4 and all(0 <= v < 10 for v in row)
+    assert {0, 5} <= set(batches[0].tolist())
+    assert set(batches[1].tolist()) <= {1, 2, 3, 4, 6, 7}
+
+
+def test_backend_results_are_validated_at_the_plugin_boundary():
+    class Bad:
+        name = "bad"
+
+    with pytest.raises(PluginError, match="bad.*shape"):
+        check_results(np.zeros((2, 3), np.int64), 2, 4, 10, Bad())
+    with pytest.raises(PluginError, match="outside"):
+        check_results(np.full((2, 4), 10, np.int64), 2, 4, 10, Bad())
+    with pytest.raises(PluginError, match="dtype"):
+        check_results(np.zeros((2, 4), np.float32), 2, 4, 10, Bad())
+
+
+def test_builtin_backends_find_cluster_mates():
+    from norton_retrieval import Exact, ExactConfig, FaissIVF, FaissIVFConfig
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(8, 16)) * 10
+    x = (centres[np.arange(400) % 8] + rng.normal(size=(400, 16))).astype(np.float32)
+    ids = np.arange(400)
+    exact = Exact(ExactConfig())
+    exact.build(x, ids)
+    ivf = FaissIVF(FaissIVFConfig(nlist=8, nprobe=1), seed=0)
+    ivf.build(x, ids)
+    for backend in (exact, ivf):
+        found = backend.search(np.arange(0, 400, 37), 20)
+        assert found.shape == (11, 20) and found.dtype == np.int64
+        same = (found % 8 == (np.arange(0, 400, 37) % 8)[:, None]) | (found < 0)
+        assert same.mean() > 0.95
+    assert neighbour_recall(exact, x, 10, 20, random.Random(0)) == 1.0
+    assert neighbour_recall(ivf, x, 10, 20, random.Random(0)) > 0.3
+    tiny = FaissIVF(FaissIVFConfig(nlist=512), seed=0)  # more lists than vectors: capped, still answers
+    tiny.build(x[:5], np.arange(5))
+    assert (tiny.search(np.arange(5), 3)[:, 0] == np.arange(5)).all()
