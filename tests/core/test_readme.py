@@ -44,3 +44,31 @@ def test_readme_plugin_example_is_the_tested_example_plugin():
     source = (ROOT / "tests" / "example_plugin" / "norton_example_loss" / "__init__.py").read_text()
     body = source.split("from __future__ import annotations\n\n", 1)[1]
     assert code.strip() == body.strip()
+
+
+def test_readme_retrieval_backend_example_works_with_the_engine():
+    import types
+
+    import numpy as np
+
+    from norton_core import build
+    from norton_core._manager import Plugins
+    from norton_core.engine.retrieval import check_results, exact_knn
+
+    code = re.search(r"```python\n# norton_lsh/__init__.py\n(.*?)```", README, re.S).group(1)
+    module = types.ModuleType("norton_lsh")
+    exec(compile(code, "README.md", "exec"), module.__dict__)
+    plugins = Plugins()
+    plugins.register(module, name="lsh", distribution="norton-lsh")
+    backend = build("retrieval_backend", "lsh", {"planes": 3}, plugins=plugins, seed=7)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16)).astype(np.float32)
+    vectors = (centres.repeat(25, 0) + 0.05 * rng.normal(size=(100, 16))).astype(np.float32)
+    backend.build(vectors, np.arange(100, dtype=np.int64))
+    queries = np.arange(0, 100, 10, dtype=np.int64)
+    found = check_results(backend.search(queries, 8), len(queries), 8, 100, backend)
+    # well-separated clusters: every returned neighbour is from the query's own cluster, nearest first
+    for q, row in zip(queries, found, strict=True):
+        row = row[row >= 0]
+        assert row[0] == q and set(row // 25) == {q // 25}
+    assert set(exact_knn(vectors, vectors[queries], 1)[:, 0]) == set(queries)
