@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..fsutil import replace_atomic
 from . import manifest as mf
-from .npyfile import hash_file, read_header, write_bytes_atomic
+from .npyfile import hash_file, read_header
 
 #: the only types a meta.pkl may produce
 _ALLOWED = (dict, list, int, str)
@@ -119,7 +120,7 @@ def import_mmpt(
         "num_videos": sum(len(v) for v in meta.values()), "skipped": {}, "source": "mmpt", "shards": shards,
     }
     out.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(out / mf.MANIFEST, mf.dumps(manifest))
+    replace_atomic(out / mf.MANIFEST, mf.dumps(manifest))
     try:
         ShardStore.open(out).close()  # the same checks as any later open, now, while the user is watching
     except DataError:

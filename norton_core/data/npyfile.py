@@ -42,27 +42,6 @@ def read_header(path: Path) -> tuple[np.dtype, tuple[int, ...], bool, int]:
     return dtype, tuple(int(d) for d in shape), bool(fortran), offset
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either absent, the old content, or complete: stage, fsync,
-    rename, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
 class NpyStreamWriter:
     """Append rows of a fixed trailing shape to a staged ``.npy`` file; :meth:`close` patches the header and
     fsyncs. The file is written under ``tmp_path`` and renamed by the caller."""

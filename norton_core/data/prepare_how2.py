@@ -47,9 +47,9 @@ import attrs
 import numpy as np
 
 from ..errors import DataError
+from ..fsutil import replace_atomic
 from . import manifest as mf
 from .faults import fault_point
-from .npyfile import write_bytes_atomic
 from .writer import ShardWriter, read_finished_part, remove_staging, write_part
 
 N_EXAMPLES = 5
@@ -434,8 +434,8 @@ def prepare_split(
         "skipped": {kind: e["count"] for kind, e in sorted(report.kinds.items())},
         "shards": [records[k]["entry"] for k in sorted(records)],
     }
-    write_bytes_atomic(out_dir / "prepare_report.json", mf.dumps({"split": split, "kinds": report.kinds}))
-    write_bytes_atomic(out_dir / mf.MANIFEST, mf.dumps(manifest))
+    replace_atomic(out_dir / "prepare_report.json", mf.dumps({"split": split, "kinds": report.kinds}))
+    replace_atomic(out_dir / mf.MANIFEST, mf.dumps(manifest))
     for k in records:  # the manifest now vouches for the shards; the per-shard records are no longer needed
         (out_dir / ".parts" / f"{split}_{k}.json").unlink(missing_ok=True)
     (out_dir / ".parts").rmdir() if (out_dir / ".parts").is_dir() and not any((out_dir / ".parts").iterdir()) else None

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from ..fsutil import fsync_dir, replace_atomic
 from . import manifest as mf
 from .faults import fault_point
-from .npyfile import NpyStreamWriter, fsync_dir, hash_file, write_bytes_atomic
+from .npyfile import NpyStreamWriter, hash_file
 
 PARTS = ".parts"
 
@@ -99,7 +100,7 @@ def part_path(out_dir: Path, split: str, k: int) -> Path:
 
 def write_part(out_dir: Path, split: str, k: int, record: dict[str, Any]) -> None:
     (out_dir / PARTS).mkdir(exist_ok=True)
-    write_bytes_atomic(part_path(out_dir, split, k), mf.dumps(record))
+    replace_atomic(part_path(out_dir, split, k), mf.dumps(record))
 
 
 def read_finished_part(out_dir: Path, split: str, k: int) -> dict[str, Any] | None:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointError
+from ..fsutil import fsync_dir, replace_atomic, write_durable
 from .faults import fault_point
 
 FORMAT_VERSION = 1
@@ -44,30 +45,6 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 # ----------------------------------------------------------------------------------------------------------------
 # small file-system helpers
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_durable(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` and fsync it (the caller makes the name visible atomically)."""
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def replace_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path``'s content atomically: a reader sees the old or the new bytes, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write_durable(tmp, data)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _remove_tree(path: Path) -> None:
@@ -206,7 +183,7 @@ def save_checkpoint(root: Path, step: int, files: Mapping[str, bytes], keep_last
         fault_point(f"ckpt_{name.split('.')[0]}")
     write_durable(staging / "manifest.json", json.dumps(manifest, indent=1).encode())
     fault_point("ckpt_manifest")
-    _fsync_dir(staging)
+    fsync_dir(staging)
     fault_point("ckpt_before_rename")
     if final.exists() or final.is_symlink():
         # a checkpoint of this step already exists (e.g. an invalid leftover): move it aside, never merge into it
@@ -214,7 +191,7 @@ def save_checkpoint(root: Path, step: int, files: Mapping[str, bytes], keep_last
         os.rename(final, aside)
         _remove_tree(aside)
     os.rename(staging, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     fault_point("ckpt_after_rename")
     replace_atomic(root / "latest", f"{final.name}\n".encode())
     fault_point("ckpt_after_latest")
