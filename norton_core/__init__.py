@@ -51,7 +51,7 @@ def build(kind: str, name: str, options: Mapping[str, Any] | None = None, *, plu
     config, problems = parse_config(cls.Config, dict(options or {}), path=kind, source=f"{kind} {name!r}")
     if problems:
         raise RecipeError(problems=problems)
-    return cls(config, **context)
+    return cls.create(config, **context)
 
 
 __all__ = [

@@ -100,6 +100,16 @@ class Component(abc.ABC):
     name: ClassVar[str]
     Config: ClassVar[type] = EmptyConfig
 
+    @classmethod
+    def create(cls, config: Any, **context: Any) -> Any:
+        """Build the component; the engine and :func:`norton_core.build` always go through here.
+
+        The default is ``cls(config, **context)``. A plugin may register a light class (``name`` + ``Config`` only)
+        and override ``create`` to import its heavy implementation (torch, transformers) on first use, so that
+        listing plugins and validating recipes stay fast.
+        """
+        return cls(config, **context)
+
 
 class DataSource(Component):
     """Makes training and evaluation data available as prepared shard stores.

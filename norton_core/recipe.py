@@ -80,9 +80,9 @@ class Recipe:
         return _validate(dict(raw), lambda path: source, source, plugins or default_plugins())
 
     def build(self, path: str, **context: Any) -> Any:
-        """Build the component of the table at ``path`` (e.g. ``"loss"``, ``"retrieval.backend"``)."""
+        """Build the component of the table at ``path`` (e.g. ``"loss"``, ``"retrieval.backend"``) with ``cls.create``."""
         spec = self.components[path]
-        return spec.cls(spec.config, **context)
+        return spec.cls.create(spec.config, **context)
 
     def resolved(self) -> dict[str, Any]:
         """Every table with all defaults filled in: plain JSON/TOML-able data."""

@@ -1,7 +1,7 @@
 """Built-in losses: ``norton`` (clip contrast with faulty-negative exploitation + video-paragraph OT contrast) and
 ``videoclip-nce`` (VideoCLIP's symmetric InfoNCE). See :mod:`norton_losses.norton` for every quirk decision.
 
-What is registered are light entries whose construction returns the real ``torch.nn.Module`` losses
+What is registered are light entries (name + Config) whose ``create`` builds the real ``torch.nn.Module`` losses
 (:class:`norton_losses.norton.NortonLoss`, :class:`norton_losses.norton.VideoCLIPNCELoss`), so that loading the
 plugin does not import torch.
 """
@@ -17,25 +17,27 @@ from .config import NCEConfig, NortonConfig
 
 class NortonLossEntry(Loss):
     """Norton: L_clip with faulty-negative exploitation + lambda * L_video (fine-grained similarity, alignable prompt
-    bucket OT, sequence contrast). Building it returns :class:`norton_losses.norton.NortonLoss`."""
+    bucket OT, sequence contrast). ``create`` builds :class:`norton_losses.norton.NortonLoss`."""
 
     name = "norton"
     Config = NortonConfig
 
-    def __new__(cls, config: NortonConfig, rank: int = 0, world_size: int = 1) -> Any:  # type: ignore[misc]
+    @classmethod
+    def create(cls, config: NortonConfig, rank: int = 0, world_size: int = 1) -> Any:
         from .norton import NortonLoss
 
         return NortonLoss(config, rank=rank, world_size=world_size)
 
 
 class VideoCLIPNCEEntry(Loss):
-    """VideoCLIP's symmetric InfoNCE on raw pooled vectors. Building it returns
+    """VideoCLIP's symmetric InfoNCE on raw pooled vectors. ``create`` builds
     :class:`norton_losses.norton.VideoCLIPNCELoss`."""
 
     name = "videoclip-nce"
     Config = NCEConfig
 
-    def __new__(cls, config: NCEConfig, rank: int = 0, world_size: int = 1) -> Any:  # type: ignore[misc]
+    @classmethod
+    def create(cls, config: NCEConfig, rank: int = 0, world_size: int = 1) -> Any:
         from .norton import VideoCLIPNCELoss
 
         return VideoCLIPNCELoss(config, rank=rank, world_size=world_size)

@@ -1,7 +1,7 @@
 """Built-in model ``mmfusion-separate`` (VideoCLIP's dual encoder, :mod:`norton_models.model`) and the
 ``norton convert-videoclip`` command (:mod:`norton_models.convert`).
 
-What is registered is a light entry whose construction returns the real ``torch.nn.Module``
+What is registered is a light entry (name + Config) whose ``create`` builds the real ``torch.nn.Module``
 (:class:`norton_models.model.MMFusionSeparate`), so that loading the plugin imports neither torch nor transformers.
 """
 
@@ -16,12 +16,13 @@ from .config import MMFusionConfig
 
 class MMFusionSeparateEntry(Model):
     """VideoCLIP / Norton dual encoder: an S3D-feature MLP + BERT video tower and a transformers text tower, masked
-    mean pooling (method.md section 3). Building it returns :class:`norton_models.model.MMFusionSeparate`."""
+    mean pooling (method.md section 3). ``create`` builds :class:`norton_models.model.MMFusionSeparate`."""
 
     name = "mmfusion-separate"
     Config = MMFusionConfig
 
-    def __new__(cls, config: MMFusionConfig, **context: Any) -> Any:  # type: ignore[misc]
+    @classmethod
+    def create(cls, config: MMFusionConfig, **context: Any) -> Any:
         from .model import MMFusionSeparate
 
         return MMFusionSeparate(config, **context)
