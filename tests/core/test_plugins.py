@@ -142,3 +142,28 @@ def test_hook_calls_are_traced_on_request(capsys):
     plugins.call("norton_epoch_start", run=None, epoch=1)
     assert "norton_epoch_start" in capsys.readouterr().err
     assert sys.modules  # keep flake8-style linters quiet about the import
+
+
+def test_light_entries_build_their_implementation_through_create():
+    class Heavy:
+        def __init__(self, config, rank=0, world_size=1):
+            self.config, self.rank = config, rank
+
+    class LightLoss(fake_components.FakeLoss):
+        name = "light-loss"
+
+        @classmethod
+        def create(cls, config, **context):
+            return Heavy(config, **context)
+
+    module = types.ModuleType("light")
+
+    @hookimpl
+    def norton_register_losses(register):
+        register(LightLoss)
+
+    module.norton_register_losses = norton_register_losses
+    plugins = Plugins()
+    plugins.register(module, name="light")
+    built = build("loss", "light-loss", {"beta": 0.2}, plugins=plugins, rank=3)
+    assert isinstance(built, Heavy) and built.rank == 3 and built.config.beta == 0.2
