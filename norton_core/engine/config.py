@@ -49,6 +49,10 @@ class TrainConfig:
                      "with AVX512-BF16/AMX), else fp16 on CUDA and fp32 on CPU (emulated bf16 is ~10x slower)")
     grad_accum: int = option(1, ge=1, help="batches accumulated per optimizer step")
     num_workers: int = option(0, ge=0, help="DataLoader worker processes")
+    read_mode: Literal["mmap", "pread"] = option("mmap", help="shard reads: mmap (data fits the page cache) or "
+                                                             "pread (explicit reads; datasets larger than RAM)")
+    check_finite: bool = option(False, help="refuse a video with NaN/inf features when it is read (else only "
+                                            "`norton verify` and preparation check)")
     log_every: int = option(10, ge=1, help="steps between JSONL metric lines")
     checkpoint_every: int = option(0, ge=0, help="steps between checkpoints; 0 = at epoch ends only")
     keep_last: int = option(2, ge=1, help="checkpoints kept (older ones are removed after a new one commits)")

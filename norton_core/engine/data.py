@@ -17,11 +17,15 @@ import numpy as np
 from ..errors import DataError
 
 
-def open_store(path: Path) -> Any:
-    """Open a prepared shard store (``norton_core.data.store.ShardStore``) read-only."""
+def open_store(path: Path, read_mode: str = "mmap", check_finite: bool = False) -> Any:
+    """Open a prepared shard store (``norton_core.data.store.ShardStore``) read-only.
+
+    ``mmap`` is fastest while the page cache holds the shards; ``pread`` reads each video's byte span explicitly and
+    avoids mmap's ~9x read-ahead over-read when the dataset is larger than RAM (tests/benchmarks/io_bench.py).
+    """
     from ..data.store import ShardStore
 
-    return ShardStore.open(path, "mmap")
+    return ShardStore.open(path, read_mode, check_finite=check_finite)
 
 
 def sample_rng(seed: int, epoch: int, purpose: str, video: int) -> random.Random:

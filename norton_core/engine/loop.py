@@ -94,7 +94,7 @@ def _train(recipe: Any, plugins: Any, dist: distributed.Dist, run_dir: Path, ckp
         raise CheckpointError(f"run.init_from = {init_from!r} does not exist. The paper's setup starts from VideoCLIP "
                               "weights converted to safetensors (`norton convert-videoclip`); set run.init_from = \"\" "
                               f"to start from the text encoder alone; {DEMO_HINT}")
-    store = dataio.open_store(paths.train)
+    store = dataio.open_store(paths.train, recipe.train.read_mode, recipe.train.check_finite)
     videos = dataio.sampleable_videos(store, log)
 
     # -- components: the same seed on every rank gives identical initial weights ----------------------------------

@@ -59,11 +59,13 @@ def test_precision_auto_picks_native_bf16_or_fp32_on_cpu():
 
 
 @pytest.mark.slow
-def test_smoke_recipe_trains_retrieves_and_evaluates(tmp_path, norton_plugins):
+@pytest.mark.parametrize("read_mode", ["mmap", "pread"])
+def test_smoke_recipe_trains_retrieves_and_evaluates(tmp_path, norton_plugins, read_mode):
     from norton_core.engine import train
 
     recipe = load_recipe(RECIPES / "smoke_cpu.toml", plugins=norton_plugins, overrides=[
-        f'run.output_dir="{tmp_path / "runs"}"', f'run.cache_dir="{tmp_path / "cache"}"'])
+        f'run.output_dir="{tmp_path / "runs"}"', f'run.cache_dir="{tmp_path / "cache"}"',
+        f'train.read_mode="{read_mode}"', "train.check_finite=true"])
     result = train(recipe, plugins=norton_plugins)
     assert result.complete and result.step == 2
     lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
