@@ -12,7 +12,7 @@ import pluggy
 
 from ._manager import Plugins, default_plugins, set_default_plugins
 from .config import option, parse_config
-from .errors import CheckpointError, DataError, NortonError, PluginError, RecipeError, TrainingError
+from .errors import CheckpointError, DataError, NortonError, PluginError, Preempted, RecipeError, TrainingError
 from .interfaces import (
     Aligner,
     DataPaths,
@@ -56,7 +56,7 @@ def build(kind: str, name: str, options: Mapping[str, Any] | None = None, *, plu
 
 __all__ = [
     "Aligner", "CheckpointError", "DataError", "DataPaths", "DataSource", "EmptyConfig", "EvalContext", "Evaluator",
-    "Loss", "Model", "NortonError", "PluginError", "Plugins", "RecipeError", "Register", "RetrievalBackend",
+    "Loss", "Model", "NortonError", "PluginError", "Plugins", "Preempted", "RecipeError", "Register", "RetrievalBackend",
     "SpecialTokens", "TrainingError", "VideoRecord", "build", "default_plugins", "hookimpl", "option",
     "parse_config", "set_default_plugins", "__version__",
 ]

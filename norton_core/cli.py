@@ -106,7 +106,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except NortonError as exc:
         for line in exc.lines():
             print(f"norton: error: {line}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         print("norton: interrupted", file=sys.stderr)
         return 130

@@ -45,3 +45,12 @@ class CheckpointError(NortonError):
 
 class TrainingError(NortonError):
     """Training stopped for a reason the user must act on (non-finite loss or gradient, ...)."""
+
+
+class Preempted(NortonError):
+    """The run received SIGTERM (a cluster preemption), committed a checkpoint and stopped; ``--resume`` continues.
+
+    The CLI exits with 143 (128 + SIGTERM), the code schedulers expect from a terminated job.
+    """
+
+    exit_code = 143

@@ -47,9 +47,9 @@ import attrs
 import numpy as np
 
 from ..errors import DataError
+from ..faults import fault_point
 from ..fsutil import replace_atomic
 from . import manifest as mf
-from .faults import fault_point
 from .writer import ShardWriter, read_finished_part, remove_staging, write_part
 
 N_EXAMPLES = 5

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from ..faults import fault_point
 from ..fsutil import fsync_dir, replace_atomic
 from . import manifest as mf
-from .faults import fault_point
 from .npyfile import NpyStreamWriter, hash_file
 
 PARTS = ".parts"

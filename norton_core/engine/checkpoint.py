@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointError
+from ..faults import fault_point
 from ..fsutil import fsync_dir, replace_atomic, write_durable
-from .faults import fault_point
 
 FORMAT_VERSION = 1
 STEP_DIR = re.compile(r"^step-(\d+)$")

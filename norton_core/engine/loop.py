@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointError, DataError, RecipeError, TrainingError
+from ..errors import CheckpointError, DataError, Preempted, RecipeError, TrainingError
+from ..faults import fault_point
 from . import checkpoint as ckpt
 from . import data as dataio
 from . import distributed
-from .faults import fault_point
+from .preempt import Preemption
 from .resume import open_run_dir, restore_state, save_state
 from .retrieval import retrieval_round
 from .schedule import learning_rate
@@ -68,8 +69,9 @@ def run(recipe: Any, plugins: Any, *, resume: bool, overwrite: bool, allow_recip
             run_dir.mkdir(parents=True, exist_ok=True)
             lock.acquire()
         found = open_run_dir(run_dir, ckpt_root, resume, overwrite, dist, log)
-        return _train(recipe, plugins, dist, run_dir, ckpt_root, found, allow_recipe_change, init_from,
-                      prior_evaluation, precision, log)
+        with Preemption() as preempt:
+            return _train(recipe, plugins, dist, run_dir, ckpt_root, found, allow_recipe_change, init_from,
+                          prior_evaluation, precision, log, preempt)
     finally:
         lock.release()
         restore()
@@ -77,7 +79,8 @@ def run(recipe: Any, plugins: Any, *, resume: bool, overwrite: bool, allow_recip
 
 def _train(recipe: Any, plugins: Any, dist: distributed.Dist, run_dir: Path, ckpt_root: Path,
            found: tuple[Path, dict[str, bytes]] | None, allow: tuple[str, ...], init_from: str,
-           prior_evaluation: dict[str, Any], precision: str, log: Callable[[str], None]) -> RunResult:
+           prior_evaluation: dict[str, Any], precision: str, log: Callable[[str], None],
+           preempt: Preemption) -> RunResult:
     import torch
 
     cfg, tcfg, rcfg, ecfg = recipe.run, recipe.train, recipe.retrieval, recipe.evaluation
@@ -263,8 +266,15 @@ def _train(recipe: Any, plugins: Any, dist: distributed.Dist, run_dir: Path, ckp
                 bar.update(1)
             plugins.call("norton_step_end", run=ctx, step=state.step, metrics=step_metrics)
             fault_point("step")
-            if tcfg.checkpoint_every and state.step % tcfg.checkpoint_every == 0:
+            scheduled = bool(tcfg.checkpoint_every) and state.step % tcfg.checkpoint_every == 0
+            if scheduled:
                 save()
+            # -- 7. preemption: SIGTERM on any rank -> every rank commits this step (once) and stops ---------------
+            if not _all_ranks_agree(not preempt.requested, dist, device):
+                if not scheduled:
+                    save()
+                raise Preempted(f"SIGTERM: stopped after step {state.step} with its checkpoint committed in "
+                                f"{ckpt_root}; continue with --resume")
         if bar is not None:
             bar.close()
         del batches, loader

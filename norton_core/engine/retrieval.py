@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import PluginError
+from ..faults import fault_point
 from . import distributed
-from .faults import fault_point
 
 
 def exact_knn(vectors: np.ndarray, queries: np.ndarray, k: int, metric: str = "l2", chunk: int = 1024) -> np.ndarray:

@@ -67,7 +67,7 @@ class FakeData(DataSource):
         return DataPaths(train=Path(f"fake://{self.config.videos}"))
 
 
-def open_fake_store(path: Path) -> FakeStore:
+def open_fake_store(path: Path, read_mode: str = "mmap", check_finite: bool = False) -> FakeStore:
     return FakeStore(int(str(path).split("//")[-1].split("/")[-1]))
 
 
@@ -254,7 +254,13 @@ def main(argv: list[str]) -> int:
     plugins = fake_plugins()
     raw = json.loads(Path(argv[0]).read_text())
     allow = argv[argv.index("--allow") + 1].split(",") if "--allow" in argv else ()
-    result = train(build_recipe(raw, plugins), resume="--resume" in argv, allow_recipe_change=allow, plugins=plugins)
+    from norton_core.errors import Preempted
+
+    try:
+        result = train(build_recipe(raw, plugins), resume="--resume" in argv, allow_recipe_change=allow, plugins=plugins)
+    except Preempted as exc:  # as the CLI does
+        print(f"PREEMPTED {exc}")
+        return exc.exit_code
     print(f"RESULT step={result.step} complete={result.complete}")
     return 0
 

@@ -109,3 +109,24 @@ def test_real_components_resume_bit_exact_with_dropout_and_workers(tmp_path):
     ta, tb = ckpt.bytes_to_tensors(a["model.safetensors"]), ckpt.bytes_to_tensors(b["model.safetensors"])
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
     assert _step_lines(tmp_path / "reference") == _step_lines(tmp_path / "smoke_cpu")
+
+
+def test_sigterm_commits_a_checkpoint_and_resume_is_bit_exact(tmp_path):
+    """A5: SIGTERM at step 3 (checkpoints are due every 2 steps): the step-3 state is committed, exit code 143, and
+    --resume ends identical to an uninterrupted run."""
+    reference = _spawn(_write(tmp_path, "reference"))
+    assert reference.returncode == 0, reference.stderr
+    recipe = _write(tmp_path, "victim")
+    stopped = _spawn(recipe, fault="step:3:TERM")
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    assert "stopped after step 3" in stopped.stdout
+    root = tmp_path / "runs" / "victim" / "checkpoints"
+    assert (root / "latest").read_text().strip() == "step-3"
+    final = _spawn(recipe, "--resume")
+    assert final.returncode == 0, final.stderr
+    ref_root = tmp_path / "runs" / "reference" / "checkpoints"
+    a, b = ckpt.read_checkpoint(ref_root / "step-15"), ckpt.read_checkpoint(root / "step-15")
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        ta, tb = ckpt.bytes_to_tensors(a[name]), ckpt.bytes_to_tensors(b[name])
+        assert all(torch.equal(ta[k], tb[k]) for k in ta)
+    assert _step_lines(root.parent) == _step_lines(ref_root.parent)
