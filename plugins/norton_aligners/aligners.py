@@ -84,27 +84,41 @@ class _ClipSampler(Aligner):
         return _stack_sorted(clips)
 
 
+@attrs.frozen
+class ClipConfig:
+    """Options shared by both aligners (defaults: how2_pretrain.yaml)."""
+
+    clip_per_video: int = option(16, ge=1, help="C: clips sampled per video")
+    max_video_len: int = option(16, ge=1, help="Lv: video tokens (seconds) per clip")
+    max_len: int = option(48, ge=5, help="Lv + Lc: caption length Lc = max_len - max_video_len")
+    sampled_min_len: int = option(8, ge=1, help="lower bound of the random caption token budget")
+    sampled_max_len: int = option(32, ge=1, help="upper bound of the random caption token budget")
+
+    def __attrs_post_init__(self) -> None:
+        if self.sampled_min_len > self.sampled_max_len:
+            raise ValueError(f"sampled_min_len ({self.sampled_min_len}) > sampled_max_len ({self.sampled_max_len})")
+
+
+@attrs.frozen
+class OverlappedConfig(ClipConfig):
+    """The overlapped sampler also draws the video span's length."""
+
+    sampled_video_min_len: int = option(3, ge=1, help="lower bound of the random video span (seconds)")
+    sampled_video_max_len: int = option(16, ge=1, help="upper bound of the random video span (seconds)")
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if self.sampled_video_min_len > self.sampled_video_max_len:
+            raise ValueError(f"sampled_video_min_len ({self.sampled_video_min_len}) > sampled_video_max_len "
+                             f"({self.sampled_video_max_len})")
+
+
 class OverlappedAligner(_ClipSampler):
     """Pretraining sampler: a random-length video span around a random second of the caption span."""
 
     name = "overlapped"
 
-    @attrs.frozen
-    class Config:
-        clip_per_video: int = option(16, ge=1, help="C: clips sampled per video")
-        max_video_len: int = option(16, ge=1, help="Lv: video tokens (seconds) per clip")
-        max_len: int = option(48, ge=5, help="Lv + Lc: caption length Lc = max_len - max_video_len")
-        sampled_min_len: int = option(8, ge=1, help="lower bound of the random caption token budget")
-        sampled_max_len: int = option(32, ge=1, help="upper bound of the random caption token budget")
-        sampled_video_min_len: int = option(3, ge=1, help="lower bound of the random video span (seconds)")
-        sampled_video_max_len: int = option(16, ge=1, help="upper bound of the random video span (seconds)")
-
-        def __attrs_post_init__(self) -> None:
-            if self.sampled_min_len > self.sampled_max_len:
-                raise ValueError(f"sampled_min_len ({self.sampled_min_len}) > sampled_max_len ({self.sampled_max_len})")
-            if self.sampled_video_min_len > self.sampled_video_max_len:
-                raise ValueError(f"sampled_video_min_len ({self.sampled_video_min_len}) > sampled_video_max_len "
-                                 f"({self.sampled_video_max_len})")
+    Config = OverlappedConfig
 
     def _video_span(self, record: VideoRecord, first: int, last_excl: int, rng: random.Random) -> tuple[int, int]:
         num_seconds = int(record.features.shape[0])
@@ -118,17 +132,7 @@ class AlignedAligner(_ClipSampler):
 
     name = "aligned"
 
-    @attrs.frozen
-    class Config:
-        clip_per_video: int = option(16, ge=1, help="C: clips sampled per video")
-        max_video_len: int = option(16, ge=1, help="Lv: video tokens (seconds) per clip")
-        max_len: int = option(48, ge=5, help="Lv + Lc: caption length Lc = max_len - max_video_len")
-        sampled_min_len: int = option(8, ge=1, help="lower bound of the random caption token budget")
-        sampled_max_len: int = option(32, ge=1, help="upper bound of the random caption token budget")
-
-        def __attrs_post_init__(self) -> None:
-            if self.sampled_min_len > self.sampled_max_len:
-                raise ValueError(f"sampled_min_len ({self.sampled_min_len}) > sampled_max_len ({self.sampled_max_len})")
+    Config = ClipConfig
 
     def _video_span(self, record: VideoRecord, first: int, last_excl: int, rng: random.Random) -> tuple[int, int]:
         return aligned_video_span(float(record.starts[first]), float(record.ends[last_excl - 1]),
