@@ -169,6 +169,38 @@ def _load_file(path: Path, sources: dict[str, str], chain: tuple[Path, ...]) -> 
     return merged
 
 
+_HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+_ASSIGN = re.compile(r"^\s*([A-Za-z0-9_\-\"'. ]+?)\s*=")
+
+
+def _dotted(text: str) -> str:
+    return ".".join(part.strip().strip("\"'") for part in text.split("."))
+
+
+def _line_of(file: Path, dotted: str) -> int | None:
+    """The line of ``file`` that sets ``dotted`` (or opens its nearest enclosing table): for error messages only,
+    so a plain scan of headers and ``key =`` lines is enough (tomllib reports no positions)."""
+    try:
+        lines = file.read_text().splitlines()
+    except OSError:
+        return None
+    best: int | None = None
+    table = ""
+    for number, line in enumerate(lines, 1):
+        if header := _HEADER.match(line):
+            table = _dotted(header.group(1))
+            if dotted == table or dotted.startswith(table + "."):
+                best = number if best is None or dotted == table else best
+            continue
+        if assign := _ASSIGN.match(line):
+            full = f"{table}.{_dotted(assign.group(1))}" if table else _dotted(assign.group(1))
+            if full == dotted:
+                return number
+            if dotted.startswith(full + "."):
+                best = number
+    return best
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``table.key=value`` -> (["table", "key"], value parsed as TOML)."""
     if "=" not in text:
@@ -203,11 +235,18 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), plugins: Plugin
             sources[sub] = SET_SOURCE
 
     def source_of(dotted: str) -> str:
-        while dotted:
-            if dotted in sources:
-                return sources[dotted]
-            dotted = dotted.rpartition(".")[0]
-        return str(path.resolve())
+        """``file:line`` where the key (or its nearest table) was written; ``--set`` for command-line values."""
+        key = dotted.split("[", 1)[0]
+        probe = key
+        while probe:
+            if probe in sources:
+                break
+            probe = probe.rpartition(".")[0]
+        where = sources.get(probe, str(path.resolve()))
+        if where == SET_SOURCE:
+            return where
+        line = _line_of(Path(where), key)
+        return f"{where}:{line}" if line else where
 
     return _validate(raw, source_of, str(path), plugins or default_plugins())
 

@@ -25,6 +25,12 @@ def as_default(plugins, monkeypatch):
     return plugins
 
 
+def at(path, text, start):
+    """``file:line`` of the first line of ``text`` that starts with ``start`` (how problems are located)."""
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if ln.startswith(start))
+    return f"{path}:{line}"
+
+
 def write(tmp_path, text, name="r.toml"):
     path = tmp_path / name
     path.write_text(text)
@@ -52,9 +58,10 @@ def test_three_mistakes_in_three_tables_all_reported(tmp_path, plugins):
         load_recipe(path, plugins=plugins)
     problems = info.value.problems
     assert len(problems) == 3
-    assert f"{path}: train.lr: expected number, got string '1e-4'" in problems
-    assert f"{path}: loss.beta: must be <= 1.0, got 3.0" in problems
-    assert any(p.startswith(f"{path}: model.hiden: unknown key (did you mean 'hidden'?)") for p in problems)
+    assert f"{at(path, text, 'lr =')}: train.lr: expected number, got string '1e-4'" in problems
+    assert f"{at(path, text, 'beta =')}: loss.beta: must be <= 1.0, got 3.0" in problems
+    assert any(p.startswith(f"{at(path, text, 'hiden =')}: model.hiden: unknown key (did you mean 'hidden'?)")
+               for p in problems)
 
 
 def test_cli_prints_every_problem_and_exits_2(tmp_path, as_default, capsys):
@@ -82,6 +89,19 @@ def test_unknown_component_lists_known_names_with_providers(tmp_path, plugins):
     assert "loss.name: unknown loss 'nortn'; known: fake-loss [norton-fake]" in problem
 
 
+def test_problems_point_at_the_line_of_their_key_or_table(tmp_path, plugins):
+    text = recipe_text(nlist="nlist = 0", windows="windows = 0").replace('[loss]\nname = "fake-loss"\nbeta = 0.5',
+                                                                       '[loss]\nname = "fake-loss"')
+    text += "\n[model.extra]\nx = 1\n"
+    path = write(tmp_path, text)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, plugins=plugins)
+    problems = "\n".join(info.value.problems)
+    assert f"{at(path, text, 'nlist =')}: retrieval.backend.nlist: must be >= 1" in problems
+    assert f"{at(path, text, 'windows =')}: evaluation.task_options.fake-eval.windows: must be >= 1" in problems
+    assert f"{at(path, text, '[model.extra]')}: model.extra: unknown key" in problems
+
+
 def test_extends_merges_and_child_wins(tmp_path, plugins):
     write(tmp_path, recipe_text(), "base.toml")
     child = write(tmp_path, 'extends = "base.toml"\n[train]\nlr = 0.5\n[loss]\nname = "fake-loss"\niterations = 3\n')
@@ -91,13 +111,14 @@ def test_extends_merges_and_child_wins(tmp_path, plugins):
 
 
 def test_extends_problem_names_the_file_that_set_the_key(tmp_path, plugins):
-    base = write(tmp_path, recipe_text(epochs="epochs = -1"), "base.toml")
+    base_text = recipe_text(epochs="epochs = -1")
+    base = write(tmp_path, base_text, "base.toml")
     child = write(tmp_path, 'extends = "base.toml"\n[train]\nlr = -1.0\n')
     with pytest.raises(RecipeError) as info:
         load_recipe(child, plugins=plugins)
     assert sorted(info.value.problems) == sorted([
-        f"{base.resolve()}: train.epochs: must be >= 0, got -1",
-        f"{child.resolve()}: train.lr: must be > 0.0, got -1.0",
+        f"{at(base.resolve(), base_text, 'epochs =')}: train.epochs: must be >= 0, got -1",
+        f"{child.resolve()}:3: train.lr: must be > 0.0, got -1.0",
     ])
 
 
