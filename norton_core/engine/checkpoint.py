@@ -17,6 +17,7 @@ complete checkpoint. Nothing is ever unpickled: tensors are safetensors, the res
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import io
@@ -177,13 +178,22 @@ def save_checkpoint(root: Path, step: int, files: Mapping[str, bytes], keep_last
     staging = root / f".staging-step-{step}-{os.getpid()}-{secrets.token_hex(4)}"
     staging.mkdir()
     manifest: dict[str, Any] = {"format_version": FORMAT_VERSION, "step": step, "files": {}}
-    for name, data in files.items():
-        write_durable(staging / name, data)
-        manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        fault_point(f"ckpt_{name.split('.')[0]}")
-    write_durable(staging / "manifest.json", json.dumps(manifest, indent=1).encode())
-    fault_point("ckpt_manifest")
-    fsync_dir(staging)
+    try:
+        for name, data in files.items():
+            write_durable(staging / name, data)
+            manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            fault_point(f"ckpt_{name.split('.')[0]}")
+        write_durable(staging / "manifest.json", json.dumps(manifest, indent=1).encode())
+        fault_point("ckpt_manifest")
+        fsync_dir(staging)
+    except OSError as exc:  # disk full, quota, I/O error: nothing was renamed, so the previous checkpoint stands
+        _remove_tree(staging)
+        latest = root / "latest"
+        previous = latest.read_text().strip() if latest.exists() else "none"
+        code = errno.errorcode.get(exc.errno or 0, "OSError")
+        raise CheckpointError(f"saving checkpoint step-{step} failed: {code} ({exc.strerror or exc}) writing "
+                              f"{exc.filename or staging}; the latest checkpoint ({previous}) is intact and no "
+                              "older checkpoint was removed. Free space and continue with --resume") from exc
     fault_point("ckpt_before_rename")
     if final.exists() or final.is_symlink():
         # a checkpoint of this step already exists (e.g. an invalid leftover): move it aside, never merge into it

@@ -270,3 +270,27 @@ def test_builtin_backends_find_cluster_mates():
     tiny = FaissIVF(FaissIVFConfig(nlist=512), seed=0)  # more lists than vectors: capped, still answers
     tiny.build(x[:5], np.arange(5))
     assert (tiny.search(np.arange(5), 3)[:, 0] == np.arange(5)).all()
+
+
+def test_disk_full_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """H3: ENOSPC while writing a checkpoint names the error and the file; latest, and every older checkpoint, stay."""
+    import errno as errno_mod
+
+    from norton_core.errors import CheckpointError
+
+    root = tmp_path / "checkpoints"
+    ckpt.save_checkpoint(root, 1, {"model.safetensors": b"a" * 10, "state.json": b"{}"}, keep_last=1, log=lambda m: None)
+    real = ckpt.write_durable
+
+    def full_disk(path, data):
+        if path.name == "state.json":
+            raise OSError(errno_mod.ENOSPC, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(ckpt, "write_durable", full_disk)
+    with pytest.raises(CheckpointError, match=r"ENOSPC .*state\.json.*\(step-1\) is intact"):
+        ckpt.save_checkpoint(root, 2, {"model.safetensors": b"b" * 10, "state.json": b"{}"}, keep_last=1,
+                             log=lambda m: None)
+    assert (root / "latest").read_text().strip() == "step-1"
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-1"]
+    assert ckpt.read_checkpoint(root / "step-1")["model.safetensors"] == b"a" * 10
