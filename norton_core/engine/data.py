@@ -8,6 +8,7 @@ sample does not depend on which worker drew it, on the batch it landed in, or on
 from __future__ import annotations
 
 import random
+import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,17 @@ import numpy as np
 from ..errors import DataError
 
 
-def open_store(path: Path, read_mode: str = "mmap", check_finite: bool = False) -> Any:
+def open_store(path: Path, read_mode: str = "mmap", check_finite: bool = True, check_chunks: bool = True) -> Any:
     """Open a prepared shard store (``norton_core.data.store.ShardStore``) read-only.
 
     ``mmap`` is fastest while the page cache holds the shards; ``pread`` reads each video's byte span explicitly and
     avoids mmap's ~9x read-ahead over-read when the dataset is larger than RAM (tests/benchmarks/io_bench.py).
+    ``check_finite`` refuses a video with NaN/inf features when it is read; ``check_chunks`` hashes each chunk of a
+    shard file the first time a process reads it (see ``train.check_finite`` / ``train.check_chunks``).
     """
     from ..data.store import ShardStore
 
-    return ShardStore.open(path, read_mode, check_finite=check_finite)
+    return ShardStore.open(path, read_mode, check_finite=check_finite, check_chunks=check_chunks)
 
 
 def sample_rng(seed: int, epoch: int, purpose: str, video: int) -> random.Random:
@@ -101,8 +104,16 @@ def make_loader(dataset: BatchDataset, num_workers: int, seed: int) -> Any:
     return torch.utils.data.DataLoader(
         dataset, batch_size=None, shuffle=False, num_workers=num_workers, generator=generator,
         prefetch_factor=2 if num_workers else None, persistent_workers=False,
-        timeout=600 if num_workers else 0,
+        timeout=600 if num_workers else 0, worker_init_fn=ignore_sigterm if num_workers else None,
     )
+
+
+def ignore_sigterm(worker_id: int) -> None:
+    """DataLoader worker start-up: ignore SIGTERM. Schedulers (SLURM, Kubernetes) signal the job's whole process
+    group; the main process commits a checkpoint at the step boundary and stops its workers itself, whereas a
+    worker dying of the signal would make the main process fail before it gets there (torch's own worker handler
+    lets SIGTERM kill it)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def random_batches(videos: np.ndarray, per_batch: int, seed: int, epoch: int) -> np.ndarray:

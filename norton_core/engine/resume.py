@@ -25,7 +25,7 @@ def open_run_dir(run_dir: Path, ckpt_root: Path, resume: bool, overwrite: bool, 
     """Rank 0 decides; every rank then reads the chosen checkpoint (the run directory is on a shared disk)."""
     name = b""
     if dist.is_main:
-        ckpt.clean_leftovers(ckpt_root, log)
+        ckpt.recover(ckpt_root, log)
         existing = (run_dir / "recipe.json").exists() or bool(ckpt.committed_steps(ckpt_root))
         if existing and overwrite:
             for item in ("checkpoints", "metrics.jsonl", "recipe.json", "plugins.json", "eval.json", "tensorboard"):
@@ -35,7 +35,7 @@ def open_run_dir(run_dir: Path, ckpt_root: Path, resume: bool, overwrite: bool, 
         elif existing and not resume:
             raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
                                   "discard it, or set run.name to start another")
-        found = ckpt.find_latest(ckpt_root, log) if resume else None
+        found = ckpt.find_latest(ckpt_root, log, set_aside=True) if resume else None
         if resume and found is None:
             log(f"norton: --resume: no valid checkpoint in {ckpt_root}; starting from the beginning")
         if found is not None:
@@ -132,3 +132,51 @@ def restore_state(found: tuple[Path, dict[str, bytes]], model: Any, loss_fn: Any
     return state
 
 
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the best checkpoint (see .validation)
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def best_step(root: Path) -> int | None:
+    """The step ``best/`` holds according to its manifest, or None (missing or unreadable)."""
+    try:
+        return int(json.loads((root / ckpt.BEST / "manifest.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def update_best(root: Path, state: TrainState, files: dict[str, bytes]) -> None:
+    """Right after ``step-<N>`` is committed: when the state's best record names step N and ``best/`` does not
+    hold it yet, commit ``best/`` from the same files (a re-save of step N leaves it alone)."""
+    if state.best is None or state.best["step"] != state.step or best_step(root) == state.step:
+        return
+    ckpt.save_best(root, state.step, files, state.best)
+
+
+def reconcile_best(root: Path, state: TrainState, log: Callable[[str], None]) -> None:
+    """On resume: a kill between committing ``step-<N>`` and ``best/`` leaves ``best/`` one selection behind the
+    resumed state; rebuild it from ``step-<N>``. A ``best/`` that fails its manifest is set aside, never deleted.
+    A ``best/`` newer than the state (a resume from an older checkpoint) is kept: training replaces it when it
+    gets there again."""
+    want = state.best
+    if want is None:
+        return
+    have = best_step(root)
+    if have is not None:
+        try:
+            ckpt.read_checkpoint(root / ckpt.BEST)
+            if have >= want["step"]:
+                return
+        except CheckpointError as exc:
+            ckpt.quarantine(root / ckpt.BEST, log, str(exc))
+    source = root / f"step-{want['step']}"
+    try:
+        files = ckpt.read_checkpoint(source)
+    except CheckpointError as exc:
+        log(f"norton: warning: the best checkpoint (step {want['step']}, {want['metric']} {want['value']:.6g}) "
+            f"cannot be rebuilt: {exc}")
+        return
+    ckpt.save_best(root, want["step"], files, want)
+    log(f"norton: rebuilt the best checkpoint from {source.name} (its save had been interrupted)")

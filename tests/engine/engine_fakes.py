@@ -67,7 +67,8 @@ class FakeData(DataSource):
         return DataPaths(train=Path(f"fake://{self.config.videos}"))
 
 
-def open_fake_store(path: Path, read_mode: str = "mmap", check_finite: bool = False) -> FakeStore:
+def open_fake_store(path: Path, read_mode: str = "mmap", check_finite: bool = True,
+                    check_chunks: bool = True) -> FakeStore:
     return FakeStore(int(str(path).split("//")[-1].split("/")[-1]))
 
 
