@@ -12,7 +12,7 @@ controllable noise: ``shift_prob`` of them moved by ``shift_seconds`` (misalignm
 captions are chatter with no visual counterpart ("welcome back to my channel"), and ``uncaptioned_prob`` of the steps
 get no caption.
 
-Output (the raw How2 layout of data_formats.md §1 plus evaluation sets in their public layouts, §3-5)::
+Output (the raw How2 layout plus evaluation sets in their public layouts, docs/data_formats.md)::
 
     out/features/<id>.npy   out/captions.json   out/train.lst   out/val.lst   out/ground_truth.json
     out/eval/youcook2/{annotations.json, features/}   out/eval/htm_align/{htm_align.json, features/}
