@@ -39,11 +39,11 @@ Min-max normalisation divides by ``max(max - min, 1e-12)`` so that an all-equal 
 **From scratch the full loss stays at chance** (measured by the team on the generated How2-like data): the three
 global min-max normalisations squeeze the video-paragraph similarities into [0, 1] set by the batch's extremes, so
 the block logits barely separate sequences and their gradient reaches the normalisers only through the extreme
-entries. The paper only post-trains an NCE-pretrained (VideoCLIP) model with it: train in two stages (``videoclip-
-nce``, or ``sequence_weight = 0``, then ``norton``), or set ``video_similarity_norm = "none"``, with which the video-
-paragraph term alone trains from scratch (tests/method/test_method_training.py). On the small toy problems of that
-test file (and a 1-layer model on class-prototype features) the default min-max loss did train too, so how strongly
-it stalls depends on the data; the option is there to make the comparison easy.
+entries. The paper only post-trains an NCE-pretrained (VideoCLIP) model with it: train in two stages
+(``videoclip-nce``, or ``sequence_weight = 0``, then ``norton``), or set ``video_similarity_norm = "none"``, with
+which the video-paragraph term alone trains from scratch (tests/method/test_method_training.py). On the small toy
+problems of that test file (and a 1-layer model on class-prototype features) the default min-max loss did train too,
+so how strongly it stalls depends on the data; the option is there to make the comparison easy.
 
 Efficiency: the fine-grained similarity never materialises ``B x B x Tt x Tv`` (see
 :mod:`norton_losses.finegrained`); Sinkhorn runs in the stabilised scaling domain with a log-domain fallback (see
