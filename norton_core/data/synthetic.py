@@ -22,7 +22,7 @@ byte what it was before the family existed.
 ``captions.json``, which preparation keeps), its kind (``aligned`` / ``shifted`` / ``nonvisual``), the span of the
 step it describes and that step's name (``null`` for non-visual captions). Training never reads it; diagnostics do.
 
-Output (the raw How2 layout of data_formats.md §1 plus evaluation sets in their public layouts, §3-5)::
+Output (the raw How2 layout plus evaluation sets in their public layouts, docs/data_formats.md)::
 
     out/features/<id>.npy   out/captions.json   out/train.lst   out/val.lst   out/ground_truth.json
     out/eval/youcook2/{annotations.json, features/}   out/eval/htm_align/{htm_align.json, features/}
