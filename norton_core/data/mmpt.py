@@ -1,4 +1,4 @@
-"""``norton prepare mmpt``: adopt an existing MMPT/VideoCLIP shard directory (data_formats.md §2) in place.
+"""``norton prepare mmpt``: adopt an existing MMPT/VideoCLIP shard directory (docs/data_formats.md) in place.
 
 The directory's ``{split}_meta.pkl`` is read with :func:`norton_core.safe_pickle.load_plain` (no class is ever looked
 up, so a crafted pickle cannot run code, and one whose shared sub-lists describe more values than its bytes could

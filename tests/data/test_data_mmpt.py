@@ -1,4 +1,4 @@
-"""An MMPT shard directory (data_formats.md §2) built here with numpy and pickle reads identically, in place; its
+"""An MMPT shard directory (docs/data_formats.md) built here with numpy and pickle reads identically, in place; its
 meta pickle is read without ever resolving a class."""
 
 from __future__ import annotations
