@@ -7,8 +7,10 @@ sample does not depend on which worker drew it, on the batch it landed in, or on
 
 from __future__ import annotations
 
+import os
 import random
 import signal
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -109,11 +111,27 @@ def make_loader(dataset: BatchDataset, num_workers: int, seed: int) -> Any:
 
 
 def ignore_sigterm(worker_id: int) -> None:
-    """DataLoader worker start-up: ignore SIGTERM. Schedulers (SLURM, Kubernetes) signal the job's whole process
-    group; the main process commits a checkpoint at the step boundary and stops its workers itself, whereas a
-    worker dying of the signal would make the main process fail before it gets there (torch's own worker handler
-    lets SIGTERM kill it)."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """DataLoader worker start-up: SIGTERM from anyone but the main process is ignored.
+
+    Schedulers (SLURM, Kubernetes, ``kill -- -PGID``) signal every process of the job; the main process commits
+    a checkpoint at the step boundary and stops its workers itself, whereas a worker dying of the signal would make
+    the main process fail before it gets there. The main process's own SIGTERM (``Process.terminate`` when it shuts
+    workers down) still ends the worker at once, as torch's worker handler does. Where the sender cannot be told
+    (no ``sigwaitinfo``), every SIGTERM is ignored and the worker ends when the main process stops it or dies.
+    """
+    if not hasattr(signal, "sigwaitinfo"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # inherited by the thread below
+
+    def wait() -> None:
+        while True:
+            info = signal.sigwaitinfo({signal.SIGTERM})
+            if info.si_pid == parent:
+                os._exit(0)
+
+    threading.Thread(target=wait, name="norton-sigterm", daemon=True).start()
 
 
 def random_batches(videos: np.ndarray, per_batch: int, seed: int, epoch: int) -> np.ndarray:

@@ -24,13 +24,14 @@ def _spawn(recipe: Path, *args: str, fault: str | None = None) -> subprocess.Com
     env["NORTON_LOAD_PLUGINS"] = "norton"
     if fault:
         env["NORTON_FAULT"] = fault
+    # a session of its own: a SIGTERM to "the job's process group" reaches this run and its workers only
     return subprocess.run([sys.executable, str(DRIVER), str(recipe), *args], env=env, capture_output=True,
-                          text=True, timeout=180)
+                          text=True, timeout=180, start_new_session=True)
 
 
-def _write(tmp: Path, name: str) -> Path:
+def _write(tmp: Path, name: str, **tables: dict) -> Path:
     # exact search keeps faiss out of the many short processes (its determinism is tested in-process)
-    raw = recipe_dict(tmp, run={"name": name})
+    raw = recipe_dict(tmp, run={"name": name}, **tables)
     raw["retrieval"]["backend"] = {"name": "exact"}
     path = tmp / f"{name}.json"
     path.write_text(json.dumps(raw))
@@ -130,3 +131,31 @@ def test_sigterm_commits_a_checkpoint_and_resume_is_bit_exact(tmp_path):
         ta, tb = ckpt.bytes_to_tensors(a[name]), ckpt.bytes_to_tensors(b[name])
         assert all(torch.equal(ta[k], tb[k]) for k in ta)
     assert _step_lines(root.parent) == _step_lines(ref_root.parent)
+
+
+def _assert_same_end(ref_root: Path, root: Path, step: str = "step-15") -> None:
+    a, b = ckpt.read_checkpoint(ref_root / step), ckpt.read_checkpoint(root / step)
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        ta, tb = ckpt.bytes_to_tensors(a[name]), ckpt.bytes_to_tensors(b[name])
+        assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta), name
+    assert a["rng.json"] == b["rng.json"]
+    assert _step_lines(root.parent) == _step_lines(ref_root.parent)
+
+
+def test_sigterm_to_the_process_group_with_workers_is_a_graceful_preemption(tmp_path):
+    """Issue 10 #2: schedulers signal every process of the job. With a DataLoader worker, SIGTERM to the whole
+    group at step 3 still commits step 3 and exits 143 (the worker ignores the signal), and --resume ends
+    bit-identical to an uninterrupted run."""
+    workers = {"train": {"num_workers": 1}}
+    reference = _spawn(_write(tmp_path, "reference", **workers))
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    recipe = _write(tmp_path, "victim", **workers)
+    stopped = _spawn(recipe, fault="step:3:TERMGROUP")
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert "stopped after step 3" in stopped.stdout
+    root = tmp_path / "runs" / "victim" / "checkpoints"
+    assert ckpt.read_latest(root) == "step-3"
+    final = _spawn(recipe, "--resume")
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert "resumed at step 3" in final.stdout
+    _assert_same_end(tmp_path / "runs" / "reference" / "checkpoints", root)
