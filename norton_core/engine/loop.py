@@ -113,7 +113,7 @@ def _train(recipe: Any, plugins: Any, dist: distributed.Dist, run_dir: Path, ckp
     if isinstance(loss_fn, torch.nn.Module):
         loss_fn.to(device)
     params = list(model.trainable_parameters())
-    if isinstance(loss_fn, torch.nn.Module):  # a learnable temperature must really be trained (method.md 4.4)
+    if isinstance(loss_fn, torch.nn.Module):  # a learnable temperature must really be trained
         params += [p for p in loss_fn.parameters() if p.requires_grad]
     if not params:
         raise TrainingError("the model has no trainable parameters (check model.freeze)")
