@@ -292,3 +292,65 @@ def test_feature_directories_as_users_have_them(tmp_path, plugins):
     assert results["youcook2_clip/pairs"] == 8 and results["youcook2_clip/R@1"] == 100.0
     assert results["youcook2_video/videos"] == 4
     assert results["htm_align/videos"] == 2 and results["htm_align/recall"] == 100.0
+
+
+def _listed(db: dict, drop: set[str]) -> list[str]:
+    """``<video>_<k>`` names of every annotation except the videos in ``drop``."""
+    return [f"{vid}_{k}" for vid, entry in db.items() if vid not in drop for k in range(len(entry["annotations"]))]
+
+
+def test_youcook_val_pkl_selects_the_scored_clips(tmp_path, plugins, capsys):
+    import pickle
+
+    make_youcook2(tmp_path, videos=5, steps=3)
+    yc = tmp_path / "youcook2"
+    db = json.loads((yc / "annotations.json").read_text())["database"]
+    names = [n for n in _listed(db, {"yc001"}) if n != "yc002_1"]  # 4 videos, 11 clips
+    (yc / "features" / "yc003.npy").unlink()  # listed, but without features: dropped, as the reference does
+    records = [{"id": n, "caption": "unused", "start": 0.0, "end": 1.0} for n in names]
+    (yc / "youcook_val.pkl").write_bytes(pickle.dumps(records, protocol=4))
+    (yc / "clips.txt").write_text("# the same selection as text\n\n" + "\n".join(names) + "\n")
+    model = FakeModel(FakeModel.Config())
+    for clips in ("youcook_val.pkl", "clips.txt"):
+        options = {"youcook2-clip": {"clips": clips}, "youcook2-video": {"clips": clips}}
+        results = _run(model, tmp_path, plugins, tasks=list(options), options=options)
+        assert results["youcook2_clip/pairs"] == 8 and results["youcook2_clip/videos"] == 3  # yc000, yc002, yc004
+        assert results["youcook2_clip/skipped_missing_features"] == 1 and results["youcook2_clip/R@1"] == 100.0
+        assert results["youcook2_video/videos"] == 3 and results["youcook2_video/bg_videos"] == 3
+        err = capsys.readouterr().err
+        assert f"{yc / clips} selects 8 pairs over 3 videos (of 11 listed clips over 4 videos" in err
+    unselected = _run(model, tmp_path, plugins, tasks=["youcook2-clip"])
+    assert unselected["youcook2_clip/pairs"] == 12  # without a list: every segment with features
+
+
+def test_a_pkl_with_a_reduce_payload_is_refused_and_runs_nothing(tmp_path, plugins):
+    import pickle
+
+    make_youcook2(tmp_path, videos=2, steps=2)
+    yc = tmp_path / "youcook2"
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (yc / "youcook_val.pkl").write_bytes(pickle.dumps([{"id": "yc000_0"}, Payload()]))
+    with pytest.raises(DataError) as err:
+        _run(FakeModel(FakeModel.Config()), tmp_path, plugins, tasks=["youcook2-clip"],
+             options={"youcook2-clip": {"clips": "youcook_val.pkl"}})
+    assert str(yc / "youcook_val.pkl") in str(err.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("yc000_0\nyc000\n", "line 2: expected a clip name <video>_<k>"),
+    ("yc000_0\nyc999_0\n", "video 'yc999' is not in"),
+    ("yc000_7\n", "'yc000' has 2 annotation(s)"),
+])
+def test_a_clip_list_that_disagrees_with_the_annotations_is_an_error(tmp_path, plugins, content, needle):
+    make_youcook2(tmp_path, videos=2, steps=2)
+    (tmp_path / "youcook2" / "clips.txt").write_text(content)
+    with pytest.raises(DataError) as err:
+        _run(FakeModel(FakeModel.Config()), tmp_path, plugins, tasks=["youcook2-clip"],
+             options={"youcook2-clip": {"clips": "clips.txt"}})
+    assert needle in "\n".join(err.value.lines())
