@@ -134,7 +134,7 @@ def assemble(recipe: Any, plugins: Any, *, dist: Dist, log: Callable[[str], None
     if isinstance(loss_fn, torch.nn.Module):
         loss_fn.to(dist.device)
     params = list(model.trainable_parameters())
-    if isinstance(loss_fn, torch.nn.Module):  # a learnable temperature must really be trained (method.md 4.4)
+    if isinstance(loss_fn, torch.nn.Module):  # a learnable temperature must really be trained
         params += [p for p in loss_fn.parameters() if p.requires_grad]
     if not params:
         raise TrainingError("the model has no trainable parameters (check model.freeze)")

@@ -1,4 +1,4 @@
-"""Retrieval rounds (method.md section 5): embed every training video, index the vectors with the recipe's
+"""Retrieval rounds (VideoCLIP's retrieval-augmented training): embed every training video, index the vectors with the recipe's
 backend plugin, and turn each random query video's neighbourhood into one batch of hard negatives.
 
 Unlike the reference, which indexed and searched each rank's share separately, every rank embeds its share,
