@@ -1,6 +1,7 @@
-"""Fault points for crash tests : ``NORTON_FAULT=<point>:<n>[:TERM][,...]`` sends this process
-SIGKILL (or SIGTERM with ``:TERM``) the n-th time the named point is reached (counted per process). Unset in normal
-runs, where a point costs one dict lookup.
+"""Fault points for crash tests: ``NORTON_FAULT=<point>:<n>[:TERM|:TERMGROUP][,...]`` sends this process SIGKILL
+(SIGTERM with ``:TERM``; SIGTERM to its whole process group from a helper process, as a scheduler preempting a job
+does, with ``:TERMGROUP``) the n-th time the named point is reached (counted per process). Unset in normal runs,
+where a point costs one dict lookup.
 
 Training points: ``step`` (after an optimizer step); inside a checkpoint commit, after each file is written and
 fsynced (``ckpt_model``, ``ckpt_optimizer``, ``ckpt_rng``, ``ckpt_loss``, ``ckpt_batches``, ``ckpt_state``), then
@@ -8,8 +9,9 @@ fsynced (``ckpt_model``, ``ckpt_optimizer``, ``ckpt_rng``, ``ckpt_loss``, ``ckpt
 renamed aside, the new one still staged) and ``ckpt_replace_renamed`` (the new one in place, the old one not yet
 deleted), then ``ckpt_after_rename``, ``ckpt_after_latest`` and ``ckpt_purge`` (between renaming an old
 checkpoint aside and deleting it); the same for the ``best`` checkpoint as ``best_<file>``, ``best_manifest``,
-``best_before_rename``, ``best_replace_aside``, ``best_replace_renamed`` and ``best_after_rename``; in a retrieval round ``retrieval_embed`` (after each embedding
-batch), ``retrieval_index`` (after the index is built) and ``retrieval_batches`` (after the batches are fixed).
+``best_before_rename``, ``best_replace_aside``, ``best_replace_renamed`` and ``best_after_rename``; in a retrieval
+round ``retrieval_embed`` (after each embedding batch), ``retrieval_index`` (after the index is built) and
+``retrieval_batches`` (after the batches are fixed).
 
 Data preparation points: ``shard_file_renamed`` (after each of a shard's six files is renamed into place) and
 ``shard_committed`` (after a shard's record is written).

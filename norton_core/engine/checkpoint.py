@@ -85,10 +85,18 @@ def tensors_to_bytes(tensors: Mapping[str, Any]) -> bytes:
     return save(out)
 
 
-def bytes_to_tensors(data: bytes) -> dict[str, Any]:
+def bytes_to_tensors(data: bytes, source: str = "checkpoint tensors") -> dict[str, Any]:
+    """Tensors of a safetensors payload; anything else (a pickle renamed, a file replaced and re-hashed) is a
+    CheckpointError naming ``source``, never a SafetensorError traceback."""
+    from safetensors import SafetensorError
     from safetensors.torch import load
 
-    return load(data)
+    try:
+        return load(data)
+    except SafetensorError as exc:
+        hint = " (it is a pickle: convert VideoCLIP weights with `norton convert-videoclip`)" \
+            if data[:1] == b"\x80" or data[:2] == b"PK" else ""
+        raise CheckpointError(f"{source}: not a readable safetensors file ({exc}){hint}") from None
 
 
 def optimizer_to_tensors(optimizer: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -397,12 +405,17 @@ def list_checkpoints(root: Path) -> list[CheckpointInfo]:
     return out
 
 
+def read_pointer(pointer: Path) -> str:
+    """The text of ``latest``, whatever bytes it holds (non-UTF-8 garbage reads as replacement characters)."""
+    try:
+        return pointer.read_bytes().decode("utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+
+
 def read_latest(root: Path) -> str | None:
     """The name ``latest`` holds, or None when it is missing or not a ``step-<N>`` name (even non-UTF-8 bytes)."""
-    try:
-        name = (root / "latest").read_bytes().decode("utf-8").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
+    name = read_pointer(root / "latest")
     return name if STEP_DIR.match(name) else None
 
 
@@ -474,6 +487,9 @@ def find_latest(root: Path, log: Any = print, set_aside: bool = False) -> tuple[
     resume) they are moved aside as ``step-<N>.corrupt-<n>`` so that a later save of that step cannot overwrite
     the evidence, and norton never deletes them."""
     pointer = read_latest(root)
+    if pointer is None and (root / "latest").is_file():
+        text = read_pointer(root / "latest")
+        log(f"norton: warning: {root / 'latest'} does not name a checkpoint ({text[:40]!r}); scanning for the newest")
     for _, path in reversed(committed_steps(root)):
         try:
             files = read_checkpoint(path)
