@@ -60,7 +60,11 @@ class TrainConfig:
                                            "prepared with hashes")
     log_every: int = option(10, ge=1, help="steps between JSONL metric lines")
     checkpoint_every: int = option(0, ge=0, help="steps between checkpoints; 0 = at epoch ends only")
-    keep_last: int = option(2, ge=1, help="checkpoints kept (older ones are removed after a new one commits)")
+    keep_last: int = option(2, ge=1, help="checkpoints kept (older ones are removed after a new one commits; "
+                                          "checkpoints/best is kept besides them)")
+    validate: bool = option(True, help="at each scheduled checkpoint compute the loss on the data source's validation "
+                                       "split (data.val; the same seeded clips every time, no gradient) and keep "
+                                       "the checkpoint with the lowest one in checkpoints/best")
     on_nonfinite: Literal["error", "skip"] = option("error", help="a non-finite loss or gradient stops or skips")
     max_consecutive_skips: int = option(10, ge=1)
 

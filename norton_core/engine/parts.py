@@ -28,6 +28,7 @@ from .setup import (
     read_json,
 )
 from .state import RunContext, TrainState
+from .validation import open_validation
 
 
 @attrs.define(eq=False)
@@ -41,7 +42,8 @@ class Run:
     :ivar found: the checkpoint this run resumes from (directory, files), or None for a fresh start.
     :ivar allow: recipe keys allowed to differ from the checkpoint's.
     :ivar paths: the data source's prepared paths; ``store`` the training shard store; ``videos`` the store
-        indices that can be sampled.
+        indices that can be sampled; ``val_store`` / ``val_batches`` the validation store (``data.val``) and its
+        fixed batches (empty without one; see :mod:`.validation`).
     :ivar model / loss_fn / aligner / embed_aligner: the components (the embed aligner lays out retrieval rounds).
     :ivar params: what the optimizer updates (the model's trainable parameters and a loss's learnable ones).
     :ivar scaler: fp16's ``GradScaler`` or None; ``autocast`` a factory of the precision's autocast context.
@@ -77,6 +79,8 @@ class Run:
     prior_evaluation: dict[str, Any]
     state: TrainState = attrs.field(factory=TrainState)
     evaluation: dict[str, Any] = attrs.field(factory=dict)
+    val_store: Any = None
+    val_batches: list[list[int]] = attrs.field(factory=list)
 
     @property
     def cfg(self) -> Any:
@@ -118,8 +122,9 @@ def assemble(recipe: Any, plugins: Any, *, dist: Dist, log: Callable[[str], None
         raise CheckpointError(f"run.init_from = {init_from!r} does not exist. The paper's setup starts from VideoCLIP "
                               "weights converted to safetensors (`norton convert-videoclip`); set run.init_from = \"\" "
                               f"to start from the text encoder alone; {DEMO_HINT}")
-    store = dataio.open_store(paths.train, tcfg.read_mode, tcfg.check_finite)
+    store = dataio.open_store(paths.train, tcfg.read_mode, tcfg.check_finite, tcfg.check_chunks)
     videos = dataio.sampleable_videos(store, log)
+    val_store, val_batches = open_validation(paths, tcfg, dist, log)
 
     # -- components: the same seed on every rank gives identical initial weights ----------------------------------
     torch.manual_seed(cfg.seed)
@@ -156,7 +161,7 @@ def assemble(recipe: Any, plugins: Any, *, dist: Dist, log: Callable[[str], None
               metrics=MetricsLog(run_dir / "metrics.jsonl", dist.is_main),
               ctx=RunContext(recipe=resolved, run_dir=run_dir, rank=dist.rank, world_size=dist.world_size,
                              model=model, optimizer=optimizer, device=dist.device),
-              prior_evaluation=prior_evaluation)
+              prior_evaluation=prior_evaluation, val_store=val_store, val_batches=val_batches)
 
     # -- resume: tensors, RNG streams, the epoch's batches and the cursor ------------------------------------------
     if found is not None:

@@ -85,6 +85,7 @@ def save_state(run: Run) -> Path | None:
                 "plugins": plugin_list(run.plugins)}
         files["state.json"] = json.dumps(meta, indent=1, default=jsonable).encode()
         path = ckpt.save_checkpoint(run.ckpt_root, state.step, files, tcfg.keep_last, run.log)
+        update_best(run.ckpt_root, state, files)
     distributed.barrier(dist)
     return path
 
@@ -131,9 +132,9 @@ def restore_state(run: Run, found: tuple[Path, dict[str, bytes]]) -> TrainState:
         state.recipe_changes = [*state.recipe_changes, {"step": state.step, "changes": changes}]
         run.log(f"norton: allowed recipe changes: {', '.join(c['key'] for c in changes)}")
     run.log(f"norton: resumed at step {state.step}, epoch {state.epoch}, batch cursor {state.cursor}")
+    if dist.is_main:
+        reconcile_best(run.ckpt_root, state, run.log)
     return state
-
-
 
 
 # ------------------------------------------------------------------------------------------------------------------

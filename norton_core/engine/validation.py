@@ -13,13 +13,16 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import TrainingError
 from . import data as dataio
 from . import distributed
+
+if TYPE_CHECKING:
+    from .parts import Run
 
 #: the epoch number the validation clips are drawn for (any fixed value: the same clips every time)
 VAL_EPOCH = 0
@@ -87,3 +90,40 @@ def improves(value: float, best: dict[str, Any] | None) -> bool:
 def selection(value: float, step: int) -> dict[str, Any]:
     """What ``best/selection.json`` says about how the checkpoint was chosen."""
     return {"metric": METRIC, "value": value, "step": step, "split": "val"}
+
+
+def open_validation(paths: Any, tcfg: Any, dist: distributed.Dist,
+                    log: Callable[[str], None]) -> tuple[Any, list[list[int]]]:
+    """The validation store (``data.val``) and its fixed batches, or ``(None, [])`` when there is none (or
+    ``train.validate`` is off)."""
+    if getattr(paths, "val", None) is None or not tcfg.validate:
+        return None, []
+    store = dataio.open_store(paths.val, tcfg.read_mode, tcfg.check_finite, tcfg.check_chunks)
+    videos = dataio.sampleable_videos(store, log)
+    batches = validation_batches(videos, tcfg.videos_per_batch, dist.world_size)
+    if not batches:
+        log(f"norton: warning: {getattr(store, 'path', 'the validation store')} has {len(videos)} usable videos, "
+            f"fewer than one batch per rank ({dist.world_size}); no validation loss and no best checkpoint")
+        return None, []
+    log(f"norton: validation: {sum(map(len, batches))} videos of {getattr(store, 'path', 'data.val')} in "
+        f"{len(batches)} batches at each checkpoint; the best one by val_loss is kept in checkpoints/best")
+    return store, batches
+
+
+def validate(run: Run) -> None:
+    """Before a scheduled checkpoint: the validation loss, logged, and the state's best record updated (the
+    checkpoint commit then writes ``best/`` when this step became the best). Once per step."""
+    state = run.state
+    if not run.val_batches or state.validated_step == state.step:
+        return
+    terms = validation_loss(run.model, run.loss_fn, run.val_store, run.aligner, run.val_batches, run.cfg.seed,
+                            run.dist, run.autocast, run.tcfg.num_workers)
+    value = terms["val_loss"]
+    better = improves(value, state.best)
+    if better:
+        state.best = selection(value, state.step)
+    state.validated_step = state.step
+    run.metrics.write({"event": "validation", "step": state.step, "epoch": state.epoch, **terms, "best": better})
+    best = state.best
+    run.log(f"norton: step {state.step}: val_loss {value:.6g}"
+            + (" (best so far)" if better else f" (best {best['value']:.6g} at step {best['step']})" if best else ""))

@@ -200,3 +200,36 @@ def test_lifecycle_hooks_fire_at_their_boundaries(tmp_path, plugins):
     assert calls[7:10] == [("epoch_end", 1, True), ("retrieval", 2, 22, "faiss-ivf"), ("epoch_start", 2)]
     assert calls[-2:] == [("epoch_end", 2, True), ("run_end", 10)]
 
+
+def test_a_worker_lost_to_a_preemption_still_commits_the_step(tmp_path, plugins, monkeypatch):
+    """Issue 10 #2: if a DataLoader worker dies of the job's SIGTERM anyway (in the moment before it ignores the
+    signal), the next fetch fails; the loop still commits the step boundary and stops as preempted."""
+    import os
+    import signal
+
+    import norton_core.engine.data as dataio
+    from norton_core.errors import Preempted
+
+    real = dataio.make_loader
+    calls = {"n": 0}
+
+    class Dying:
+        def __init__(self, loader):
+            self.inner = iter(loader)
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            calls["n"] += 1
+            if calls["n"] == 4:
+                os.kill(os.getpid(), signal.SIGTERM)  # the engine's handler only records it
+                raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")
+            return next(self.inner)
+
+    monkeypatch.setattr(dataio, "make_loader", lambda *a, **k: Dying(real(*a, **k)))
+    with pytest.raises(Preempted, match="stopped after step 3.*worker died"):
+        _run(tmp_path, plugins, run={"name": "lost"})
+    root = tmp_path / "runs" / "lost" / "checkpoints"
+    assert ckpt.read_latest(root) == "step-3"
+    assert json.loads(ckpt.read_checkpoint(root / "step-3")["state.json"])["cursor"] == 3
