@@ -78,6 +78,18 @@ class BatchDataset:
         return len(self.batches)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        try:
+            return self._batch(i)
+        except DataError as exc:
+            import torch.utils.data
+
+            if torch.utils.data.get_worker_info() is None:
+                raise
+            # in a worker: hand the error over as the item, so the main process raises it with its one-line
+            # message (torch would re-raise it with the worker's whole traceback as the message)
+            return {WORKER_ERROR: str(exc)}
+
+    def _batch(self, i: int) -> dict[str, Any]:
         items, ids = [], []
         for video in self.batches[i]:
             record = self.store.get(video)
@@ -104,11 +116,31 @@ def make_loader(dataset: BatchDataset, num_workers: int, seed: int, pin_memory: 
 
     generator = torch.Generator()
     generator.manual_seed(seed)
-    return torch.utils.data.DataLoader(
+    return _Loader(torch.utils.data.DataLoader(
         dataset, batch_size=None, shuffle=False, num_workers=num_workers, generator=generator, pin_memory=pin_memory,
         prefetch_factor=2 if num_workers else None, persistent_workers=False,
         timeout=600 if num_workers else 0, worker_init_fn=ignore_sigterm if num_workers else None,
-    )
+    ))
+
+
+#: the key of an item that carries a worker's DataError instead of a batch
+WORKER_ERROR = "norton_worker_error"
+
+
+class _Loader:
+    """Iterates a DataLoader and raises a DataError a worker handed over (see :meth:`BatchDataset.__getitem__`)."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Any:
+        for batch in self.loader:
+            if WORKER_ERROR in batch:
+                raise DataError(batch[WORKER_ERROR])
+            yield batch
 
 
 def ignore_sigterm(worker_id: int) -> None:

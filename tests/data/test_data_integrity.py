@@ -56,3 +56,40 @@ def test_a_store_without_chunk_hashes_needs_an_explicit_choice(store_copy: Path)
     with pytest.raises(DataError, match="no chunk hashes.*train.check_chunks = false"):
         ShardStore.open(store_copy, check_chunks=True)
     assert len(ShardStore.open(store_copy)) == manifest["num_videos"]
+
+
+def _first_batch_with(store_dir: Path, video: int, workers: int) -> None:
+    from norton_core.engine import data as dataio
+
+    store = dataio.open_store(store_dir)  # the training defaults: finite and chunk checks on
+
+    def collate(items: list, ids: list) -> dict:
+        return {"n": len(items)}
+
+    dataset = dataio.BatchDataset(store, lambda record, rng: {"x": record.features}, [[video, 0]], 1, 1, "train",
+                                  collate=collate)
+    next(iter(dataio.make_loader(dataset, workers, 1)))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_default_training_reads_stop_at_a_nan_row_naming_file_video_and_row(store_copy: Path, workers: int) -> None:
+    """Issue 10 #3: one NaN row (written into the shard after preparation, with its chunk hash updated as a
+    preparation that did not check would have left it) stops the first batch holding its video, in the DataLoader
+    worker, before anything reaches the model; the one-line message names the file, the video and the row."""
+    from norton_core.data.npyfile import hash_file
+
+    manifest = json.loads((store_copy / "manifest.json").read_text())
+    entry = manifest["shards"][1]["files"]["video_data"]
+    path = store_copy / entry["name"]
+    starts = np.load(store_copy / manifest["shards"][1]["files"]["video_starts"]["name"])
+    mm = np.load(path, mmap_mode="r+")
+    mm[starts[2] + 4, 7] = np.nan  # video 2 of shard 1, its row 4
+    mm.flush()
+    del mm
+    entry["sha256"], entry["chunk_sha256"] = hash_file(path, manifest["chunk_bytes"])
+    (store_copy / "manifest.json").write_text(json.dumps(manifest))
+    vid = manifest["shards"][1]["video_ids"][2]
+    with pytest.raises(DataError) as info:
+        _first_batch_with(store_copy, 8 + 2, workers)
+    first = str(info.value).splitlines()[0]
+    assert str(path) in first and repr(vid) in first and "row 4" in first, str(info.value)

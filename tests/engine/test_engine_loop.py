@@ -146,6 +146,20 @@ def test_init_from_another_run(tmp_path, plugins, capsys):
     assert f"initialised from {first.run_dir / 'checkpoints' / 'step-2'}" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("target", ["run", "checkpoint", "file"])
+def test_init_from_refuses_a_checkpoint_with_one_flipped_byte(tmp_path, plugins, target):
+    """Issue 10 #4: run.init_from checks the manifest's hashes and names the corrupt file."""
+    first = _run(tmp_path, plugins, train={"max_steps": 2})
+    step = first.run_dir / "checkpoints" / "step-2"
+    weights = step / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-7] ^= 0x02
+    weights.write_bytes(bytes(data))
+    spec = {"run": first.run_dir, "checkpoint": step, "file": weights}[target]
+    with pytest.raises(CheckpointError, match=rf"run.init_from .*{weights}: sha256 differs from the manifest"):
+        _run(tmp_path, plugins, run={"name": "second", "init_from": str(spec)}, train={"max_steps": 1})
+
+
 def test_a_locked_run_directory_is_refused(tmp_path, plugins):
     """H1 (in-process part; the lock's release on SIGKILL is covered by the resume test)."""
     run_dir = tmp_path / "runs" / "fake"
