@@ -205,7 +205,7 @@ class RetrievalBackend(Component):
 class EvalContext:
     """What an evaluator gets besides the model.
 
-    :ivar root: the evaluation set directory in its public layout (see ``data_formats.md``).
+    :ivar root: the evaluation set directory in its public layout (see ``docs/data_formats.md``).
     :ivar batch_size: clips per forward pass.
     :ivar device: torch device string.
     :ivar progress: show a progress bar.

@@ -1,46 +1,22 @@
-"""``norton prepare mmpt``: adopt an existing MMPT/VideoCLIP shard directory (data_formats.md §2) in place.
+"""``norton prepare mmpt``: adopt an existing MMPT/VideoCLIP shard directory (docs/data_formats.md) in place.
 
-The directory's ``{split}_meta.pkl`` is read with an unpickler that builds nothing but dicts, lists, ints and
-strings (no class is ever looked up, so a crafted pickle cannot run code), the shard files are checked and hashed,
-and a manifest pointing back at them (``data_dir``) is written to a new store directory; no data is copied.
+The directory's ``{split}_meta.pkl`` is read with :func:`norton_core.safe_pickle.load_plain` (no class is ever looked
+up, so a crafted pickle cannot run code, and one whose shared sub-lists describe more values than its bytes could
+hold is refused before it is built), the shard files are checked and hashed, and a manifest pointing back at them
+(``data_dir``) is written to a new store directory; no data is copied.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import pickle
 import sys
 from pathlib import Path
-from typing import Any
 
 from ..errors import DataError
 from ..fsutil import replace_atomic
+from ..safe_pickle import load_plain
 from . import manifest as mf
 from .npyfile import hash_file, read_header
-
-#: the only types a meta.pkl may produce
-_ALLOWED = (dict, list, int, str)
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only dicts, lists, ints and strings")
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("refusing persistent ids")
-
-
-def _check_types(obj: Any, depth: int = 0) -> None:
-    if depth > 8 or not isinstance(obj, _ALLOWED) or isinstance(obj, bool):
-        raise pickle.UnpicklingError(f"found a {type(obj).__name__}; only dicts, lists, ints and strings")
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            _check_types(k, depth + 1)
-            _check_types(v, depth + 1)
-    elif isinstance(obj, list):
-        for v in obj:
-            _check_types(v, depth + 1)
 
 
 def load_meta(path: Path) -> dict[int, list[str]]:
@@ -49,13 +25,10 @@ def load_meta(path: Path) -> dict[int, list[str]]:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: MMPT meta file is missing") from None
-    try:
-        meta = _RestrictedUnpickler(io.BytesIO(raw)).load()
-        _check_types(meta)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-        raise DataError(f"{path}: not a plain MMPT meta pickle ({exc})") from None
+    # {shard: [id, ...]} is two containers deep; an honest pickle.dump spends at least a byte per value
+    meta = load_plain(raw, source=str(path), max_items=len(raw), max_depth=2)
     ok = isinstance(meta, dict) and all(
-        isinstance(k, int) and isinstance(v, list) and all(isinstance(x, str) for x in v) for k, v in meta.items()
+        type(k) is int and isinstance(v, list) and all(isinstance(x, str) for x in v) for k, v in meta.items()
     )
     if not ok:
         raise DataError(f"{path}: expected a dict {{shard_index: [video_id, ...]}}")

@@ -1,4 +1,4 @@
-"""``norton prepare how2``: raw How2 inputs (data_formats.md §1) -> one prepared shard store per split.
+"""``norton prepare how2``: raw How2 inputs (docs/data_formats.md) -> one prepared shard store per split.
 
 Streaming: ``captions.json`` is scanned once to index each wanted video's byte span (the captions themselves are
 not kept), then each shard is built by reading its videos' feature files and caption spans one at a time. Shard

@@ -5,7 +5,7 @@ missing file is refused before training starts) and every offsets array (``start
 == rows of data). Content hashes are checked by ``norton verify`` (reading hundreds of GB on every open would be
 too slow). All checks raise :class:`~norton_core.errors.DataError`, never ``assert``, so they survive ``python -O``.
 
-Two read paths (performance.md §3):
+Two read paths:
 
 - ``"mmap"``: numpy memory maps. Fastest when the page cache holds the data (a slice is a view, no copy).
 - ``"pread"``: one ``preadv`` of exactly a video's byte span into a fresh buffer. For data larger than RAM: the

@@ -1,4 +1,4 @@
-"""Batched, no-grad encoding of evaluation clips and captions with the shared token layout (method.md section 2.3).
+"""Batched, no-grad encoding of evaluation clips and captions with the shared token layout.
 
 Identical inputs are encoded once: within a call always, and across the tasks of one
 :func:`~norton_core.evaluation.run_evaluation` call through :func:`shared_cache` (YouCook2's clip and

@@ -78,7 +78,7 @@ def run_evaluation(model: Model, tasks: Sequence[str], eval_root: Path, *,
     if missing:
         raise DataError(problems=[
             f"{eval_root / ev.dataset}: the {ev.name!r} evaluation set is missing (expected the public layout of "
-            f"data_formats.md under the eval root {eval_root})" for ev in missing])
+            f"docs/data_formats.md under the eval root {eval_root})" for ev in missing])
     from .embed import shared_cache  # imports torch: only once there is something to evaluate
 
     results: dict[str, float] = {}

@@ -1,4 +1,4 @@
-"""Video-paragraph scores: caption average, DTW and OTAM (method.md section 7; TempCLR's protocol).
+"""Video-paragraph scores: caption average, DTW and OTAM (TempCLR's protocol).
 
 A paragraph (a video's captions in order) is scored against every video (its clips or windows in order) from the
 caption-by-clip similarity matrix. DTW and OTAM turn a block of similarities into distances ``offset - sim``,

@@ -1,4 +1,4 @@
-"""Collate per-video aligner outputs into one flat ``(V*C, ...)`` model batch (method.md section 2.2)."""
+"""Collate per-video aligner outputs into one flat ``(V*C, ...)`` model batch."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HTM-Align zero-shot temporal grounding: recall and ROC-AUC (method.md section 7, TAN's protocol).
+"""HTM-Align zero-shot temporal grounding: recall and ROC-AUC (TAN's protocol).
 
 Per video, windows of ``window`` seconds start every ``stride`` seconds (``0, stride, ... < T - window / 2``). A
 window scores a contiguous range of sentences: those between the first and last *non-alignable* sentence whose

@@ -1,4 +1,4 @@
-"""MSR-VTT zero-shot text-to-video retrieval on the JSFusion 1k-A test split (method.md section 7)."""
+"""MSR-VTT zero-shot text-to-video retrieval on the JSFusion 1k-A test split."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Readers of the public evaluation formats (data_formats.md sections 3-5) and the skip accounting they share.
+"""Readers of the public evaluation formats (docs/data_formats.md) and the skip accounting they share.
 
 A malformed file (not the documented layout) raises :class:`~norton_core.errors.DataError` naming the file, the
 record and what was expected. An item that is well-formed but cannot be evaluated (a missing or unusable feature
@@ -93,7 +93,7 @@ class FeatureDir:
 
 def _read_json(path: Path) -> Any:
     if not path.is_file():
-        raise DataError(f"{path}: evaluation file not found (expected the public layout of data_formats.md)")
+        raise DataError(f"{path}: evaluation file not found (expected the public layout, see docs/data_formats.md)")
     try:
         with path.open(encoding="utf-8") as fh:
             return json.load(fh)

@@ -1,4 +1,4 @@
-"""YouCook2 zero-shot evaluation: text-to-clip retrieval and video-paragraph retrieval (method.md section 7)."""
+"""YouCook2 zero-shot evaluation: text-to-clip retrieval and video-paragraph retrieval."""
 
 from __future__ import annotations
 

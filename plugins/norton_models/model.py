@@ -1,4 +1,4 @@
-"""``mmfusion-separate``: VideoCLIP's dual encoder (method.md section 3), built on transformers' BERT classes.
+"""``mmfusion-separate``: VideoCLIP's dual encoder, built on transformers' BERT classes.
 
 Video tower: each 512-d feature goes through ``Linear(512, d) -> GELU -> LayerNorm -> Linear(d, d)`` (two linears,
 as the reference code; the VideoCLIP paper says one), then ``[CLS] video [SEP]`` runs through a ``BertModel`` with

