@@ -54,16 +54,16 @@ class Progress:
             return None
         return (time.perf_counter() - self.began) / done * max(self.total - step, 0)
 
-    def step(self, step: int, epoch: int, metrics: Mapping[str, float] | None) -> None:
-        """After each optimizer step; ``metrics`` (the logged values) only on logging steps."""
+    def step(self, step: int, epoch: int, metrics: Mapping[str, float]) -> None:
+        """After each optimizer step: the bar moves, or (without a terminal) a line every ``log_every`` steps and
+        at the last step."""
         if not self.enabled:
             return
         if self.bar is not None:
-            if metrics:
-                self.bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}", lr=f"{metrics['lr']:.2e}",
-                                     clips_s=f"{metrics['clips_per_s']:.1f}", refresh=False)
+            self.bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}", lr=f"{metrics['lr']:.2e}",
+                                 clips_s=f"{metrics['clips_per_s']:.1f}", refresh=False)
             self.bar.update(1)
-        elif metrics:
+        elif step % self.log_every == 0 or step == self.total:
             self.log(self.line(step, epoch, metrics))
 
     def line(self, step: int, epoch: int, metrics: Mapping[str, float]) -> str:
