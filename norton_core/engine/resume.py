@@ -122,10 +122,11 @@ def restore_state(run: Run, found: tuple[Path, dict[str, bytes]]) -> TrainState:
         raise CheckpointError(f"{path}: checkpoint world_size={meta['world_size']}, current={dist.world_size}; "
                               "resume with the same number of processes")
     try:
-        model.load_state_dict(ckpt.bytes_to_tensors(files["model.safetensors"]))
+        model.load_state_dict(ckpt.bytes_to_tensors(files["model.safetensors"], str(path / "model.safetensors")))
         if "loss.safetensors" in files:
-            loss_fn.load_state_dict(ckpt.bytes_to_tensors(files["loss.safetensors"]))
-        ckpt.optimizer_from_tensors(optimizer, ckpt.bytes_to_tensors(files["optimizer.safetensors"]),
+            loss_fn.load_state_dict(ckpt.bytes_to_tensors(files["loss.safetensors"], str(path / "loss.safetensors")))
+        ckpt.optimizer_from_tensors(optimizer, ckpt.bytes_to_tensors(files["optimizer.safetensors"],
+                                                                     str(path / "optimizer.safetensors")),
                                     meta["optimizer_groups"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path}: does not fit this model/optimizer: {exc}") from None
