@@ -80,11 +80,15 @@ def export_run(source: Path, out: Path, log: Callable[[str], None] = print) -> P
     options = _export_text_encoder(spec, staging / "text_encoder")
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "norton_version": __version__,
             "model": {"name": spec.name, **options}, "max_video_seconds": MAX_VIDEO_SECONDS, "text_len": TEXT_LEN,
+            "text_encoder_from": getattr(spec.config, "text_encoder", None),
             "run": recipe.run.name, "step": int(state["step"]), "checkpoint": checkpoint.name}
     (staging / "model.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     (staging / "recipe.json").write_text(json.dumps(resolved, indent=1), encoding="utf-8")
     (staging / "eval.json").write_text(json.dumps(evaluation, indent=1), encoding="utf-8")
-    (staging / "README.md").write_text(model_card(meta, evaluation, dumps_toml(recipe.resolved())), encoding="utf-8")
+    from .runs import column_labels
+
+    columns = column_labels(evaluation, recipe.run.name, bool(recipe.run.init_from or recipe.run.pretrain_recipe))
+    (staging / "README.md").write_text(model_card(meta, columns, dumps_toml(recipe.resolved())), encoding="utf-8")
     load(staging)  # the export must load on its own before it is handed over
     if out.exists():
         out.rmdir()
@@ -115,12 +119,15 @@ def _export_text_encoder(spec: Any, target: Path) -> dict[str, Any]:
 
 
 def model_card(meta: dict[str, Any], evaluation: dict[str, Any], recipe_toml: str) -> str:
-    from .evaluation import format_table
+    """The export's README: what the model is, how to use it, its evaluation (``{column: results}``), its recipe."""
+    from .evaluation import render_report
 
     lines = [f"# {meta['run']}: a norton video-text model", "",
              f"Exported by norton {meta['norton_version']} from run `{meta['run']}` at step {meta['step']} "
              f"(checkpoint `{meta['checkpoint']}`). Model `{meta['model']['name']}`: a video encoder over per-second "
-             f"{meta['model'].get('feature_dim', 512)}-d features and a text encoder, trained into one joint space.",
+             f"{meta['model'].get('feature_dim', 512)}-d features and a text encoder"
+             + (f" (from `{meta['text_encoder_from']}`)" if meta.get("text_encoder_from") else "")
+             + ", trained into one joint space.",
              "", "## Use", "", "```python", "from norton_core.export import load", "",
              "model = load(\"path/to/this/directory\")",
              f"videos = model.embed_videos([features])   # (seconds, {meta['model'].get('feature_dim', 512)}) float32 "
@@ -130,8 +137,8 @@ def model_card(meta: dict[str, Any], evaluation: dict[str, Any], recipe_toml: st
              "Evaluate it with `norton evaluate path/to/this/directory` (the evaluation sets come from the training "
              "recipe's data source, or `--eval-root DIR`).", "", "## Evaluation", ""]
     if evaluation:
-        first = next(iter(evaluation.values()))
-        lines += ["```", format_table(first, evaluation), "```"]
+        lines += [render_report(evaluation, fmt="markdown"), "",
+                  "Numbers are percentages except `MR` and the counts; `chance` is what a random ranking scores."]
     else:
         lines.append("The run was not evaluated.")
     lines += ["", "## Training recipe", "", "```toml", recipe_toml.strip(), "```", ""]

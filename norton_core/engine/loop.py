@@ -369,15 +369,17 @@ def evaluate_model(run: Run) -> dict[str, float]:
 def _result(run: Run, last: dict[str, float]) -> RunResult:
     state, evaluation = run.state, run.evaluation
     if run.dist.is_main and evaluation and run.recipe.evaluation.tasks:
-        print_evaluation(evaluation)
+        print_evaluation(evaluation, run.cfg.name, bool(run.cfg.init_from or run.prior_evaluation))
     return RunResult(run_dir=run.run_dir, step=state.step,
                      epoch=state.epoch if state.batches is not None else state.epoch - 1, complete=True,
                      resumed_from=run.found[0] if run.found else None, metrics=last, evaluation=evaluation)
 
 
-def print_evaluation(evaluation: dict[str, Any]) -> None:
-    """All result sets side by side (e.g. the untrained model, the pretraining stage, this run)."""
-    from ..evaluation import format_table
+def print_evaluation(evaluation: dict[str, Any], run_name: str = "run", initialised: bool = False) -> None:
+    """All result sets side by side (e.g. the untrained model, the pretraining stage, this run), columns named by
+    what they are, with the chance level of each row; counters that stayed zero are left out."""
+    from ..evaluation import render_report
+    from ..runs import column_labels
 
     first = next(iter(evaluation.values()))
-    print(format_table(first, evaluation), flush=True)
+    print(render_report(column_labels(evaluation, run_name, initialised), order=list(first)), flush=True)
