@@ -7,7 +7,6 @@ sink, so a TensorBoard tag, a W&B key and a plot's series agree.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -40,6 +39,3 @@ def _numbers(value: Any, tag: str) -> Iterator[tuple[str, float]]:
         for key, item in value.items():
             yield from _numbers(item, f"{tag}/{key}")
 
-
-def finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None

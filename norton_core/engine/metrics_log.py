@@ -71,4 +71,3 @@ class MetricsLog:
 
     def offset(self) -> int:
         return self.path.stat().st_size if self.sinks and self.path.exists() else 0
-
