@@ -174,9 +174,9 @@ WINDOW = {"train": {"keep_last": 1, "checkpoint_every": 5, "lr": 1e-3}, "data": 
 @pytest.fixture(scope="module")
 def window_reference(tmp_path_factory):
     """The uninterrupted run (in this process: the same deterministic numbers, without a process start)."""
-    import norton_core.engine.data as dataio
     from engine_fakes import build_recipe, fake_plugins, open_fake_store
 
+    import norton_core.engine.data as dataio
     from norton_core.engine import train
 
     tmp = tmp_path_factory.mktemp("window")
