@@ -15,18 +15,18 @@ def check_data_bounds(recipe: Any, sampleable: int, store: Any, world_size: int)
     epoch, and a retrieval query has at most every other video as a neighbour.
     """
     tcfg, rcfg = recipe.train, recipe.retrieval
-    where = f"the training store {getattr(store, 'path', '')} has {sampleable} sampleable videos".replace("  ", " ")
+    has = f"the training store {getattr(store, 'path', '(in memory)')} has {sampleable} sampleable videos"
     problems = []
     per_step = world_size * tcfg.grad_accum
     if tcfg.videos_per_batch * per_step > sampleable:
         problems.append(
-            f"{recipe.source}: train.videos_per_batch: {tcfg.videos_per_batch} videos per batch x {per_step} "
-            f"batch(es) per step (world_size {world_size} x train.grad_accum {tcfg.grad_accum}) is more than {where}; "
-            f"at most {sampleable // per_step}")
+            f"{recipe.source}: train.videos_per_batch: {tcfg.videos_per_batch} videos x {per_step} batch(es) per step "
+            f"(world_size {world_size} x train.grad_accum {tcfg.grad_accum}) need {tcfg.videos_per_batch * per_step} "
+            f"videos, but {has}; at most {sampleable // per_step}")
     retrieves = rcfg.enabled and rcfg.start_epoch <= tcfg.epochs
     if retrieves and rcfg.num_cands > sampleable:
-        problems.append(f"{recipe.source}: retrieval.num_cands: {rcfg.num_cands} neighbours per query is more than "
-                        f"{where}; at most {sampleable}")
+        problems.append(f"{recipe.source}: retrieval.num_cands: {rcfg.num_cands} neighbours per query, but {has}; "
+                        f"at most {sampleable}")
     if problems:
         raise RecipeError(problems=problems)
 

@@ -36,8 +36,8 @@ def test_threads_are_bounded_by_the_machine(tmp_path, plugins):
 
 @pytest.mark.parametrize(("tables", "message"), [
     ({"train": {"videos_per_batch": 10**9}},
-     r"train\.videos_per_batch: 1000000000 videos per batch x 1 batch\(es\) per step .* has 22 sampleable videos; "
-     r"at most 22"),
+     r"train\.videos_per_batch: 1000000000 videos x 1 batch\(es\) per step .* but the training store .* has 22 "
+     r"sampleable videos; at most 22"),
     ({"train": {"videos_per_batch": 12, "grad_accum": 2}}, r"train\.videos_per_batch: 12 .* at most 11"),
     ({"retrieval": {"num_cands": 10**9}}, r"retrieval\.num_cands: 1000000000 neighbours .* at most 22"),
 ])
