@@ -82,29 +82,25 @@ def check_tokenizer(model: Any, store: Any) -> None:
 def load_init_weights(model: Any, spec: str, log: Callable[[str], None]) -> None:
     """Weights from another run, a checkpoint directory or a ``.safetensors`` file (never a pickle)."""
     path = Path(spec).expanduser()
-    try:  # checkpoints are checked against their manifests: a corrupt one is refused, never silently replaced
-        if (path / "checkpoints").is_dir():
-            steps = ckpt.committed_steps(path / "checkpoints")
-            if not steps:
-                raise CheckpointError(f"run.init_from {spec!r}: the run has no checkpoint")
-            where = steps[-1][1]  # the run's final weights
-            tensors = ckpt.bytes_to_tensors(ckpt.read_checkpoint(where)["model.safetensors"],
-                                            str(where / "model.safetensors"))
-        elif (path / "manifest.json").is_file():
-            tensors, where = ckpt.bytes_to_tensors(ckpt.read_checkpoint(path)["model.safetensors"],
-                                                   str(path / "model.safetensors")), path
-        elif path.is_file() and path.suffix == ".safetensors":  # inside a checkpoint directory: checked too
-            tensors, where = ckpt.bytes_to_tensors(ckpt.read_checkpoint_file(path), str(path)), path
-        elif path.exists():
-            raise CheckpointError(f"run.init_from {spec!r}: expected a run directory, a checkpoint directory or a "
-                                  ".safetensors file; pickled checkpoints (.pt/.pth/.bin) are never loaded — convert "
-                                  "VideoCLIP weights with `norton convert-videoclip`")
-        else:
-            raise CheckpointError(f"run.init_from {spec!r}: not found")
-    except CheckpointError as exc:
-        if str(exc).startswith("run.init_from"):
-            raise
-        raise CheckpointError(f"run.init_from {spec!r}: {exc}") from None
+    # checkpoints are checked against their manifests: a corrupt one is refused naming the file, never replaced
+    if (path / "checkpoints").is_dir():
+        steps = ckpt.committed_steps(path / "checkpoints")
+        if not steps:
+            raise CheckpointError(f"run.init_from {spec!r}: the run has no checkpoint")
+        where = steps[-1][1]  # the run's final weights
+        tensors = ckpt.bytes_to_tensors(ckpt.read_checkpoint(where)["model.safetensors"],
+                                        str(where / "model.safetensors"))
+    elif (path / "manifest.json").is_file():
+        tensors, where = ckpt.bytes_to_tensors(ckpt.read_checkpoint(path)["model.safetensors"],
+                                               str(path / "model.safetensors")), path
+    elif path.is_file() and path.suffix == ".safetensors":  # inside a checkpoint directory: checked too
+        tensors, where = ckpt.bytes_to_tensors(ckpt.read_checkpoint_file(path), str(path)), path
+    elif path.exists():
+        raise CheckpointError(f"run.init_from {spec!r}: expected a run directory, a checkpoint directory or a "
+                              ".safetensors file; pickled checkpoints (.pt/.pth/.bin) are never loaded — convert "
+                              "VideoCLIP weights with `norton convert-videoclip`")
+    else:
+        raise CheckpointError(f"run.init_from {spec!r}: not found")
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if len(missing) == len(model.state_dict()):
         raise CheckpointError(f"run.init_from {where}: none of its {len(tensors)} tensors match the model's keys")
