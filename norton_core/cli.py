@@ -17,11 +17,11 @@ from ._manager import default_plugins
 from .errors import NortonError
 
 #: core modules that add their own subcommands (data preparation, evaluation)
-_CORE_COMMANDS = ("norton_core.data.cli", "norton_core.evaluation.cli")
+_CORE_COMMANDS = ("norton_core.data.cli", "norton_core.evaluation.cli", "norton_core.recipe_cli")
 
 
 def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", help="path of a TOML recipe")
+    parser.add_argument("recipe", help="a TOML recipe: a path, or the name of a shipped recipe (`norton recipes`)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
                         help="override a recipe value; VALUE is parsed as TOML (quote strings)")
 
@@ -43,9 +43,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    if args.dry_run:
-        print(f"# resolved recipe: {args.recipe}")
-        print(recipe.to_toml())
+    if args.dry_run or args.explain:
+        print(f"# resolved recipe: {recipe.source}")
+        if args.explain:
+            print("# each value: the file:line (or --set) it came from, or default; paths: -> their absolute form")
+        print(recipe.to_toml(explain=args.explain))
         return 0
     from .engine import train
 
@@ -57,6 +59,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _add_run_parser(parser: argparse.ArgumentParser) -> None:
     _add_recipe_args(parser)
     parser.add_argument("--dry-run", action="store_true", help="validate and print the resolved recipe, then stop")
+    parser.add_argument("--explain", action="store_true",
+                        help="with --dry-run: say for every value which file and line (or --set) it came from")
     parser.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="discard an existing run directory of the same name")
     parser.add_argument("--allow-recipe-change", metavar="KEYS",

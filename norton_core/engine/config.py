@@ -16,17 +16,19 @@ from ..config import option
 @attrs.frozen
 class RunConfig:
     name: str = option("run", help="run name: the run directory is <output_dir>/<name> ([A-Za-z0-9._-]+)")
-    output_dir: str = option("runs", help="directory holding run directories (relative to the working directory)")
+    output_dir: str = option("runs", path=True, help="directory holding run directories (relative to the working "
+                                                     "directory)")
     seed: int = option(1, ge=0, help="seed of every random stream of the run")
     device: Literal["auto", "cpu", "cuda"] = option("auto", help="where to train; auto = cuda when available")
     deterministic: bool = option(False, help="deterministic algorithms and fixed threads (bit-exact resume tests)")
     threads: int = option(0, ge=0, help="torch intra-op threads; 0 = torch's default")
-    init_from: str = option("", help="start from weights: a run directory, a checkpoint directory or a "
+    init_from: str = option("", path=True, help="start from weights: a run directory, a checkpoint directory or a "
                                      ".safetensors file (e.g. converted VideoCLIP weights); empty = fresh")
-    cache_dir: str = option("", help="where data sources keep generated/prepared data; empty = ~/.cache/norton")
-    pretrain_recipe: str = option("", help="a recipe (path relative to this recipe's file) trained first, when its "
-                                           "run is not complete yet; its final weights initialise this run unless "
-                                           "init_from is set (the demo's VideoCLIP stage before Norton)")
+    cache_dir: str = option("", path=True, help="where data sources keep generated/prepared data; empty = ~/.cache/norton")
+    pretrain_recipe: str = option("", help="a recipe trained first, when its run is not complete yet: a shipped "
+                                           "recipe's name or a path relative to the recipe file that sets it; its "
+                                           "final weights initialise this run unless init_from is set (the demo's "
+                                           "VideoCLIP stage before Norton)")
 
 
 @attrs.frozen
