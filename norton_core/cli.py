@@ -9,15 +9,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import __version__
 from ._manager import default_plugins
 from .errors import NortonError
 
 #: core modules that add their own subcommands (data preparation, evaluation)
-_CORE_COMMANDS = ("norton_core.data.cli", "norton_core.evaluation.cli", "norton_core.recipe_cli")
+_CORE_COMMANDS = ("norton_core.data.cli", "norton_core.evaluation.cli", "norton_core.recipe_cli", "norton_core.plugin_cli")
 
 
 def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +28,11 @@ def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
+    if args.options:
+        from .plugin_cli import all_options_text
+
+        print(all_options_text(default_plugins()))
+        return 0
     print(json.dumps(default_plugins().as_json(), indent=2))
     return 0
 
@@ -74,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("plugins", help="list installed plugins and their components as JSON")
+    p.add_argument("--options", action="store_true",
+                   help="instead: every component's options with type, default, bounds and help (text)")
     p.set_defaults(func=_cmd_plugins)
     p = sub.add_parser("validate", help="validate a recipe and report every problem")
     _add_recipe_args(p)
@@ -116,7 +124,29 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 130
 
 
+def _quiet_broken_pipe(run: Callable[[], int]) -> int:
+    """``norton plugins | head``: the reader left; stop without a traceback, with the shell's SIGPIPE status."""
+    try:
+        code = run()
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        return 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    return _quiet_broken_pipe(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from .plugin_cli import pip_passthrough
+
+    # before the plugins load: `norton uninstall` must work when a broken plugin breaks the CLI's start-up
+    passthrough = pip_passthrough(list(sys.argv[1:] if argv is None else argv))
+    if passthrough is not None:
+        return int(passthrough.func(passthrough))
     try:
         parser = build_parser()
     except NortonError as exc:  # a plugin that breaks the CLI's own start-up
@@ -129,6 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_main(argv: Sequence[str] | None = None) -> int:
     """``norton-run RECIPE ...``: the same as ``norton run RECIPE ...``."""
+    return _quiet_broken_pipe(lambda: _run_main(argv))
+
+
+def _run_main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="norton-run", description="Train (and evaluate) as a recipe says.")
     _add_run_parser(parser)
     args = parser.parse_args(argv)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import ast
-import tomllib
+import sys
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 ROOT = Path(__file__).parents[2]
 PLUGIN_PACKAGES = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["norton"].values())
