@@ -1,4 +1,4 @@
-"""Fault points for crash tests (reliability.md A1-A5): ``NORTON_FAULT=<point>:<n>[:TERM][,...]`` sends this process
+"""Fault points for crash tests : ``NORTON_FAULT=<point>:<n>[:TERM][,...]`` sends this process
 SIGKILL (or SIGTERM with ``:TERM``) the n-th time the named point is reached (counted per process). Unset in normal
 runs, where a point costs one dict lookup.
 

@@ -174,7 +174,9 @@ class Model(Component):
     @abc.abstractmethod
     def forward_video(self, vfeats: torch.Tensor, vmasks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encode clips alone: ``(pooled (B, d), outputs (B, Lv + 2, d), mask_outputs (B, Lv + 2) bool)``.
-        ``vfeats`` (B, Lv, 512) float, ``vmasks`` (B, Lv) bool; any Lv up to the position table (eval uses 32)."""
+        ``vfeats`` (B, Lv, 512) float, ``vmasks`` (B, Lv) bool; any Lv up to the position table (eval uses 32).
+        A model may also take ``attend_cls: bool = True``; False masks the video [CLS] token out of attention
+        (YouCook2 with background kept asks for it, as the reference does)."""
 
     @abc.abstractmethod
     def forward_text(self, caps: torch.Tensor, cmasks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -233,7 +235,7 @@ class RetrievalBackend(Component):
 class EvalContext:
     """What an evaluator gets besides the model.
 
-    :ivar root: the evaluation set directory in its public layout (see ``data_formats.md``).
+    :ivar root: the evaluation set directory in its public layout (see ``docs/data_formats.md``).
     :ivar batch_size: clips per forward pass.
     :ivar device: torch device string.
     :ivar progress: show a progress bar.

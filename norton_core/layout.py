@@ -1,4 +1,4 @@
-"""Token layout of one clip/caption pair, shared by aligners and evaluators (method.md section 2.3).
+"""Token layout of one clip/caption pair, shared by aligners and evaluators (VideoCLIP's layout).
 
 Video: ``Lv`` feature slots; the first ``min(Lv, end - start)`` seconds of the span are copied and marked valid.
 Text: ``[CLS, SEP] + tokens + [SEP] + [PAD] * (Lc - len)`` with ``Lc = max_len - max_video_len`` and the tokens cut

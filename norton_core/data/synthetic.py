@@ -12,7 +12,17 @@ controllable noise: ``shift_prob`` of them moved by ``shift_seconds`` (misalignm
 captions are chatter with no visual counterpart ("welcome back to my channel"), and ``uncaptioned_prob`` of the steps
 get no caption.
 
-Output (the raw How2 layout of data_formats.md §1 plus evaluation sets in their public layouts, §3-5)::
+The same code generates a *family* of such datasets: every knob of the world and of the noise is an option (number
+of tasks and of steps per task, vocabulary sizes, step lengths, feature noise and slow drift, the caption template
+set, a pool of chatter lines that repeats across videos, chatter that names an ingredient without showing it,
+shift, skip and drop rates, and the world's own seed). With every option at its default the output is byte for
+byte what it was before the family existed.
+
+``ground_truth.json`` records, per video, its split, task, true step spans and, per caption (in the order of
+``captions.json``, which preparation keeps), its kind (``aligned`` / ``shifted`` / ``nonvisual``), the span of the
+step it describes and that step's name (``null`` for non-visual captions). Training never reads it; diagnostics do.
+
+Output (the raw How2 layout plus evaluation sets in their public layouts, docs/data_formats.md)::
 
     out/features/<id>.npy   out/captions.json   out/train.lst   out/val.lst   out/ground_truth.json
     out/eval/youcook2/{annotations.json, features/}   out/eval/htm_align/{htm_align.json, features/}
@@ -50,6 +60,21 @@ OBJECTS = [
     "onion", "tomato", "carrot", "potato", "garlic", "chicken", "beef", "rice", "noodles", "sauce",
     "eggs", "butter", "cheese", "flour", "dough", "lettuce", "pepper", "mushrooms", "bread", "shrimp",
 ]
+#: further (base form, third person) actions and objects, used when ``actions`` / ``objects`` ask for more words
+MORE_ACTIONS = [
+    ("whisk", "whisks"), ("knead", "kneads"), ("roast", "roasts"), ("grill", "grills"), ("steam", "steams"),
+    ("simmer", "simmers"), ("drain", "drains"), ("rinse", "rinses"), ("mash", "mashes"), ("blend", "blends"),
+    ("fold", "folds"), ("marinate", "marinates"), ("toast", "toasts"), ("sprinkle", "sprinkles"),
+    ("squeeze", "squeezes"), ("melt", "melts"), ("spread", "spreads"), ("roll", "rolls"), ("crack", "cracks"),
+    ("measure", "measures"),
+]
+MORE_OBJECTS = [
+    "milk", "sugar", "salt", "lemon", "spinach", "beans", "corn", "salmon", "pork", "tofu", "cucumber", "ginger",
+    "broth", "yogurt", "oats", "apple", "banana", "cream", "honey", "basil", "parsley", "zucchini", "lentils",
+    "pasta", "cabbage", "avocado", "celery", "peas", "sausage", "walnuts",
+]
+DISHES = ["soup", "salad", "stew", "pie", "curry", "wrap", "bowl", "casserole", "skillet", "sandwich", "tart",
+          "risotto"]
 TASKS = [
     "tomato soup", "fried rice", "beef stew", "garlic bread", "chicken curry", "vegetable salad",
     "mushroom omelette", "shrimp noodles", "mashed potatoes", "homemade pizza", "cheese pancakes", "pepper stir fry",
@@ -58,6 +83,11 @@ ASR_TEMPLATES = [
     "now we {a} the {o}", "next, {a} the {o}", "then you want to {a} the {o}", "let's {a} the {o}",
     "go ahead and {a} the {o}", "okay so now i {a} the {o}", "{a} the {o} like this", "after that we {a} the {o}",
 ]
+#: a second ASR style (``caption_templates = "alternate"``): other word order, other filler words
+ALT_ASR_TEMPLATES = [
+    "the {o} gets a quick {a}", "you'll want to {a} your {o}", "i like to {a} the {o} first", "take the {o} and {a} it",
+    "we're going to {a} some {o}", "right, {a} that {o}", "time to {a} the {o}", "just {a} the {o} for a bit",
+]
 EVAL_TEMPLATES = ["{A} the {o}.", "{A} the {o} carefully.", "{A} the {o} in a bowl."]
 MSRVTT_TEMPLATES = ["a person {a3} the {o}", "someone {a3} the {o} in a kitchen", "a cook {a3} the {o}"]
 CHATTER = [
@@ -65,6 +95,19 @@ CHATTER = [
     "this recipe is from my grandmother", "let me know in the comments what you think", "i hope you enjoy this video",
     "so yeah that's pretty much it", "my kids absolutely love this one", "hit the bell so you don't miss a video",
     "i bought all of this at the local market", "today is a really sunny day here", "sorry about the noise earlier",
+]
+#: pieces of further chatter lines (``chatter_pool`` above the 12 above): opener + topic
+CHATTER_OPENERS = ["honestly", "by the way", "oh and", "so", "anyway", "you know", "actually", "well"]
+CHATTER_TOPICS = [
+    "my camera battery is almost dead", "the link is in the description", "we just moved to a new house",
+    "my dog keeps barking outside", "this is my third video this week", "thank you all for ten thousand subscribers",
+    "i'll do a q and a soon", "my sister is visiting this weekend", "i'm using a new microphone today",
+    "comment below if you have questions", "it has been raining all day", "i always play music while i cook",
+]
+#: chatter that names an ingredient without showing it (``chatter_mentions_prob``)
+MENTION_TEMPLATES = [
+    "my grandmother always loved {o}", "i bought this {o} at the market yesterday", "{o} is so expensive these days",
+    "my kids don't like {o} at all", "i used to hate {o} as a kid",
 ]
 HTM_ALIGN_NONVISUAL = 0.5
 INTRO = "today i'm going to show you how to make {task}"
@@ -90,9 +133,43 @@ class SyntheticOptions:
     htm_align_videos: int = 20
     msrvtt_clips: int = 200
     dirty: float = 0.0
+    # the family: world
+    world_seed: int = WORLD_SEED
+    tasks: int = 12
+    actions: int = 12
+    objects: int = 20
+    task_objects: int = 4
+    task_steps_min: int = 6
+    task_steps_max: int = 9
+    step_seconds_min: int = 4
+    step_seconds_max: int = 12
+    feature_drift: float = 0.0
+    # the family: videos and captions
+    skip_step_prob: float = 0.1
+    caption_templates: str = "default"
+    chatter_pool: int = 12
+    chatter_mentions_prob: float = 0.0
 
     def check(self) -> None:
         problems = []
+        limits = {"tasks": (1, 200), "actions": (2, len(ACTIONS) + len(MORE_ACTIONS)),
+                  "objects": (2, len(OBJECTS) + len(MORE_OBJECTS)), "task_objects": (1, self.objects),
+                  "task_steps_min": (2, 40), "task_steps_max": (self.task_steps_min, 40),
+                  "step_seconds_min": (1, 60), "step_seconds_max": (self.step_seconds_min, 120),
+                  "chatter_pool": (1, len(CHATTER) + len(CHATTER_OPENERS) * len(CHATTER_TOPICS))}
+        for name, (lo, hi) in limits.items():
+            if not lo <= getattr(self, name) <= hi:
+                problems.append(f"{name} must be in [{lo}, {hi}], got {getattr(self, name)}")
+        if self.task_steps_max > self.actions * self.objects:
+            problems.append(f"task_steps_max = {self.task_steps_max} exceeds the distinct (action, object) steps "
+                            f"({self.actions} x {self.objects})")
+        if self.caption_templates not in TEMPLATE_SETS:
+            problems.append(f"caption_templates must be one of {sorted(TEMPLATE_SETS)}, got {self.caption_templates!r}")
+        for name in ("skip_step_prob", "chatter_mentions_prob"):
+            if not 0.0 <= getattr(self, name) <= 0.9:
+                problems.append(f"{name} must be in [0, 0.9], got {getattr(self, name)}")
+        if not 0.0 <= self.feature_drift <= 100.0:
+            problems.append(f"feature_drift must be in [0, 100], got {self.feature_drift}")
         for name in ("videos", "min_seconds"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -123,26 +200,36 @@ class SyntheticPaths:
 class World:
     """The fixed semantics: tasks, step vocabularies and the random maps from content to features."""
 
-    def __init__(self) -> None:
-        rng = np.random.default_rng(WORLD_SEED)
+    def __init__(self, opts: SyntheticOptions | None = None) -> None:
+        opts = opts or SyntheticOptions()
+        rng = np.random.default_rng(opts.world_seed)
         scale = 1.0 / np.sqrt(DIM)
-        self.w_action = rng.normal(0, scale, (len(ACTIONS), DIM))
-        self.w_object = rng.normal(0, scale, (len(OBJECTS), DIM))
+        self.actions = (ACTIONS + MORE_ACTIONS)[: opts.actions]
+        self.objects = (OBJECTS + MORE_OBJECTS)[: opts.objects]
+        self.task_names = _task_names(opts.tasks, self.objects)
+        self.w_action = rng.normal(0, scale, (len(self.actions), DIM))
+        self.w_object = rng.normal(0, scale, (len(self.objects), DIM))
         self.w_background = rng.normal(0, 1.4 * scale, (N_BACKGROUND, DIM))
         self.tasks: list[list[tuple[int, int]]] = []
-        for _ in TASKS:
-            objects = rng.choice(len(OBJECTS), size=4, replace=False)
-            n_steps = int(rng.integers(6, 10))
+        for _ in self.task_names:
+            objects = rng.choice(len(self.objects), size=opts.task_objects, replace=False)
+            n_steps = int(rng.integers(opts.task_steps_min, opts.task_steps_max + 1))
             steps: list[tuple[int, int]] = []
             while len(steps) < n_steps:
                 # mostly the task's own ingredients, sometimes any: tasks share steps through the vocabulary
-                o = int(rng.choice(objects)) if rng.random() < 0.8 else int(rng.integers(len(OBJECTS)))
-                step = (int(rng.integers(len(ACTIONS))), o)
+                o = int(rng.choice(objects)) if rng.random() < 0.8 else int(rng.integers(len(self.objects)))
+                step = (int(rng.integers(len(self.actions))), o)
                 if step not in steps:
                     steps.append(step)
             self.tasks.append(steps)
+        self.asr_templates = TEMPLATE_SETS[opts.caption_templates]
+        self.chatter = _chatter_pool(opts.chatter_pool)
 
-    def features(self, rng: np.random.Generator, segments: list[tuple[int, int, int, int]], noise: float) -> np.ndarray:
+    def step_name(self, a: int, o: int) -> str:
+        return f"{self.actions[a][0]} {self.objects[o]}"
+
+    def features(self, rng: np.random.Generator, segments: list[tuple[int, int, int, int]], noise: float,
+                 drift: float = 0.0) -> np.ndarray:
         """Per-second features of a timeline of ``(start, end, action, object)``; action -1 marks background with
         kind ``object``."""
         length = segments[-1][1]
@@ -159,8 +246,34 @@ class World:
             ar[k:] += rho**k * innov[:-k]
         ar *= np.sqrt(1 - rho * rho)
         feats = signal + ar + rng.normal(0, 0.3 * scale, DIM)  # last term: a per-video offset (camera, lighting)
+        if drift > 0:  # a slow random walk (lighting, camera moving), normalised to reach ~drift at the video's end
+            walk = np.cumsum(rng.normal(0, drift / np.sqrt(DIM * length), (length, DIM)), axis=0)
+            feats += walk
         feats /= np.linalg.norm(feats, axis=1, keepdims=True)
         return feats.astype(np.float16)
+
+
+TEMPLATE_SETS = {"default": ASR_TEMPLATES, "alternate": ALT_ASR_TEMPLATES, "both": ASR_TEMPLATES + ALT_ASR_TEMPLATES}
+
+
+def _task_names(n: int, objects: list[str]) -> list[str]:
+    """The 12 named tasks, then ``<object> <dish>`` names (unique) for more."""
+    names = TASKS[:n]
+    k = 0
+    while len(names) < n:
+        name = f"{objects[k % len(objects)]} {DISHES[(k // len(objects)) % len(DISHES)]}"
+        if k >= len(objects) * len(DISHES):
+            name = f"{name} {k // (len(objects) * len(DISHES)) + 1}"
+        if name not in names:
+            names.append(name)
+        k += 1
+    return names
+
+
+def _chatter_pool(n: int) -> list[str]:
+    """``n`` non-visual lines: the 12 above, then opener + topic combinations (a small pool repeats a lot)."""
+    extra = [f"{o} {t}" for t in CHATTER_TOPICS for o in CHATTER_OPENERS]
+    return (CHATTER + extra)[:n]
 
 
 def _video_id(rng: np.random.Generator, used: set[str]) -> str:
@@ -171,10 +284,11 @@ def _video_id(rng: np.random.Generator, used: set[str]) -> str:
             return vid
 
 
-def _timeline(world: World, rng: np.random.Generator, task: int, n_steps: int) -> list[tuple[int, int, int, int]]:
+def _timeline(world: World, rng: np.random.Generator, task: int, n_steps: int,
+              opts: SyntheticOptions) -> list[tuple[int, int, int, int]]:
     """``(start, end, action, object)`` segments in whole seconds; action -1 = background of kind ``object``."""
     steps = world.tasks[task]
-    order: list[int] = [i for i in range(len(steps)) if rng.random() > 0.1] or [0]
+    order: list[int] = [i for i in range(len(steps)) if rng.random() > opts.skip_step_prob] or [0]
     while len(order) < n_steps:  # repeated steps: go back to an earlier one ("stir the sauce again")
         order.append(int(rng.integers(len(steps))))
     if rng.random() < 0.3 and len(order) > 2:
@@ -192,7 +306,7 @@ def _timeline(world: World, rng: np.random.Generator, task: int, n_steps: int) -
     add(int(rng.integers(2, 7)), -1, 0)  # intro: talking head
     for i in order:
         a, o = steps[i]
-        add(int(rng.integers(4, 13)), a, o)
+        add(int(rng.integers(opts.step_seconds_min, opts.step_seconds_max + 1)), a, o)
         if rng.random() < 0.3:
             add(int(rng.integers(1, 5)), -1, int(rng.integers(1, N_BACKGROUND)))
     add(int(rng.integers(2, 6)), -1, N_BACKGROUND - 1)  # outro
@@ -200,7 +314,7 @@ def _timeline(world: World, rng: np.random.Generator, task: int, n_steps: int) -
 
 
 def _asr_captions(
-    rng: np.random.Generator, segs: list[tuple[int, int, int, int]], task: int, opts: SyntheticOptions
+    world: World, rng: np.random.Generator, segs: list[tuple[int, int, int, int]], task: int, opts: SyntheticOptions
 ) -> list[dict[str, Any]]:
     """Noisy ASR-like captions of a timeline, each with its ground truth (``kind``, true span)."""
     length = segs[-1][1]
@@ -208,7 +322,8 @@ def _asr_captions(
     for s, e, a, o in segs:
         if a < 0 or rng.random() < opts.uncaptioned_prob:
             continue
-        text = ASR_TEMPLATES[int(rng.integers(len(ASR_TEMPLATES)))].format(a=ACTIONS[a][0], o=OBJECTS[o])
+        templates = world.asr_templates
+        text = templates[int(rng.integers(len(templates)))].format(a=world.actions[a][0], o=world.objects[o])
         cs = s + float(rng.uniform(0, 1.5))
         ce = min(cs + float(rng.uniform(2, 4)), float(e))
         kind = "aligned"
@@ -220,28 +335,36 @@ def _asr_captions(
             if ce > length:
                 cs, ce = cs - (ce - length), float(length)
             kind = "shifted"
-        caps.append({"start": round(cs, 2), "end": round(ce, 2), "text": text, "kind": kind, "span": [s, e]})
+        caps.append({"start": round(cs, 2), "end": round(ce, 2), "text": text, "kind": kind, "span": [s, e],
+                     "step": world.step_name(a, o)})
     # nonvisual / all captions = nonvisual_prob on average
     n_chatter = int(rng.binomial(max(len(caps), 1), min(1.0, opts.nonvisual_prob / (1 - opts.nonvisual_prob))))
     if n_chatter and rng.random() < 0.5:  # one of them may be the intro, also without a visual counterpart
-        caps.append({"start": 0.2, "end": 3.0, "text": INTRO.format(task=TASKS[task]), "kind": "nonvisual"})
+        caps.append({"start": 0.2, "end": 3.0, "text": INTRO.format(task=world.task_names[task]), "kind": "nonvisual"})
         n_chatter -= 1
     for _ in range(n_chatter):
         cs = float(rng.uniform(0, max(0.5, length - 3)))
-        text = CHATTER[int(rng.integers(len(CHATTER)))]
+        text = world.chatter[int(rng.integers(len(world.chatter)))]
+        if opts.chatter_mentions_prob > 0 and rng.random() < opts.chatter_mentions_prob:
+            # names one of the task's ingredients, but nothing on screen shows it then
+            steps = world.tasks[task]
+            obj = world.objects[steps[int(rng.integers(len(steps)))][1]]
+            text = MENTION_TEMPLATES[int(rng.integers(len(MENTION_TEMPLATES)))].format(o=obj)
         caps.append({"start": round(cs, 2), "end": round(min(cs + rng.uniform(2, 4), length), 2), "text": text,
                      "kind": "nonvisual"})
     if not caps:  # every video needs a caption; a lone visual one for the first step
         s, e, a, o = next(seg for seg in segs if seg[2] >= 0)
-        caps.append({"start": float(s), "end": float(min(s + 3, e)), "text": ASR_TEMPLATES[0].format(
-            a=ACTIONS[a][0], o=OBJECTS[o]), "kind": "aligned", "span": [s, e]})
+        caps.append({"start": float(s), "end": float(min(s + 3, e)), "text": world.asr_templates[0].format(
+            a=world.actions[a][0], o=world.objects[o]), "kind": "aligned", "span": [s, e], "step": world.step_name(a, o)})
     caps.sort(key=lambda c: (c["start"], c["end"]))
     return caps
 
 
 def _n_steps(rng: np.random.Generator, opts: SyntheticOptions) -> int:
     target = rng.integers(opts.min_seconds, opts.max_seconds + 1)
-    return max(2, int(round((target - 7) / 9.0)))  # a step with its gaps averages ~9 s, intro + outro ~7 s
+    # a step with its gaps averages (shortest + longest) / 2 + ~1 s (9 s by default), intro + outro ~7 s
+    per_step = (opts.step_seconds_min + opts.step_seconds_max) / 2 + 1.0
+    return max(2, int(round((target - 7) / per_step)))
 
 
 def _save(path: Path, feats: np.ndarray) -> None:
@@ -258,24 +381,27 @@ def generate(out_dir: str | Path, videos: int = 400, seed: int = 0, **options: A
     out = Path(out_dir)
     feat_dir = out / "features"
     feat_dir.mkdir(parents=True, exist_ok=True)
-    world = World()
+    world = World(opts)
     rng = np.random.default_rng([opts.seed, 1])
     used: set[str] = set()
     captions: dict[str, Any] = {}
     truth: dict[str, Any] = {}
     ids: list[str] = []
-    for _ in range(opts.videos + opts.val_videos):
+    for n in range(opts.videos + opts.val_videos):
         vid = _video_id(rng, used)
-        task = int(rng.integers(len(TASKS)))
-        segs = _timeline(world, rng, task, _n_steps(rng, opts))
-        feats = world.features(rng, segs, opts.feature_noise)
-        caps = _asr_captions(rng, segs, task, opts)
+        task = int(rng.integers(len(world.tasks)))
+        segs = _timeline(world, rng, task, _n_steps(rng, opts), opts)
+        feats = world.features(rng, segs, opts.feature_noise, opts.feature_drift)
+        caps = _asr_captions(world, rng, segs, task, opts)
         _save(feat_dir / f"{vid}.npy", feats)
         captions[vid] = {k: [c[k] for c in caps] for k in ("start", "end", "text")}
         truth[vid] = {
-            "task": TASKS[task],
-            "steps": [[s, e, ACTIONS[a][0], OBJECTS[o]] for s, e, a, o in segs if a >= 0],
+            "split": "train" if n < opts.videos else "val",
+            "task": world.task_names[task],
+            "steps": [[s, e, world.actions[a][0], world.objects[o]] for s, e, a, o in segs if a >= 0],
             "caption_kinds": [c["kind"] for c in caps],
+            "caption_spans": [c.get("span") for c in caps],
+            "caption_steps": [c.get("step") for c in caps],
         }
         ids.append(vid)
     dirty = _inject_dirty(rng, ids[: opts.videos], feat_dir, captions, opts.dirty)
@@ -329,10 +455,11 @@ def _inject_dirty(
     return dirty
 
 
-def _clean_video(world: World, rng: np.random.Generator, n_steps: int, noise: float) -> tuple[int, list, np.ndarray]:
-    task = int(rng.integers(len(TASKS)))
-    segs = _timeline(world, rng, task, n_steps)
-    return task, segs, world.features(rng, segs, noise)
+def _clean_video(world: World, rng: np.random.Generator, n_steps: int,
+                 opts: SyntheticOptions) -> tuple[int, list, np.ndarray]:
+    task = int(rng.integers(len(world.tasks)))
+    segs = _timeline(world, rng, task, n_steps, opts)
+    return task, segs, world.features(rng, segs, opts.feature_noise, opts.feature_drift)
 
 
 def _youcook2(world: World, rng: np.random.Generator, root: Path, used: set[str], opts: SyntheticOptions) -> None:
@@ -340,12 +467,12 @@ def _youcook2(world: World, rng: np.random.Generator, root: Path, used: set[str]
     database: dict[str, Any] = {}
     for _ in range(opts.youcook2_videos):
         vid = _video_id(rng, used)
-        _, segs, feats = _clean_video(world, rng, int(rng.integers(4, 11)), opts.feature_noise)
+        _, segs, feats = _clean_video(world, rng, int(rng.integers(4, 11)), opts)
         steps = [seg for seg in segs if seg[2] >= 0]
         annotations = []
         for i, (s, e, a, o) in enumerate(steps):
             template = EVAL_TEMPLATES[int(rng.integers(len(EVAL_TEMPLATES)))]
-            sentence = template.format(A=ACTIONS[a][0].capitalize(), o=OBJECTS[o])
+            sentence = template.format(A=world.actions[a][0].capitalize(), o=world.objects[o])
             annotations.append({"id": i, "segment": [s, e], "sentence": sentence})
         database[vid] = {"duration": float(len(feats)), "subset": "validation", "annotations": annotations}
         _save(root / "features" / f"{vid}.npy", feats)
@@ -358,12 +485,12 @@ def _htm_align(world: World, rng: np.random.Generator, root: Path, used: set[str
     for _ in range(opts.htm_align_videos):
         vid = _video_id(rng, used)
         n_steps = _n_steps(rng, opts)
-        task, segs, feats = _clean_video(world, rng, n_steps, opts.feature_noise)
+        task, segs, feats = _clean_video(world, rng, n_steps, opts)
         rows = []
         # like the real set, about half the transcript is not visually alignable; the protocol anchors its windows
         # on those sentences, so they must be spread over the whole video
         asr = attrs.evolve(opts, nonvisual_prob=max(opts.nonvisual_prob, HTM_ALIGN_NONVISUAL))
-        for c in _asr_captions(rng, segs, task, asr):
+        for c in _asr_captions(world, rng, segs, task, asr):
             if c["kind"] == "nonvisual":
                 rows.append([0, c["start"], c["end"], c["text"]])
             else:  # the ground truth is the span of the step the sentence describes, however the ASR was timed
@@ -379,12 +506,14 @@ def _msrvtt(world: World, rng: np.random.Generator, root: Path, opts: SyntheticO
         writer = csv.writer(fh)
         writer.writerow(["key", "vid_key", "video_id", "sentence"])
         for i in range(opts.msrvtt_clips):
-            task = world.tasks[int(rng.integers(len(TASKS)))]
+            task = world.tasks[int(rng.integers(len(world.tasks)))]
             a, o = task[int(rng.integers(len(task)))]
             before, during, after = int(rng.integers(0, 3)), int(rng.integers(6, 16)), int(rng.integers(0, 3))
             segs = [(0, before, -1, 1), (before, before + during, a, o), (before + during, before + during + after, -1, 2)]
-            feats = world.features(rng, [seg for seg in segs if seg[1] > seg[0]], opts.feature_noise)
-            sentence = MSRVTT_TEMPLATES[int(rng.integers(len(MSRVTT_TEMPLATES)))].format(a3=ACTIONS[a][1], o=OBJECTS[o])
+            feats = world.features(rng, [seg for seg in segs if seg[1] > seg[0]], opts.feature_noise,
+                                   opts.feature_drift)
+            sentence = MSRVTT_TEMPLATES[int(rng.integers(len(MSRVTT_TEMPLATES)))].format(
+                a3=world.actions[a][1], o=world.objects[o])
             number = 7000 + i
             writer.writerow([f"ret{i}", f"msr{number}", f"video{number}", sentence])
             _save(root / "features" / f"video{number}.npy", feats)

@@ -1,4 +1,4 @@
-"""Graceful preemption (reliability.md A5): SIGTERM asks the loop to commit a checkpoint at the next step boundary
+"""Graceful preemption : SIGTERM asks the loop to commit a checkpoint at the next step boundary
 and stop, instead of dying mid-step and losing the work since the last checkpoint."""
 
 from __future__ import annotations

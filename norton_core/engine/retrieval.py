@@ -1,4 +1,4 @@
-"""Retrieval rounds (method.md section 5): embed every training video, index the vectors with the recipe's
+"""Retrieval rounds (VideoCLIP's retrieval-augmented training): embed every training video, index the vectors with the recipe's
 backend plugin, and turn each random query video's neighbourhood into one batch of hard negatives.
 
 Unlike the reference, which indexed and searched each rank's share separately, every rank embeds its share,
@@ -52,8 +52,7 @@ def embed_videos(model: Any, loader: Any, device: str, autocast: Any) -> tuple[n
     with torch.no_grad():
         for batch in loader:
             with autocast():
-                out = model(batch["caps"].to(device), batch["cmasks"].to(device), batch["vfeats"].to(device),
-                            batch["vmasks"].to(device))
+                out = model(*(batch[k].to(device, non_blocking=True) for k in ("caps", "cmasks", "vfeats", "vmasks")))
             h = ((out["pooled_video"].float() + out["pooled_text"].float()) / 2).cpu()
             index = batch["video_index"]
             n = int(batch["store_index"].shape[0])

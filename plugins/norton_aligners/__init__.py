@@ -1,4 +1,4 @@
-"""Built-in clip samplers: ``overlapped`` (pretraining, method.md section 2.1) and ``aligned`` (video span = caption
+"""Built-in clip samplers: ``overlapped`` (pretraining, VideoCLIP's sampler) and ``aligned`` (video span = caption
 span, for retrieval embedding and evaluation), plus :func:`collate` for flat ``(V*C, ...)`` batches."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The ``overlapped`` (pretraining) and ``aligned`` (retrieval embedding, evaluation) clip samplers.
 
-``overlapped`` follows method.md section 2.1: per clip, a random centre caption, a random token budget, a caption
+``overlapped`` follows the reference's pretraining sampler: per clip, a random centre caption, a random token budget, a caption
 span grown around the centre, a random video centre inside the caption span's seconds and a video span of random
 length grown around it (overlapping the text, not aligned to it). ``aligned`` draws the caption span the same way
 and takes exactly its seconds as the video span (the reference's VariedLenAligner).

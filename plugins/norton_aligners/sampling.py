@@ -1,4 +1,4 @@
-"""Span samplers of the pretraining clip sampler (method.md section 2.1), shared by the aligners.
+"""Span samplers of the pretraining clip sampler, shared by the aligners.
 
 Every random draw goes through the caller's ``random.Random`` in a fixed order, so a clip is a pure function of the
 record and the generator state. The draw order per clip is: centre caption, text budget, text growth coin flips,

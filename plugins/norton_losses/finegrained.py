@@ -1,4 +1,4 @@
-"""Fine-grained log-sum-exp similarity between every caption and every clip (method.md section 4.3, step 2),
+"""Fine-grained log-sum-exp similarity between every caption and every clip,
 without materialising the ``B x B x Tt x Tv`` token-similarity tensor.
 
 For L2-normalised token vectors ``t`` (captions) and ``v`` (clips; a zero state stays zero) and ``r = t . v``,
@@ -17,11 +17,11 @@ How:
   so the work is close to ``sum N^t x sum N^v`` token pairs instead of ``B^2 Tt Tv`` (about 0.4x with the How2
   recipe's lengths);
 - ``exp`` runs on ``(r - 1) / alpha``: at most 0 since ``|r| <= 1``, at least ``-2/alpha >= -80`` for
-  ``alpha >= 0.025``, so it neither overflows nor takes torch's slow path for underflowing results
-  (performance.md section 2, trap 2); the shift comes back as ``+1`` per summed token;
+  ``alpha >= 0.025``, so it neither overflows nor takes torch's slow path for underflowing results;
+  the shift comes back as ``+1`` per summed token;
 - the block exps are kept for the backward pass while they fit in ``cache_mb`` (one flat buffer); the other blocks
   are recomputed there. Either way the backward is two GEMMs per block. Block work buffers are allocated once per
-  call and reused through ``out=`` (performance.md section 2, trap 1).
+  call and reused through ``out=`` (fresh large allocations per call cost page faults every time).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ``norton`` loss (method.md section 4) and the ``videoclip-nce`` baseline.
+"""The ``norton`` loss (Lin et al., ICLR 2024) and the ``videoclip-nce`` baseline.
 
 ``norton``: ``L = L_clip + lambda * L_video``.
 
@@ -11,7 +11,7 @@
   ``p`` = the ``int(prompt_ratio B)``-th smallest diagonal entry, the bucket dropped, the plan rescaled to mass K,
   ``Y = exp(logit_scale) sum(P * D)`` and cross-entropy over the G sequences both ways.
 
-Every quirk of method.md section 4.4, decided (default = the reference code's numbers; an option = the fix):
+Every quirk of the reference loss code, decided (default = the reference code's numbers; an option = the fix):
 
 ==========================  =========================================  ============================================
 quirk                       default (reference)                        option
@@ -36,14 +36,14 @@ batch-size changes          k = int(prompt_ratio B), G = B / K per     B not a m
 
 Min-max normalisation divides by ``max(max - min, 1e-12)`` so that an all-equal matrix gives zeros, not NaN.
 
-**From scratch the full loss stays at chance** (measured by the team on the generated How2-like data, method.md
-section 10): the three global min-max normalisations squeeze the video-paragraph similarities into [0, 1] set by the
-batch's extremes, so the block logits barely separate sequences and their gradient reaches the normalisers only
-through the extreme entries. The paper only post-trains an NCE-pretrained (VideoCLIP) model with it: train in two
-stages (``videoclip-nce``, or ``sequence_weight = 0``, then ``norton``), or set ``video_similarity_norm = "none"``,
-with which the video-paragraph term alone trains from scratch (tests/method/test_method_training.py). On the small
-toy problems of that test file (and a 1-layer model on class-prototype features) the default min-max loss did
-train too, so how strongly it stalls depends on the data; the option is there to make the comparison easy.
+**From scratch the full loss stays at chance** (measured by the team on the generated How2-like data): the three
+global min-max normalisations squeeze the video-paragraph similarities into [0, 1] set by the batch's extremes, so
+the block logits barely separate sequences and their gradient reaches the normalisers only through the extreme
+entries. The paper only post-trains an NCE-pretrained (VideoCLIP) model with it: train in two stages
+(``videoclip-nce``, or ``sequence_weight = 0``, then ``norton``), or set ``video_similarity_norm = "none"``, with
+which the video-paragraph term alone trains from scratch (tests/method/test_method_training.py). On the small toy
+problems of that test file (and a 1-layer model on class-prototype features) the default min-max loss did train too,
+so how strongly it stalls depends on the data; the option is there to make the comparison easy.
 
 Efficiency: the fine-grained similarity never materialises ``B x B x Tt x Tv`` (see
 :mod:`norton_losses.finegrained`); Sinkhorn runs in the stabilised scaling domain with a log-domain fallback (see

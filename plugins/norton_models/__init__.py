@@ -16,7 +16,7 @@ from .config import MMFusionConfig
 
 class MMFusionSeparateEntry(Model):
     """VideoCLIP / Norton dual encoder: an S3D-feature MLP + BERT video tower and a transformers text tower, masked
-    mean pooling (method.md section 3). ``create`` builds :class:`norton_models.model.MMFusionSeparate`."""
+    mean pooling. ``create`` builds :class:`norton_models.model.MMFusionSeparate`."""
 
     name = "mmfusion-separate"
     Config = MMFusionConfig

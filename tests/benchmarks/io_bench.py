@@ -1,4 +1,4 @@
-"""Random-access read speed of the shard store against one ``.npy`` file per video (performance.md §3).
+"""Random-access read speed of the shard store against one ``.npy`` file per video.
 
 Builds a How2-shaped set (default 12,000 videos of 60..600 rows x 512 fp16, ~4 GB, 20 captions each) twice: as
 a prepared shard store and as one ``.npy`` per video. Then reads random videos into a preallocated batch buffer
@@ -9,7 +9,7 @@ a prepared shard store and as one ``.npy`` per video. Then reads random videos i
   bytes the kernel read (``/proc/self/io`` read_bytes) per byte requested.
 
 Usage: ``python tests/benchmarks/io_bench.py [--videos 12000] [--dir /tmp/norton-io-bench] [--keep]``
-Runs with glibc's malloc thresholds raised (performance.md §2, trap 1) so results do not flip between runs.
+Runs with glibc's malloc thresholds raised so results do not flip between runs.
 """
 
 from __future__ import annotations

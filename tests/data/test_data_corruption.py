@@ -1,4 +1,4 @@
-"""Every bad input to the reader is refused with the file and what is wrong (reliability.md C1-C6, C9)."""
+"""Every bad input to the reader is refused with the file and what is wrong."""
 
 from __future__ import annotations
 

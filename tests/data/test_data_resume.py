@@ -1,5 +1,5 @@
 """A preparation killed with SIGKILL leaves no partial file under a final name and no manifest; the rerun yields
-byte-identical shards and manifest (reliability.md A4)."""
+byte-identical shards and manifest."""
 
 from __future__ import annotations
 

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 import norton_core
+from norton_core.data import synthetic as synthetic_mod
 from norton_core.data.store import ShardStore
 from norton_core.data.synthetic import SyntheticPaths, generate
-from norton_core.errors import DataError
+from norton_core.errors import DataError, RecipeError
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -143,3 +144,88 @@ def test_how2_source_explains_how_to_prepare(tmp_path: Path, small_store_dir: Pa
     assert "norton prepare how2" in message and "recipes/how2_demo.toml" in message and "manifest.json" in message
     ok = norton_core.build("data", "how2", {"train": str(small_store_dir)}, cache_dir=tmp_path).prepare()
     assert ok.train == small_store_dir and ok.val is None and ok.eval_root is None
+
+
+# -- the generator family ----------------------------------------------------------------------------------------
+
+#: sha256 over every file but ground_truth.json of ``generate(dir, 6, seed=5, **small)``, taken before the family's
+#: options existed: with every option at its default, the output must not change (other tests and cached sets
+#: depend on it)
+DEFAULT_WORLD_DIGEST = "b01dd4b7320f3f6a27475ed0d2a1bb0230bdf1d6c4208fcbc7548e109ba90e37"
+SMALL = {"val_videos": 2, "youcook2_videos": 2, "htm_align_videos": 1, "msrvtt_clips": 3}
+
+
+def _digest(root: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != "ground_truth.json":
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_default_configuration_is_unchanged_by_the_family(tmp_path: Path) -> None:
+    assert _digest(generate(tmp_path, 6, seed=5, **SMALL).root) == DEFAULT_WORLD_DIGEST
+
+
+def test_ground_truth_names_each_captions_step(default_raw: SyntheticPaths) -> None:
+    captions = json.loads(default_raw.captions.read_text())
+    truth = json.loads((default_raw.root / "ground_truth.json").read_text())["videos"]
+    assert Counter(v["split"] for v in truth.values()) == {"train": 400, "val": 40}
+    for vid, gt in list(truth.items())[:80]:
+        texts = captions[vid]["text"]
+        assert len(gt["caption_kinds"]) == len(gt["caption_spans"]) == len(gt["caption_steps"]) == len(texts)
+        steps = {(s, e): f"{a} {o}" for s, e, a, o in gt["steps"]}
+        for text, kind, span, step in zip(texts, gt["caption_kinds"], gt["caption_spans"], gt["caption_steps"],
+                                          strict=True):
+            if kind == "nonvisual":
+                assert span is None and step is None
+            else:  # the caption's words name its step, and its span is that step's
+                assert steps[tuple(span)] == step and all(word in text.split() for word in step.split())
+
+
+def test_family_options_change_the_world(tmp_path: Path) -> None:
+    opts = {**SMALL, "tasks": 30, "actions": 24, "objects": 40, "task_steps_min": 3, "task_steps_max": 5,
+            "step_seconds_min": 2, "step_seconds_max": 3, "caption_templates": "alternate", "chatter_pool": 1,
+            "nonvisual_prob": 0.5, "world_seed": 11}
+    raw = generate(tmp_path / "family", 40, seed=0, **opts)
+    captions = json.loads(raw.captions.read_text())
+    gt = json.loads((raw.root / "ground_truth.json").read_text())["videos"]
+    assert len({v["task"] for v in gt.values()}) > 12  # generated task names
+    words = {w for v in gt.values() for s in v["steps"] for w in s[2:]}
+    assert words - {a for a, _ in synthetic_mod.ACTIONS} - set(synthetic_mod.OBJECTS)  # the larger vocabulary is used
+    assert all(s[1] - s[0] <= 3 for v in gt.values() for s in v["steps"])
+    chatter = {t for vid, v in gt.items() for t, k in zip(captions[vid]["text"], v["caption_kinds"], strict=True)
+               if k == "nonvisual" and not t.startswith("today")}
+    assert chatter == {synthetic_mod.CHATTER[0]}  # a pool of one line repeats in every video
+    visual = [t for vid, v in gt.items() for t, k in zip(captions[vid]["text"], v["caption_kinds"], strict=True)
+              if k != "nonvisual"]
+    starts = {t.split("{")[0] for t in synthetic_mod.ASR_TEMPLATES if not t.startswith("{")}
+    assert visual and not any(t.startswith(tuple(starts)) for t in visual)  # the alternate wording only
+    assert _digest(raw.root) != _digest(generate(tmp_path / "other-world", 40, seed=0, **{**opts, "world_seed": 12}).root)
+
+
+def test_all_visual_and_mention_chatter(tmp_path: Path) -> None:
+    clean = generate(tmp_path / "clean", 20, seed=0, **SMALL, nonvisual_prob=0.0)
+    kinds = {k for v in json.loads((clean.root / "ground_truth.json").read_text())["videos"].values()
+             for k in v["caption_kinds"]}
+    assert "nonvisual" not in kinds
+    mention = generate(tmp_path / "mention", 30, seed=0, **SMALL, nonvisual_prob=0.4, chatter_mentions_prob=0.9)
+    captions = json.loads(mention.captions.read_text())
+    gt = json.loads((mention.root / "ground_truth.json").read_text())["videos"]
+    objects = set(synthetic_mod.OBJECTS)
+    named = [any(w in objects for w in t.split()) for vid, v in gt.items()
+             for t, k in zip(captions[vid]["text"], v["caption_kinds"], strict=True)
+             if k == "nonvisual" and not t.startswith("today")]
+    assert named and sum(named) / len(named) > 0.7  # non-visual, yet naming an ingredient
+
+
+def test_family_options_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="task_steps_max"):
+        generate(tmp_path, 4, task_steps_min=8, task_steps_max=5)
+    with pytest.raises(DataError, match="caption_templates"):
+        generate(tmp_path, 4, caption_templates="shakespeare")
+    with pytest.raises(RecipeError, match="step_seconds_min"):
+        norton_core.build("data", "synthetic", {"step_seconds_min": 9, "step_seconds_max": 4}, cache_dir=tmp_path)

@@ -1,4 +1,4 @@
-"""A plain dense, log-domain implementation of the Norton loss formulas (method.md section 4), for tests and the
+"""A plain dense, log-domain implementation of the Norton loss formulas, for tests and the
 benchmark: it materialises the full ``B x B x Tt x Tv`` token-similarity tensor and runs the reference's
 ``logsumexp`` Sinkhorn loop, with no packing, chunking, scaling domain or custom backward.
 
