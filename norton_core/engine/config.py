@@ -69,6 +69,16 @@ class RetrievalConfig:
     num_cands: int = option(192, ge=1, help="neighbours searched per query video; V of them form a batch")
     embed_videos_per_batch: int = option(1024, ge=1, help="videos per embedding forward (infer_scale x V)")
     recall_sample: int = option(256, ge=0, help="queries checked against exact search to log recall; 0 = off")
+    # reproduction switches (ablations and exact reproduction of the reference; the defaults are ours)
+    index: Literal["global", "per_rank"] = option(
+        "global", help="global: one index over every video, gathered from all ranks; per_rank: as the reference, "
+                       "each rank's fixed share of the videos (a seed-0 shuffle dealt out by rank, the same every "
+                       "epoch) is indexed and searched on its own, and each share gives floor(N_share / V) batches")
+    index_shares: int = option(0, ge=0, help="with index = per_rank: how many ranks' shares to split the videos "
+                                             "into; 0 = the world size (the reference trained on 2 GPUs)")
+    short_batches: Literal["top_up", "keep"] = option(
+        "top_up", help="a neighbour list with fewer than V videos: top_up with random videos (every batch has V), "
+                       "or keep it as a short batch (the reference)")
 
 
 @attrs.frozen

@@ -60,7 +60,9 @@ class BatchDataset:
 
     def __init__(self, store: Any, aligner: Any, batches: Sequence[Sequence[int]], seed: int, epoch: int,
                  purpose: str) -> None:
-        self.store, self.aligner, self.batches = store, aligner, [list(map(int, b)) for b in batches]
+        # -1 pads a short retrieval batch (retrieval.short_batches = "keep"): it is not a video
+        self.store, self.aligner = store, aligner
+        self.batches = [[int(v) for v in b if int(v) >= 0] for b in batches]
         self.seed, self.epoch, self.purpose = seed, epoch, purpose
 
     def __len__(self) -> int:
