@@ -3,6 +3,11 @@
 A recipe names components by their registered name (``[loss] name = "norton"``), never by import path; each
 component receives only its own table. Validation runs before any work and reports *all* problems at once, each as
 ``<file>: <dotted.key>: <problem>`` (``--set`` when the value came from the command line).
+
+``extends`` names a shipped recipe (``"how2_demo"``) or a file relative to the recipe that writes it. The child is
+merged over the parent key by key, engine tables and component tables alike; a component table starts afresh only
+when its ``name`` selects a different component. ``--set`` values are merged the same way, after the files. Every
+value remembers the file (and so the line) or ``--set`` it came from (``--dry-run --explain``).
 """
 
 from __future__ import annotations
