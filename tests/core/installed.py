@@ -31,5 +31,7 @@ def run_with(site: Path, *args: str, cwd: Path | None = None, timeout: int = 120
     """``python *args`` with the installed example importable and no NORTON_* variables but ``env``."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("NORTON_")}
     full_env.update(PYTHONPATH=str(site), **env)
+    # not the checkout: `python -m` puts the working directory first on sys.path, and a stale norton.egg-info
+    # there (from an old `pip install -e`) would shadow the installed entry points
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=full_env, timeout=timeout,
-                          cwd=cwd)
+                          cwd=cwd or site.parent)
