@@ -24,6 +24,7 @@ from ..faults import fault_point
 from . import checkpoint as ckpt
 from . import data as dataio
 from . import distributed, guards, liveness
+from .forward import forward_and_loss
 from .parts import Run, assemble
 from .preempt import Preemption
 from .progress import Progress, planned_steps, steps_per_epoch
@@ -230,9 +231,9 @@ def _forward_backward(run: Run, batches: Any) -> tuple[dict[str, Any], list[dict
             raise
         batch = {k: (v.to(run.device, non_blocking=True) if hasattr(v, "to") else v) for k, v in raw.items()}
         clips += int(batch["caps"].shape[0])
-        with run.autocast():
-            outputs = run.model(batch["caps"], batch["cmasks"], batch["vfeats"], batch["vmasks"])
-            terms = guards.loss_terms(run.loss_fn(outputs, batch), run.recipe, run.plugins)
+        # the model sees the whole batch; the loss runs under autocast only if it says so (Loss.autocast)
+        _, raw_terms = forward_and_loss(run.model, run.loss_fn, batch, run.autocast)
+        terms = guards.loss_terms(raw_terms, run.recipe, run.plugins)
         # float32 values summed in float64: the same numbers Python floats gave when every term was read each batch
         values = {key: value.detach().float().reshape(()).double() for key, value in terms.items()}
         for key, value in values.items():
@@ -336,9 +337,10 @@ def _retrieval(run: Run, epoch: int) -> tuple[Any, dict[str, Any]]:
         build_backend=lambda: run.recipe.build("retrieval.backend", seed=cfg.seed + epoch),
         per_batch=tcfg.videos_per_batch, num_cands=rcfg.num_cands, embed_per_batch=rcfg.embed_videos_per_batch,
         recall_sample=rcfg.recall_sample, seed=cfg.seed, epoch=epoch, dist=run.dist, autocast=run.autocast,
-        log=run.log)
+        log=run.log, index_scope=rcfg.index, shares=rcfg.index_shares, keep_short=rcfg.short_batches == "keep")
     run.log(f"norton: retrieval round for epoch {epoch}: {stats['videos']} videos -> {stats['batches']} batches in "
-            f"{stats['seconds']:.1f}s ({stats['backend']}, neighbour recall vs exact {stats['recall']:.3f})")
+            f"{stats['seconds']:.1f}s ({stats['backend']}, neighbour recall vs exact {stats['recall']:.3f})"
+            + (f"; {stats['short_batches']} short batches kept" if stats.get("short_batches") else ""))
     return batches, stats
 
 
