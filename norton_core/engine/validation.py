@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import TrainingError
 from . import data as dataio
 from . import distributed
+from .forward import forward_and_loss
 
 if TYPE_CHECKING:
     from .parts import Run
@@ -62,9 +63,7 @@ def validation_loss(model: Any, loss_fn: Any, store: Any, aligner: Any, batches:
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             for batch in loader:
                 batch = {k: (v.to(dist.device) if hasattr(v, "to") else v) for k, v in batch.items()}
-                with autocast():
-                    outputs = model(batch["caps"], batch["cmasks"], batch["vfeats"], batch["vmasks"])
-                    terms = loss_fn(outputs, batch)
+                _, terms = forward_and_loss(model, loss_fn, batch, autocast)  # as the training step computes it
                 for key, value in terms.items():
                     sums[key] = sums.get(key, 0.0) + float(value.detach().float())
     finally:
