@@ -354,3 +354,17 @@ def test_a_clip_list_that_disagrees_with_the_annotations_is_an_error(tmp_path, p
         _run(FakeModel(FakeModel.Config()), tmp_path, plugins, tasks=["youcook2-clip"],
              options={"youcook2-clip": {"clips": "clips.txt"}})
     assert needle in "\n".join(err.value.lines())
+
+
+def test_evaluation_runs_in_float32_even_inside_a_training_autocast(eval_root, plugins):
+    """The run's own evaluation is called inside the training loop; fp32 (the default) switches any autocast off,
+    so it computes what ``norton evaluate`` computes. bf16 is there when asked for."""
+    import torch
+
+    plain, inside, bf16 = (FakeModel(FakeModel.Config(noise=0.05)) for _ in range(3))
+    expected = _run(plain, eval_root, plugins, tasks=["youcook2-clip", "msrvtt"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = _run(inside, eval_root, plugins, tasks=["youcook2-clip", "msrvtt"])
+    _run(bf16, eval_root, plugins, tasks=["msrvtt"], precision="bf16")
+    assert got == expected
+    assert plain.autocast_seen == inside.autocast_seen == {None} and bf16.autocast_seen == {torch.bfloat16}
