@@ -368,3 +368,21 @@ def test_evaluation_runs_in_float32_even_inside_a_training_autocast(eval_root, p
     _run(bf16, eval_root, plugins, tasks=["msrvtt"], precision="bf16")
     assert got == expected
     assert plain.autocast_seen == inside.autocast_seen == {None} and bf16.autocast_seen == {torch.bfloat16}
+
+
+def test_the_paper_recipe_evaluates_with_the_reference_protocol(norton_plugins):
+    """Every shipped recipe leaves youcook2-video at its defaults, which are the reference's protocol under the
+    plain names (see the test above), and evaluates in float32."""
+    from pathlib import Path
+
+    from norton_core.recipe import load_recipe
+
+    recipes = Path(__file__).resolve().parents[2] / "recipes"
+    for path in sorted(recipes.glob("*.toml")):
+        recipe = load_recipe(path, plugins=norton_plugins)
+        assert recipe.evaluation.precision == "fp32", path.name
+        spec = recipe.components.get("evaluation.task_options.youcook2-video")
+        if spec is not None:
+            cfg = spec.config
+            assert (cfg.exact, cfg.centred, cfg.bg_attend_cls, cfg.bg_dtw_offset, cfg.select_ratio) == (
+                True, True, False, 3.0, 1.3), path.name
