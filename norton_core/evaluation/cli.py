@@ -148,7 +148,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         tasks, options = tasks_and_options(recipe, args.tasks)
         eval_root = eval_root_of(recipe, args.eval_root)
         precision = args.precision or recipe.evaluation.precision
-        load_weights(model, target.weights, target.source)
+        load_weights(model, target.read(), target.source)
         model.to(args.device)
         print(f"norton: evaluating {target.label} on {', '.join(tasks)} from {eval_root} ({precision})",
               file=sys.stderr)

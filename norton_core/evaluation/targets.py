@@ -15,8 +15,10 @@ before any weight is loaded.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -33,9 +35,10 @@ class Target:
 
     #: what this is and how it was selected, e.g. ``runs/demo step-400 (latest)``
     label: str
-    #: the ``model.safetensors`` bytes (checked against the checkpoint's manifest where it has one)
-    weights: bytes
-    #: where the weights came from, for messages
+    #: reads the ``model.safetensors`` bytes, checked against the checkpoint's manifest where it has one (called
+    #: when the target is evaluated, so only one checkpoint's files are held at a time)
+    read: Callable[[], bytes]
+    #: where the weights come from, for messages
     source: Path
     recipe: Path
 
@@ -54,16 +57,12 @@ def resolve_targets(target: Path, recipe: str | None, checkpoints: Selection = "
         run_recipe = target.parent.parent / "recipe.json"
         if recipe is None and not run_recipe.is_file():
             raise RecipeError(f"{target}: no --recipe given and no run recipe at {run_recipe}")
-        return [Target(str(target), _checkpoint_weights(target), target / "model.safetensors",
+        return [Target(str(target), functools.partial(_checkpoint_weights, target), target / "model.safetensors",
                        Path(recipe) if recipe else run_recipe)]
     if target.is_file() and target.suffix == ".safetensors":
         if recipe is None:
             raise RecipeError(f"{target}: a weights file needs --recipe to say which model it holds")
-        try:
-            data = target.read_bytes()
-        except OSError as exc:
-            raise CheckpointError(f"{target}: unreadable ({exc.strerror})") from None
-        return [Target(str(target), data, target, Path(recipe))]
+        return [Target(str(target), functools.partial(_read_file, target), target, Path(recipe))]
     raise CheckpointError(f"{target}: not found, or not a run directory, checkpoint directory or .safetensors file")
 
 
@@ -79,15 +78,15 @@ def _run_targets(run: Path, recipe: Path, checkpoints: Selection) -> list[Target
         path = root / latest
         if not path.is_dir():
             raise CheckpointError(f"{root / 'latest'}: names checkpoint {latest!r}, but {path} does not exist")
-        return [Target(f"{run} {latest} (latest)", _checkpoint_weights(path), path / "model.safetensors", recipe)]
+        return [_step_target(f"{run} {latest} (latest)", path, recipe)]
     best = root / "best"
     if checkpoints == "best":
         if not best.is_dir():
             raise CheckpointError(f"{run}: no best checkpoint ({best} is missing): a run keeps one when it has a "
                                   f"validation split (data.val) to select by")
         return [_best_target(run, best, recipe)]
-    out = [Target(f"{run} {path.name}" + (" (latest)" if path.name == latest else ""), _checkpoint_weights(path),
-                  path / "model.safetensors", recipe) for _, path in committed_steps(root)]
+    out = [_step_target(f"{run} {path.name}" + (" (latest)" if path.name == latest else ""), path, recipe)
+           for _, path in committed_steps(root)]
     if best.is_dir():
         out.append(_best_target(run, best, recipe))
     if not out:
@@ -95,7 +94,13 @@ def _run_targets(run: Path, recipe: Path, checkpoints: Selection) -> list[Target
     return out
 
 
+def _step_target(label: str, path: Path, recipe: Path) -> Target:
+    """A committed checkpoint of a run: always read through its manifest (none means an incomplete checkpoint)."""
+    return Target(label, lambda: _model_bytes(path, _read_verified(path)), path / "model.safetensors", recipe)
+
+
 def _best_target(run: Path, best: Path, recipe: Path) -> Target:
+    """``checkpoints/best``, labelled by its ``selection.json`` (read now: the label is needed before scoring)."""
     files = _read_verified(best)
     raw = files.get("selection.json")
     if raw is None:
@@ -106,18 +111,24 @@ def _best_target(run: Path, best: Path, recipe: Path) -> Target:
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{best / 'selection.json'}: expected {{\"metric\", \"value\", \"step\", \"split\"}}, "
                               f"got {raw[:200]!r} ({exc})") from None
-    return Target(f"{run} best ({how})", _model_bytes(best, files), best / "model.safetensors", recipe)
+    del files  # read again when scored, so only one checkpoint's files are held at a time
+    return Target(f"{run} best ({how})", lambda: _model_bytes(best, _read_verified(best)), best / "model.safetensors",
+                  recipe)
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc.strerror})") from None
 
 
 def _checkpoint_weights(path: Path) -> bytes:
-    """``model.safetensors`` of a checkpoint directory, verified against its manifest. A directory without a
-    manifest (hand-made, e.g. converted weights) is read as is, and says so."""
-    if not (path / "manifest.json").is_file() and (path / "model.safetensors").is_file():
+    """``model.safetensors`` of a checkpoint directory given on its own, verified against its manifest. A
+    directory without a manifest (hand-made, e.g. converted weights) is read as is, and says so."""
+    if not (path / "manifest.json").is_file():
         print(f"norton: note: {path} has no manifest.json; its model.safetensors is not verified", file=sys.stderr)
-        try:
-            return (path / "model.safetensors").read_bytes()
-        except OSError as exc:
-            raise CheckpointError(f"{path / 'model.safetensors'}: unreadable ({exc.strerror})") from None
+        return _read_file(path / "model.safetensors")
     return _model_bytes(path, _read_verified(path))
 
 
