@@ -78,3 +78,9 @@ class EvaluationConfig:
     precision: Literal["fp32", "bf16", "fp16"] = option(
         "fp32", help="evaluation precision, the same in the run's own evaluation and in norton evaluate (the "
                      "reference evaluates in float32); the training autocast never applies")
+
+
+@attrs.frozen
+class LoggingConfig:
+    sinks: list[str] = option(factory=lambda: ["jsonl"], help="metric sinks every record of the run goes to: jsonl "
+                                                              "(metrics.jsonl), tensorboard, wandb, or a plugin's")

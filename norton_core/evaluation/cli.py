@@ -3,7 +3,8 @@
 Each TARGET is one of:
 - a run directory (holds ``recipe.json``): the checkpoint(s) ``--checkpoints`` selects (default ``latest``);
 - a checkpoint directory (holds ``model.safetensors``): the recipe is ``--recipe`` or the run's ``../../recipe.json``;
-- a ``.safetensors`` file (e.g. converted VideoCLIP weights): ``--recipe`` is required.
+- a ``.safetensors`` file (e.g. converted VideoCLIP weights): ``--recipe`` is required;
+- an export directory (``norton export``): its own model and training recipe.
 
 Several targets (or ``--checkpoints all``) are scored side by side, one column each, labelled with what it is and
 how it was selected. By default the table shows the rows a paper reports, with a chance column.
@@ -57,8 +58,11 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
 
 def load_recipe_any(path: Path) -> Any:
     """A validated :class:`~norton_core.recipe.Recipe` from a TOML recipe or a run's ``recipe.json``."""
+    from ..export import export_recipe, is_export
     from ..recipe import Recipe, load_recipe
 
+    if path.name == "recipe.json" and is_export(path.parent):
+        return export_recipe(path.parent)
     if path.suffix == ".json":
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))

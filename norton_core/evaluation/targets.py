@@ -1,5 +1,5 @@
-"""What ``norton evaluate`` scores: run directories, checkpoints and weights files, each with a label saying what
-it is and how it was selected.
+"""What ``norton evaluate`` scores: run directories, checkpoints, weights files and exports, each with a label
+saying what it is and how it was selected.
 
 A run directory gives one or more checkpoints (``--checkpoints``):
 
@@ -45,6 +45,13 @@ class Target:
 
 def resolve_targets(target: Path, recipe: str | None, checkpoints: Selection = "latest") -> list[Target]:
     """The checkpoints of ``target`` that ``checkpoints`` selects, oldest first (``best`` last)."""
+    from ..export import is_export
+
+    if is_export(target):  # norton export's directory: its weights and its own recipe.json
+        if checkpoints != "latest":
+            raise CheckpointError(f"{target}: --checkpoints {checkpoints} needs a run directory, not an export")
+        return [Target(f"{target} (export)", functools.partial(_read_file, target / "model.safetensors"),
+                       target / "model.safetensors", Path(recipe) if recipe else target / "recipe.json")]
     if target.is_dir() and (target / "recipe.json").is_file():
         return _run_targets(target, Path(recipe) if recipe else target / "recipe.json", checkpoints)
     if checkpoints != "latest":
