@@ -102,25 +102,32 @@ def _run_targets(run: Path, recipe: Path, checkpoints: Selection) -> list[Target
 
 
 def _step_target(label: str, path: Path, recipe: Path) -> Target:
-    """A committed checkpoint of a run: always read through its manifest (none means an incomplete checkpoint)."""
-    return Target(label, lambda: _model_bytes(path, _read_verified(path)), path / "model.safetensors", recipe)
+    """A committed checkpoint of a run: its weights checked against its manifest (none: an incomplete checkpoint)."""
+    return Target(label, functools.partial(_verified, path, "model.safetensors"), path / "model.safetensors", recipe)
 
 
 def _best_target(run: Path, best: Path, recipe: Path) -> Target:
-    """``checkpoints/best``, labelled by its ``selection.json`` (read now: the label is needed before scoring)."""
-    files = _read_verified(best)
-    raw = files.get("selection.json")
-    if raw is None:
-        raise CheckpointError(f"{best}: no selection.json in its manifest (which metric chose this checkpoint?)")
+    """``checkpoints/best``, labelled by its ``selection.json``."""
+    raw = _verified(best, "selection.json")
     try:
         sel = json.loads(raw)
         how = f"step-{int(sel['step'])}, lowest {sel['metric']} {float(sel['value']):.4g} on {sel['split']}"
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{best / 'selection.json'}: expected {{\"metric\", \"value\", \"step\", \"split\"}}, "
                               f"got {raw[:200]!r} ({exc})") from None
-    del files  # read again when scored, so only one checkpoint's files are held at a time
-    return Target(f"{run} best ({how})", lambda: _model_bytes(best, _read_verified(best)), best / "model.safetensors",
-                  recipe)
+    return Target(f"{run} best ({how})", functools.partial(_verified, best, "model.safetensors"),
+                  best / "model.safetensors", recipe)
+
+
+def _verified(path: Path, name: str) -> bytes:
+    """File ``name`` of checkpoint ``path``, its size and sha256 checked against the manifest, which must exist."""
+    from ..engine.checkpoint import read_checkpoint_file
+
+    if not (path / "manifest.json").is_file():
+        raise CheckpointError(f"{path}: no manifest.json (an incomplete checkpoint)")
+    if not (path / name).is_file():
+        raise CheckpointError(f"{path / name}: missing from the checkpoint")
+    return read_checkpoint_file(path / name)
 
 
 def _read_file(path: Path) -> bytes:
@@ -136,19 +143,7 @@ def _checkpoint_weights(path: Path) -> bytes:
     if not (path / "manifest.json").is_file():
         print(f"norton: note: {path} has no manifest.json; its model.safetensors is not verified", file=sys.stderr)
         return _read_file(path / "model.safetensors")
-    return _model_bytes(path, _read_verified(path))
-
-
-def _read_verified(path: Path) -> dict[str, bytes]:
-    from ..engine.checkpoint import read_checkpoint
-
-    return read_checkpoint(path, verify=True)
-
-
-def _model_bytes(path: Path, files: dict[str, bytes]) -> bytes:
-    if "model.safetensors" not in files:
-        raise CheckpointError(f"{path}: its manifest lists no model.safetensors")
-    return files["model.safetensors"]
+    return _verified(path, "model.safetensors")
 
 
 def unique_labels(targets: list[Target]) -> list[Target]:

@@ -54,6 +54,7 @@ class FakeData(DataSource):
     @attrs.frozen
     class Config:
         videos: int = option(24, ge=1)
+        val_videos: int = option(0, ge=0, help="a validation store of this many other videos (data.val)")
         missing: bool = option(False, help="behave like a source whose data is not there")
 
     def __init__(self, config: Any, cache_dir: Path | None = None) -> None:
@@ -64,11 +65,13 @@ class FakeData(DataSource):
 
         if self.config.missing:
             raise DataError("fake-data: the training data is not prepared")
-        return DataPaths(train=Path(f"fake://{self.config.videos}"))
+        val = Path(f"fake://val/{self.config.val_videos}") if self.config.val_videos else None
+        return DataPaths(train=Path(f"fake://{self.config.videos}"), val=val)
 
 
-def open_fake_store(path: Path, read_mode: str = "mmap", check_finite: bool = False) -> FakeStore:
-    return FakeStore(int(str(path).split("//")[-1].split("/")[-1]))
+def open_fake_store(path: Path, read_mode: str = "mmap", check_finite: bool = True,
+                    check_chunks: bool = True) -> FakeStore:
+    return FakeStore(int(str(path).split("//")[-1].split("/")[-1]), seed=1 if "/val/" in str(path) else 0)
 
 
 class FakeAligner(Aligner):
@@ -248,20 +251,29 @@ def build_recipe(raw: dict[str, Any], plugins: Any) -> Any:
 
 
 def main(argv: list[str]) -> int:
-    """Subprocess driver: ``python engine_fakes.py RECIPE.json [--resume] [--allow k1,k2]``."""
+    """Subprocess driver: ``python engine_fakes.py RECIPE.json [--resume] [--allow k1,k2]``. Under torchrun,
+    ``NORTON_FAULT_RANK=r`` keeps ``NORTON_FAULT`` for rank r only."""
+    import os
+
     from norton_core.engine import train
 
+    if os.environ.get("NORTON_FAULT_RANK", os.environ.get("RANK")) != os.environ.get("RANK"):
+        os.environ.pop("NORTON_FAULT", None)  # faults for one rank of a torchrun world only
     install_fake_store()
     plugins = fake_plugins()
     raw = json.loads(Path(argv[0]).read_text())
     allow = argv[argv.index("--allow") + 1].split(",") if "--allow" in argv else ()
-    from norton_core.errors import Preempted
+    from norton_core.errors import NortonError, Preempted
 
     try:
         result = train(build_recipe(raw, plugins), resume="--resume" in argv, allow_recipe_change=allow, plugins=plugins)
     except Preempted as exc:  # as the CLI does
         print(f"PREEMPTED {exc}")
         return exc.exit_code
+    except NortonError as exc:  # as the CLI does
+        for line in exc.lines():
+            print(f"norton: error: {line}", file=sys.stderr)
+        return 2
     print(f"RESULT step={result.step} complete={result.complete}")
     return 0
 

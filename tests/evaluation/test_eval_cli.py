@@ -106,12 +106,10 @@ def test_a_checkpoint_whose_manifest_hashes_do_not_match_is_refused(run_dir, cap
 
 def _best(run_dir, step, model, value):
     """``checkpoints/best`` as the engine keeps it: a complete checkpoint plus selection.json in its manifest."""
-    from norton_core.engine.checkpoint import save_checkpoint
+    from norton_core.engine.checkpoint import save_best
 
     selection = {"metric": "val_loss", "value": value, "step": step, "split": "val"}
-    files = {"model.safetensors": save(model.state_dict()), "selection.json": json.dumps(selection).encode()}
-    made = save_checkpoint(run_dir.parent / "elsewhere", step, files, keep_last=10, log=lambda *_: None)
-    made.rename(run_dir / "checkpoints" / "best")
+    save_best(run_dir / "checkpoints", step, {"model.safetensors": save(model.state_dict())}, selection)
 
 
 def test_checkpoints_latest_best_and_all_say_how_each_was_selected(run_dir, capsys):

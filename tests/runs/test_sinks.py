@@ -82,9 +82,9 @@ def test_logging_table_is_validated_like_the_engine_tables(tmp_path, norton_plug
     from norton_core.recipe import load_recipe
 
     recipe = tmp_path / "r.toml"
-    recipe.write_text('extends = "%s"\n[logging]\nsinks = ["jsonl", "tensorbord", "jsonl"]\nflush = 3\n'
+    recipe.write_text(f'extends = "{SMOKE}"\n[logging]\nsinks = ["jsonl", "tensorbord", "jsonl"]\nflush = 3\n'
                       '[logging.sink_options.wandb]\nmode = "offline"\n'
-                      '[logging.sink_options.jsonl]\npath = "x"\n' % (SMOKE,))
+                      '[logging.sink_options.jsonl]\npath = "x"\n')
     with pytest.raises(RecipeError) as err:
         load_recipe(recipe, plugins=norton_plugins)
     text = "\n".join(err.value.lines())
