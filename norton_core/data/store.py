@@ -316,6 +316,16 @@ class ShardStore:
             _check_finite(features, shard, j)
         return features
 
+    def content_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per video, in store order: its feature rows and its captions (two int64 arrays), from the shard offsets
+        alone. Nothing is read from the data files, so this stays cheap at a million videos in ``pread`` mode."""
+        self._ready()
+        if not self._shards:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        rows = np.concatenate([np.diff(s.starts["video_starts"]) for s in self._shards])
+        captions = np.concatenate([np.diff(s.starts["times_starts"]) for s in self._shards])
+        return rows, captions
+
     def get_by_id(self, video_id: str) -> VideoRecord:
         return self.get(self.index_of(video_id))
 
