@@ -23,13 +23,15 @@ from ..errors import DataError, Preempted, RecipeError, TrainingError
 from ..faults import fault_point
 from . import checkpoint as ckpt
 from . import data as dataio
-from . import distributed
+from . import distributed, guards, liveness
+from .forward import forward_and_loss
 from .parts import Run, assemble
 from .preempt import Preemption
+from .progress import Progress, planned_steps, steps_per_epoch
 from .resume import open_run_dir, save_state
 from .retrieval import retrieval_round
 from .schedule import learning_rate
-from .setup import apply_determinism, plugin_list, progress_bar, resolve_precision
+from .setup import apply_determinism, plugin_list, resolve_precision
 from .state import RunResult
 
 __all__ = ["resolve_precision", "run"]
@@ -52,17 +54,22 @@ def run(recipe: Any, plugins: Any, *, resume: bool, overwrite: bool, allow_recip
     run_dir = Path(cfg.output_dir) / cfg.name
     ckpt_root = run_dir / "checkpoints"
     lock = ckpt.RunLock(run_dir)
+    peers = liveness.watch(dist, log)  # heartbeats (to name a dead rank); under torchrun, stop when it dies
     try:
-        if dist.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            lock.acquire()
-        found = open_run_dir(run_dir, ckpt_root, resume, overwrite, dist, log)
-        with Preemption() as preempt:
-            # data, components, optimizer and (when resuming) their checkpointed state, gathered in one object
-            parts = assemble(recipe, plugins, dist=dist, log=log, preempt=preempt, precision=precision,
-                             run_dir=run_dir, ckpt_root=ckpt_root, found=found, allow=allow_recipe_change,
-                             init_from=init_from, prior_evaluation=prior_evaluation)
-            return _train(parts)
+        with liveness.peer_failures(dist, peers):  # a dead rank: one line naming it, not a gloo traceback
+            if dist.is_main:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                lock.acquire()
+            found = open_run_dir(run_dir, ckpt_root, resume, overwrite, dist, log, tcfg)
+            with Preemption() as preempt:
+                # data, components, optimizer and (when resuming) their checkpointed state, gathered in one object
+                parts = assemble(recipe, plugins, dist=dist, log=log, preempt=preempt, precision=precision,
+                                 run_dir=run_dir, ckpt_root=ckpt_root, found=found, allow=allow_recipe_change,
+                                 init_from=init_from, prior_evaluation=prior_evaluation)
+                try:
+                    return _train(parts)
+                finally:
+                    parts.metrics.close()
     finally:
         lock.release()
         restore()
@@ -75,7 +82,7 @@ def _train(run: Run) -> RunResult:
         if ecfg.after and "after" not in run.evaluation:
             evaluate(run, "after")
         return _result(run, {})
-    _start(run)
+    progress = _start(run)
 
     last_metrics: dict[str, float] = {}
     run.model.train()
@@ -84,10 +91,10 @@ def _train(run: Run) -> RunResult:
         # -- 1. the epoch's batches: retrieved neighbourhoods from start_epoch on, random before ---------------------
         steps_in_epoch = _plan_epoch(run, epoch)
         plugins.call("norton_epoch_start", run=run.ctx, epoch=epoch)
+        progress.epoch(epoch)
 
         # -- 2. this rank's batches from the cursor on, laid out by DataLoader workers ------------------------------
         batches = iter(_epoch_loader(run, epoch, steps_in_epoch))
-        bar = progress_bar(steps_in_epoch, state.cursor, epoch, run.dist)
         epoch_sums: dict[str, float] = {}
         epoch_count = 0
         while state.cursor < steps_in_epoch and not run.finished():
@@ -112,10 +119,7 @@ def _train(run: Run) -> RunResult:
             last_metrics = step_metrics
             if state.step % tcfg.log_every == 0:
                 run.metrics.write({"step": state.step, "epoch": epoch, **step_metrics, "time": time.time()})
-            if bar is not None:
-                bar.set_postfix(loss=f"{step_metrics.get('loss', float('nan')):.4f}", lr=f"{lr:.2e}",
-                                clips_s=f"{step_metrics['clips_per_s']:.1f}", refresh=False)
-                bar.update(1)
+            progress.step(state.step, epoch, step_metrics)
             plugins.call("norton_step_end", run=run.ctx, step=state.step, metrics=step_metrics)
             fault_point("step")
             scheduled = bool(tcfg.checkpoint_every) and state.step % tcfg.checkpoint_every == 0
@@ -127,8 +131,6 @@ def _train(run: Run) -> RunResult:
                     save_state(run)
                 raise Preempted(f"SIGTERM: stopped after step {state.step} with its checkpoint committed in "
                                 f"{run.ckpt_root}; continue with --resume")
-        if bar is not None:
-            bar.close()
         del batches  # stops the epoch's DataLoader workers
         # -- 8. end of epoch (or of max_steps): checkpoint, then the hooks -------------------------------------------
         if state.cursor >= steps_in_epoch:
@@ -138,6 +140,7 @@ def _train(run: Run) -> RunResult:
         run.metrics.write({"event": "epoch_end", "epoch": epoch, "step": state.step, **epoch_means})
         plugins.call("norton_epoch_end", run=run.ctx, epoch=epoch, metrics=epoch_means)
 
+    progress.close()
     if ecfg.after:
         evaluate(run, "after")
     plugins.call("norton_run_end", run=run.ctx, metrics=dict(run.evaluation.get("after", {})))
@@ -149,18 +152,31 @@ def _train(run: Run) -> RunResult:
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _start(run: Run) -> None:
-    """Record what runs (recipe, plugins), tell the hooks, and evaluate the untrained model if asked."""
+def _start(run: Run) -> Progress:
+    """Record what runs (recipe, plugins), say how long it is, tell the hooks, and evaluate the untrained model if
+    asked. Returns the progress report of the steps to come."""
+    state, tcfg = run.state, run.tcfg
+    per_epoch = steps_per_epoch(len(run.videos), tcfg.videos_per_batch, run.per_step)
+    total = planned_steps(tcfg, per_epoch)
     if run.found is not None:
-        run.metrics.truncate(run.state.metrics_offset)
-        run.metrics.write({"event": "resume", "step": run.state.step, "from": run.found[0].name})
+        run.metrics.truncate(state.metrics_offset)
+        run.metrics.write({"event": "resume", "step": state.step, "from": run.found[0].name})
+    run.metrics.start()
+    run.metrics.write({"event": "start", "step": state.step, "total_steps": total, "steps_per_epoch": per_epoch,
+                       "epochs": tcfg.epochs, "world_size": run.dist.world_size})
+    cut = f", stopping at train.max_steps = {tcfg.max_steps}" if tcfg.max_steps and tcfg.max_steps < \
+        tcfg.epochs * per_epoch else ""
+    plan = f"{total} steps ({tcfg.epochs} epoch{'s' * (tcfg.epochs != 1)} x {per_epoch} steps{cut})"
+    run.log(f"norton: continuing run {run.cfg.name} at step {state.step} of {plan}" if run.found is not None else
+            f"norton: starting run {run.cfg.name} in {run.run_dir}: {plan}")
     if run.dist.is_main:
         recipe_json = {**run.resolved, "source": run.recipe.source}
         ckpt.replace_atomic(run.run_dir / "recipe.json", json.dumps(recipe_json, indent=1).encode())
         ckpt.replace_atomic(run.run_dir / "plugins.json", json.dumps(plugin_list(run.plugins), indent=1).encode())
     run.plugins.call("norton_run_start", run=run.ctx)
-    if run.recipe.evaluation.before and run.state.step == 0 and "before" not in run.evaluation:
+    if run.recipe.evaluation.before and state.step == 0 and "before" not in run.evaluation:
         evaluate(run, "before")
+    return Progress(total, state.step, tcfg.epochs, tcfg.log_every, run.log, enabled=run.dist.is_main)
 
 
 def _plan_epoch(run: Run, epoch: int) -> int:
@@ -201,9 +217,9 @@ def _forward_backward(run: Run, batches: Any) -> tuple[dict[str, Any], list[dict
     for _ in range(run.tcfg.grad_accum):
         batch = {k: (v.to(run.device, non_blocking=True) if hasattr(v, "to") else v) for k, v in next(batches).items()}
         clips += int(batch["caps"].shape[0])
-        with run.autocast():
-            outputs = run.model(batch["caps"], batch["cmasks"], batch["vfeats"], batch["vmasks"])
-            terms = run.loss_fn(outputs, batch)
+        # the model sees the whole batch; the loss runs under autocast only if it says so (Loss.autocast)
+        _, raw_terms = forward_and_loss(run.model, run.loss_fn, batch, run.autocast)
+        terms = guards.loss_terms(raw_terms, run.recipe, run.plugins)
         # float32 values summed in float64: the same numbers Python floats gave when every term was read each batch
         values = {key: value.detach().float().reshape(()).double() for key, value in terms.items()}
         for key, value in values.items():
@@ -302,9 +318,10 @@ def _retrieval(run: Run, epoch: int) -> tuple[Any, dict[str, Any]]:
         build_backend=lambda: run.recipe.build("retrieval.backend", seed=cfg.seed + epoch),
         per_batch=tcfg.videos_per_batch, num_cands=rcfg.num_cands, embed_per_batch=rcfg.embed_videos_per_batch,
         recall_sample=rcfg.recall_sample, seed=cfg.seed, epoch=epoch, dist=run.dist, autocast=run.autocast,
-        log=run.log)
+        log=run.log, index_scope=rcfg.index, shares=rcfg.index_shares, keep_short=rcfg.short_batches == "keep")
     run.log(f"norton: retrieval round for epoch {epoch}: {stats['videos']} videos -> {stats['batches']} batches in "
-            f"{stats['seconds']:.1f}s ({stats['backend']}, neighbour recall vs exact {stats['recall']:.3f})")
+            f"{stats['seconds']:.1f}s ({stats['backend']}, neighbour recall vs exact {stats['recall']:.3f})"
+            + (f"; {stats['short_batches']} short batches kept" if stats.get("short_batches") else ""))
     return batches, stats
 
 
@@ -312,10 +329,13 @@ def handle_nonfinite(run: Run, term: str, epoch: int) -> None:
     """Stop (policy "error") or count a skipped step (policy "skip"); the optimizer never saw the bad values."""
     state, tcfg = run.state, run.tcfg
     latest = run.ckpt_root / "latest"
-    where = latest.read_text().strip() if latest.exists() else "none yet"
+    where = ckpt.read_pointer(latest) if latest.exists() else "none yet"
+    # under "skip" the advice cannot be to set "skip"
+    advice = ("Lower train.lr, use precision fp32, or set train.on_nonfinite = 'skip'" if tcfg.on_nonfinite == "error"
+              else "Lower train.lr or use precision fp32")
     message = (f"non-finite {term} at step {state.step + 1} (epoch {epoch}, batch {state.cursor}, rank {run.dist.rank}) "
                f"with loss {run.recipe.components['loss'].name!r}; no update was applied and the last checkpoint "
-               f"({where}) is intact. Lower train.lr, use precision fp32, or set train.on_nonfinite = 'skip'")
+               f"({where}) is intact. {advice}")
     if tcfg.on_nonfinite == "error":
         raise TrainingError(message)
     state.consecutive_skips += 1
@@ -356,15 +376,17 @@ def evaluate_model(run: Run) -> dict[str, float]:
 def _result(run: Run, last: dict[str, float]) -> RunResult:
     state, evaluation = run.state, run.evaluation
     if run.dist.is_main and evaluation and run.recipe.evaluation.tasks:
-        print_evaluation(evaluation)
+        print_evaluation(evaluation, run.cfg.name, bool(run.cfg.init_from or run.prior_evaluation))
     return RunResult(run_dir=run.run_dir, step=state.step,
                      epoch=state.epoch if state.batches is not None else state.epoch - 1, complete=True,
                      resumed_from=run.found[0] if run.found else None, metrics=last, evaluation=evaluation)
 
 
-def print_evaluation(evaluation: dict[str, Any]) -> None:
-    """All result sets side by side (e.g. the untrained model, the pretraining stage, this run)."""
-    from ..evaluation import format_table
+def print_evaluation(evaluation: dict[str, Any], run_name: str = "run", initialised: bool = False) -> None:
+    """All result sets side by side (e.g. the untrained model, the pretraining stage, this run), columns named by
+    what they are, with the chance level of each row; counters that stayed zero are left out."""
+    from ..evaluation import render_report
+    from ..runs import column_labels
 
     first = next(iter(evaluation.values()))
-    print(format_table(first, evaluation), flush=True)
+    print(render_report(column_labels(evaluation, run_name, initialised), order=list(first)), flush=True)
