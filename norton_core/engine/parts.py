@@ -30,6 +30,7 @@ from .setup import (
     read_json,
 )
 from .state import RunContext, TrainState
+from .validation import open_validation
 
 
 @attrs.define(eq=False)
@@ -43,7 +44,8 @@ class Run:
     :ivar found: the checkpoint this run resumes from (directory, files), or None for a fresh start.
     :ivar allow: recipe keys allowed to differ from the checkpoint's.
     :ivar paths: the data source's prepared paths; ``store`` the training shard store; ``videos`` the store
-        indices that can be sampled.
+        indices that can be sampled; ``val_store`` / ``val_batches`` the validation store (``data.val``) and its
+        fixed batches (empty without one; see :mod:`.validation`).
     :ivar model / loss_fn / aligner / embed_aligner: the components (the embed aligner lays out retrieval rounds).
     :ivar params: what the optimizer updates (the model's trainable parameters and a loss's learnable ones);
         ``loss_params`` the loss's share of them.
@@ -85,6 +87,8 @@ class Run:
     prior_evaluation: dict[str, Any]
     state: TrainState = attrs.field(factory=TrainState)
     evaluation: dict[str, Any] = attrs.field(factory=dict)
+    val_store: Any = None
+    val_batches: list[list[int]] = attrs.field(factory=list)
 
     @property
     def cfg(self) -> Any:
@@ -127,8 +131,9 @@ def assemble(recipe: Any, plugins: Any, *, dist: Dist, log: Callable[[str], None
         raise CheckpointError(f"run.init_from = {init_from!r} does not exist. The paper's setup starts from VideoCLIP "
                               "weights converted to safetensors (`norton convert-videoclip`); set run.init_from = \"\" "
                               f"to start from the text encoder alone; {DEMO_HINT}")
-    store = dataio.open_store(paths.train, tcfg.read_mode, tcfg.check_finite)
+    store = dataio.open_store(paths.train, tcfg.read_mode, tcfg.check_finite, tcfg.check_chunks)
     videos = dataio.sampleable_videos(store, log)
+    val_store, val_batches = open_validation(paths, tcfg, dist, log)
     check_data_bounds(recipe, len(videos), store, dist.world_size)  # before any retrieval round or batch
 
     # -- components: the same seed on every rank gives identical initial weights ----------------------------------
@@ -168,7 +173,7 @@ def assemble(recipe: Any, plugins: Any, *, dist: Dist, log: Callable[[str], None
               scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None,
               autocast=autocast_factory(precision, dist.device),
               metrics=metrics, ctx=ctx,
-              prior_evaluation=prior_evaluation)
+              prior_evaluation=prior_evaluation, val_store=val_store, val_batches=val_batches)
 
     # -- resume: tensors, RNG streams, the epoch's batches and the cursor ------------------------------------------
     if found is not None:

@@ -115,7 +115,7 @@ def test_staging_leftovers_are_cleaned_and_reported(tmp_path):
     (root / ".staging-step-7-123-abcd").mkdir(parents=True)
     (root / ".staging-step-7-123-abcd" / "model.safetensors").write_bytes(b"partial")
     messages: list[str] = []
-    assert ckpt.clean_leftovers(root, log=messages.append) == [".staging-step-7-123-abcd"]
+    assert ckpt.recover(root, log=messages.append) == ["removed .staging-step-7-123-abcd"]
     assert messages and not any(root.iterdir())
 
 
