@@ -417,6 +417,16 @@ class ShardStore:
             _check_finite(features, shard, j)
         return features
 
+    def content_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per video, in store order: its feature rows and its captions (two int64 arrays), from the shard offsets
+        alone. Nothing is read from the data files, so this stays cheap at a million videos in ``pread`` mode."""
+        self._ready()
+        if not self._shards:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        rows = np.concatenate([np.diff(s.starts["video_starts"]) for s in self._shards])
+        captions = np.concatenate([np.diff(s.starts["times_starts"]) for s in self._shards])
+        return rows, captions
+
     def unsampleable(self) -> dict[str, np.ndarray]:
         """Store indices (sorted int64) of the videos the manifest records as not sampleable, by reason
         (``"no_feature_rows"``, ``"no_captions"``: no caption with tokens); a video may have both. Reads no shard

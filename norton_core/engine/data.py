@@ -40,23 +40,32 @@ def sample_rng(seed: int, epoch: int, purpose: str, video: int) -> random.Random
 
 def sampleable_videos(store: Any, log: Callable[[str], None]) -> np.ndarray:
     """Store indices of the videos an aligner can sample (at least one caption with tokens and one feature row);
-    the others are counted and reported once, with examples."""
-    keep, no_caps, no_frames = [], [], []
-    for i in range(len(store)):
-        record = store.get(i)
-        if record.features.shape[0] == 0:
-            no_frames.append(record.video_id)
-        elif len(record.tokens) == 0 or not any(len(t) for t in record.tokens):
-            no_caps.append(record.video_id)
-        else:
-            keep.append(i)
-    for what, ids in (("no captions", no_caps), ("no feature rows", no_frames)):
-        if ids:
-            log(f"norton: skipping {len(ids)} video(s) with {what} (e.g. {', '.join(ids[:3])})")
-    if not keep:
+    the others are counted and reported once, with examples. The one place that decides it.
+
+    A shard store answers from its offsets and manifest alone (``content_counts``, ``unsampleable``): ``norton
+    prepare how2`` drops captions without tokens, and an adopted MMPT store records the videos whose captions have
+    none. Other stores are read video by video."""
+    if hasattr(store, "content_counts"):
+        rows, captions = store.content_counts()
+        no_frames, no_caps = rows == 0, captions == 0
+        for reason, indices in (store.unsampleable() if hasattr(store, "unsampleable") else {}).items():
+            (no_frames if reason == "no_feature_rows" else no_caps)[indices] = True
+        no_caps &= ~no_frames
+    else:
+        no_frames, no_caps = np.zeros(len(store), dtype=bool), np.zeros(len(store), dtype=bool)
+        for i in range(len(store)):
+            record = store.get(i)
+            no_frames[i] = record.features.shape[0] == 0
+            no_caps[i] = not no_frames[i] and not any(len(t) for t in record.tokens)
+    for what, mask in (("no captions", no_caps), ("no feature rows", no_frames)):
+        if mask.any():
+            examples = [store.get(int(i)).video_id for i in np.flatnonzero(mask)[:3]]
+            log(f"norton: skipping {int(mask.sum())} video(s) with {what} (e.g. {', '.join(examples)})")
+    keep = np.flatnonzero(~(no_frames | no_caps)).astype(np.int64)
+    if not len(keep):
         raise DataError(f"{getattr(store, 'path', 'the training store')}: no video can be sampled "
-                        f"({len(no_caps)} without captions, {len(no_frames)} without features)")
-    return np.asarray(keep, dtype=np.int64)
+                        f"({int(no_caps.sum())} without captions, {int(no_frames.sum())} without features)")
+    return keep
 
 
 class BatchDataset:

@@ -12,6 +12,7 @@ every rank's loss terms and the gradient norm are finite; the logged values come
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -231,16 +232,19 @@ def _forward_backward(run: Run, batches: Any) -> tuple[dict[str, Any], list[dict
             raise
         batch = {k: (v.to(run.device, non_blocking=True) if hasattr(v, "to") else v) for k, v in raw.items()}
         clips += int(batch["caps"].shape[0])
-        # the model sees the whole batch; the loss runs under autocast only if it says so (Loss.autocast)
-        _, raw_terms = forward_and_loss(run.model, run.loss_fn, batch, run.autocast)
-        terms = guards.loss_terms(raw_terms, run.recipe, run.plugins)
-        # float32 values summed in float64: the same numbers Python floats gave when every term was read each batch
-        values = {key: value.detach().float().reshape(()).double() for key, value in terms.items()}
-        for key, value in values.items():
-            sums[key] = sums[key] + value if key in sums else value
-        per_batch.append(values)
-        scaled = terms["loss"] / run.tcfg.grad_accum
-        (run.scaler.scale(scaled) if run.scaler else scaled).backward()
+        # under torchrun, DDP averages the gradients during the step's last backward (not during accumulation)
+        last = a == run.tcfg.grad_accum - 1
+        with contextlib.nullcontext() if run.parallel is None or last else run.parallel.no_sync():
+            # the model sees the whole batch; the loss runs under autocast only if it says so (Loss.autocast)
+            _, raw_terms = forward_and_loss(run.parallel or run.model, run.loss_fn, batch, run.autocast)
+            terms = guards.loss_terms(raw_terms, run.recipe, run.plugins)
+            # float32 values summed in float64: the same numbers Python floats gave when each term was read per batch
+            values = {key: value.detach().float().reshape(()).double() for key, value in terms.items()}
+            for key, value in values.items():
+                sums[key] = sums[key] + value if key in sums else value
+            per_batch.append(values)
+            scaled = terms["loss"] / run.tcfg.grad_accum
+            (run.scaler.scale(scaled) if run.scaler else scaled).backward()
     return sums, per_batch, clips
 
 
@@ -263,7 +267,8 @@ def _check_step(run: Run, sums: dict[str, Any], per_batch: list[dict[str, Any]])
     keys = sorted(sums)
     # a sum is non-finite exactly when one of its batches' values is (float64 sums of float32 values cannot overflow)
     loss_ok = torch.isfinite(torch.stack([sums[k] for k in keys if _is_loss_term(k)])).all()
-    distributed.all_reduce_mean_grads(run.params, dist)
+    # the model's gradients were averaged by DDP; a loss's learnable parameters are averaged here
+    distributed.all_reduce_mean_grads(run.loss_params if run.parallel is not None else run.params, dist)
     if scaler is not None:
         # fp16: unscaling commits the scaler to this step, so the ranks agree on the loss terms first (a second sync)
         if not _all_ranks_agree(bool(loss_ok), dist):
@@ -383,10 +388,10 @@ def evaluate_model(run: Run) -> dict[str, float]:
     options = {task: run.recipe.components[f"evaluation.task_options.{task}"].config for task in ecfg.tasks}
     was_training = model.training
     model.eval()
-    try:
-        with run.autocast():
-            return run_evaluation(model, ecfg.tasks, run.paths.eval_root, options=options, batch_size=ecfg.batch_size,
-                                  device=run.device, progress=sys.stderr.isatty(), plugins=run.plugins)
+    try:  # at evaluation.precision (fp32 by default), not the training autocast: the numbers norton evaluate gives
+        return run_evaluation(model, ecfg.tasks, run.paths.eval_root, options=options, batch_size=ecfg.batch_size,
+                              device=run.device, progress=sys.stderr.isatty(), plugins=run.plugins,
+                              precision=ecfg.precision)
     finally:
         model.train(was_training)
 
