@@ -150,6 +150,11 @@ class _Shard:
             out = out.astype(mf.ROLES[role])
         return out
 
+    def row_bytes(self, role: str) -> int:
+        """Bytes of one row of a data file as stored on disk (float32 features of adopted MMPT shards: 2048)."""
+        shape = self.shapes[role]
+        return self.dtypes[role].itemsize * int(np.prod(shape[1:], dtype=np.int64))
+
     def _map(self, role: str) -> np.ndarray:
         arr = np.memmap(self.paths[role], dtype=self.dtypes[role], mode="r", offset=self.offsets[role],
                         shape=self.shapes[role])

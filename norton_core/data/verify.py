@@ -41,7 +41,7 @@ def _locate(shard: _Shard, role: str, a: int, b: int) -> str:
     if b <= offset:
         return "the .npy header"
     shape = shard.shapes[role]
-    row_bytes = np.dtype(mf.ROLES[role]).itemsize * int(np.prod(shape[1:], dtype=np.int64))
+    row_bytes = shard.row_bytes(role)
     r0, r1 = max(0, a - offset) // row_bytes, min(shape[0], -(-(b - offset) // row_bytes))
     starts_role = {"video_data": "video_starts", "times_data": "times_starts", "tokens_data": "tokens_starts"}[role]
     return f"rows [{r0}, {r1}) = {_videos_in_rows(shard, starts_role, r0, r1)}"
