@@ -91,10 +91,12 @@ def load_recipe_any(path: Path) -> Any:
 def load_weights(model: Any, path: Path) -> None:
     """Load a safetensors state dict into ``model`` strictly; mismatches name the file and the keys."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
+
+    from ..engine.checkpoint import read_checkpoint_file
 
     try:
-        state = load_file(str(path))
+        state = load(read_checkpoint_file(path))  # inside a checkpoint: size and sha256 checked against its manifest
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from exc
     own = model.state_dict()
