@@ -153,7 +153,9 @@ class Model(Component):
     @abc.abstractmethod
     def forward_video(self, vfeats: torch.Tensor, vmasks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encode clips alone: ``(pooled (B, d), outputs (B, Lv + 2, d), mask_outputs (B, Lv + 2) bool)``.
-        ``vfeats`` (B, Lv, 512) float, ``vmasks`` (B, Lv) bool; any Lv up to the position table (eval uses 32)."""
+        ``vfeats`` (B, Lv, 512) float, ``vmasks`` (B, Lv) bool; any Lv up to the position table (eval uses 32).
+        A model may also take ``attend_cls: bool = True``; False masks the video [CLS] token out of attention
+        (YouCook2 with background kept asks for it, as the reference does)."""
 
     @abc.abstractmethod
     def forward_text(self, caps: torch.Tensor, cmasks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -42,7 +42,7 @@ def _cmd_how2(args: argparse.Namespace) -> int:
         shard_size=args.shard_size, nonfinite=args.nonfinite,
     )
     out = prepare_how2(features, captions, lists, Path(args.out), options, workers=args.workers,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, allow_empty=args.allow_empty)
     for split, path in out.items():
         print(f"{split}: {path}")
     return 0
@@ -98,7 +98,10 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
     p.add_argument("--nonfinite", choices=("skip", "zero"), default="skip",
                    help="videos with NaN/inf rows: skip them or zero those rows (default skip)")
     p.add_argument("--workers", type=int, default=0, help="worker processes (default: one per CPU, up to shards)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="write a store even when a split's list is empty or every video in it was skipped")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (the dirty-record summary is "
+                                                             "still printed to stderr)")
     p.set_defaults(func=_cmd_how2)
 
     p = kinds.add_parser("synthetic", help="generate the How2-like dataset (raw layout + evaluation sets)")

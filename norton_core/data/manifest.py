@@ -7,7 +7,13 @@ it lists is complete. Layout (format version 1)::
      "tokenizer": "...", "vocab_hash": "...", "max_text_len": 32, "max_text_chars": 96,
      "chunk_bytes": 4194304, "data_dir": ".", "num_videos": N, "skipped": {kind: count},
      "shards": [{"index": k, "num_videos": n, "video_ids": [...], "feature_rows": R, "caption_rows": C,
-                 "files": {role: {"name", "dtype", "shape", "bytes", "sha256", "chunk_sha256": [...]}}}]}
+                 "files": {role: {"name", "dtype", "shape", "bytes", "sha256", "chunk_sha256": [...]}},
+                 "unsampleable": {"no_feature_rows": [j, ...], "no_captions": [j, ...]}}],
+     "unsampleable": {"no_feature_rows": count, "no_captions": count}}
+
+``unsampleable`` (optional; adopted MMPT directories) lists, by index within the shard, the videos an aligner
+cannot sample: no feature rows, or no caption with tokens. They stay in the store (their ids and offsets are
+part of the shard files) and are never sampled. Stores we prepare skip such videos instead.
 
 Roles and their MMPT file names (``<prefix>`` is ``captions.<tokenizer>.`` for stores we write):
 
@@ -16,6 +22,10 @@ role               file                                           dtype        s
 =================  =============================================  ===========  ==============
 ``video_starts``   ``{split}_{k}_starts.npy``                     ``<i8``      (n+1,)
 ``video_data``     ``{split}_{k}_data.npy``                       ``<f2``      (sum T, 512)
+                                                                  (``<f4`` in
+                                                                  adopted MMPT
+                                                                  shards: read
+                                                                  as ``<f2``)
 ``times_starts``   ``<prefix>{split}_{k}.startends_starts.npy``   ``<i8``      (n+1,)
 ``times_data``     ``<prefix>{split}_{k}.startends_data.npy``     ``<f4``      (sum n_caps, 2)
 ``tokens_starts``  ``<prefix>{split}_{k}.caps_ids_starts.npy``    ``<i8``      (n+1,)
@@ -44,6 +54,12 @@ ROLES: dict[str, str] = {
     "tokens_starts": "<i8",
     "tokens_data": "<i4",
 }
+#: dtypes a file of each role may have on disk; reads always return ``ROLES``'s (float32 features of adopted MMPT
+#: shards are converted to float16 on read, as MMPT's own feature extractor stores them)
+DISK_DTYPES: dict[str, tuple[str, ...]] = {**{role: (dtype,) for role, dtype in ROLES.items()},
+                                           "video_data": ("<f2", "<f4")}
+#: reasons a video is recorded as unsampleable
+UNSAMPLEABLE = ("no_feature_rows", "no_captions")
 #: (starts role, data role) pairs that form one MMPT ShardedTensor
 PAIRS = (("video_starts", "video_data"), ("times_starts", "times_data"), ("tokens_starts", "tokens_data"))
 
@@ -132,5 +148,10 @@ def check_structure(m: Any, path: Path) -> None:
             _need(ok, path, f"{where}.files.{role} lacks name/dtype/shape/bytes")
             name = entry["name"]
             _need("/" not in name and "\\" not in name and name not in ("", ".", ".."), path, f"bad file name {name!r}")
+        unsampleable = shard.get("unsampleable", {})
+        _need(isinstance(unsampleable, dict) and set(unsampleable) <= set(UNSAMPLEABLE)
+              and all(isinstance(v, list) and all(type(j) is int and 0 <= j < len(ids) for j in v)
+                      for v in unsampleable.values()),
+              path, f"{where}.unsampleable must map {list(UNSAMPLEABLE)} to lists of indices within the shard")
         total += len(ids)
     _need(total == m["num_videos"], path, f"num_videos is {m['num_videos']} but the shards list {total} videos")

@@ -11,6 +11,8 @@ Cleaning policy (every case is counted by kind in ``prepare_report.json`` with e
 ===================== =================================================================================
 kind                  action
 ===================== =================================================================================
+unsafe_id             an id that is not a plain file name (a path separator, ``.``/``..``, a NUL or control
+                      character): video skipped, so no file outside the features directory is ever read
 duplicate_id          a repeated id in the ``.lst``: later copies skipped
 missing_features      no ``<id>.npy``: video skipped
 unreadable_features   not a plain numeric ``.npy``: video skipped
@@ -28,6 +30,9 @@ end_past_video        ``end > T``: end clipped to T
 unsorted_captions     captions not in start order: sorted (stable)
 no_captions_left      no caption survived: video skipped
 ===================== =================================================================================
+
+The summary of dirty records is always printed to stderr (also without a progress bar). A split whose list is
+empty, or whose every video was skipped, is an error (the report is still written) unless ``allow_empty``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -53,8 +59,10 @@ from . import manifest as mf
 from .writer import ShardWriter, read_finished_part, remove_staging, write_part
 
 N_EXAMPLES = 5
+SPLIT_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
 ACTIONS = {
+    "unsafe_id": "video skipped",
     "duplicate_id": "later copies skipped",
     "missing_features": "video skipped",
     "unreadable_features": "video skipped",
@@ -129,6 +137,20 @@ class Report:
 # ----------------------------------------------------------------------------------------------------------------
 # inputs
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def unsafe_id(vid: str) -> str | None:
+    """Why ``vid`` cannot name ``<features>/<vid>.npy`` safely, or None. Ids are file names, never paths."""
+    if vid in (".", ".."):
+        return f"{vid!r} names a directory"
+    for sep in {"/", "\\", os.sep, os.altsep or "/"}:
+        if sep in vid:
+            return f"contains the path separator {sep!r}"
+    if ".." in vid:
+        return "contains '..'"
+    if any(ord(ch) < 32 or ch == "\x7f" for ch in vid):
+        return "contains a control character"
+    return None
 
 
 def read_list(path: Path) -> list[str]:
@@ -368,8 +390,13 @@ def prepare_split(
     *,
     workers: int = 0,
     progress: bool = True,
+    allow_empty: bool = False,
 ) -> Path:
-    """Prepare one split into the store directory ``out_dir``; returns it. Resumes an interrupted run."""
+    """Prepare one split into the store directory ``out_dir``; returns it. Resumes an interrupted run.
+
+    Every dirty record is summarised on stderr. With no video left (an empty list, or all skipped) no manifest
+    is written and a DataError says why, unless ``allow_empty``.
+    """
     from ..textenc import load_tokenizer, vocab_hash
 
     options.check()
@@ -382,13 +409,20 @@ def prepare_split(
                 "delete it or choose another --out"
             )
         return out_dir
+    listed = read_list(list_path)
+    if not listed and not allow_empty:
+        raise DataError(f"{list_path}: split {split!r} lists no videos (pass --allow-empty to write an empty store)")
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_staging(out_dir)
     tokenizer = load_tokenizer(options.tokenizer)
     report = Report()
     ids: list[str] = []
     seen: set[str] = set()
-    for vid in read_list(list_path):
+    for vid in listed:
+        why = unsafe_id(vid)
+        if why:
+            report.add("unsafe_id", repr(vid)[1:-1], f"{why}, in {list_path.name}")
+            continue
         if vid in seen:
             report.add("duplicate_id", vid, f"in {list_path.name}")
             continue
@@ -435,14 +469,19 @@ def prepare_split(
         "shards": [records[k]["entry"] for k in sorted(records)],
     }
     replace_atomic(out_dir / "prepare_report.json", mf.dumps({"split": split, "kinds": report.kinds}))
+    if report.kinds:  # nothing silent: shown even without a progress bar
+        print(f"{split}: dirty records (details in {out_dir / 'prepare_report.json'}):", file=sys.stderr)
+        for line in report.lines():
+            print(f"  {line}", file=sys.stderr)
+    if manifest["num_videos"] == 0 and not allow_empty:
+        skipped = sum(e["count"] for e in report.kinds.values())
+        raise DataError(f"{list_path}: every listed video of split {split!r} was skipped ({skipped} dirty records, "
+                        f"see {out_dir / 'prepare_report.json'}); no store written (pass --allow-empty to write an "
+                        "empty one)")
     replace_atomic(out_dir / mf.MANIFEST, mf.dumps(manifest))
     for k in records:  # the manifest now vouches for the shards; the per-shard records are no longer needed
         (out_dir / ".parts" / f"{split}_{k}.json").unlink(missing_ok=True)
     (out_dir / ".parts").rmdir() if (out_dir / ".parts").is_dir() and not any((out_dir / ".parts").iterdir()) else None
-    if progress and report.kinds:
-        print(f"{split}: dirty records (details in {out_dir / 'prepare_report.json'}):", file=sys.stderr)
-        for line in report.lines():
-            print(f"  {line}", file=sys.stderr)
     return out_dir
 
 
@@ -482,9 +521,14 @@ def prepare_how2(
     *,
     workers: int = 0,
     progress: bool = True,
+    allow_empty: bool = False,
 ) -> dict[str, Path]:
     """Prepare every split in ``lists`` (``{"train": train.lst, ...}``) into ``out_root/<split>/``."""
     options = options or PrepareOptions()
+    for split in lists:
+        if not SPLIT_NAME.match(split) or split in (".", ".."):
+            raise DataError(f"split name {split!r}: use letters, digits, '.', '_' and '-' only (it names "
+                            f"the directory {Path(out_root) / split})")
     if not Path(features_dir).is_dir():
         raise DataError(f"{features_dir}: features directory is missing")
     if not Path(captions_path).is_file():
@@ -492,7 +536,7 @@ def prepare_how2(
     return {
         split: prepare_split(
             split, Path(lst), Path(features_dir), Path(captions_path), Path(out_root) / split, options,
-            workers=workers, progress=progress,
+            workers=workers, progress=progress, allow_empty=allow_empty,
         )
         for split, lst in lists.items()
     }

@@ -46,6 +46,9 @@ class _Shard:
         self.video_ids: list[str] = entry["video_ids"]
         self.paths = {role: data_dir / f["name"] for role, f in entry["files"].items()}
         self.shapes = {role: tuple(f["shape"]) for role, f in entry["files"].items()}
+        #: on-disk dtypes (checked against the format in :meth:`check`); reads return ``manifest.ROLES``'s
+        self.dtypes = {role: np.dtype(f["dtype"]) for role, f in entry["files"].items()}
+        self.unsampleable: dict[str, list[int]] = entry.get("unsampleable", {})
         self.offsets: dict[str, int] = {}
         self.starts: dict[str, np.ndarray] = {}
         self._maps: dict[str, np.ndarray] = {}
@@ -55,9 +58,10 @@ class _Shard:
         n = len(self.video_ids)
         for role, f in entry["files"].items():
             path = self.paths[role]
-            want = np.dtype(mf.ROLES[role])
-            if np.dtype(f["dtype"]) != want or f["dtype"] != want.str:
-                raise DataError(f"{path}: manifest says dtype {f['dtype']}, the format requires {want.str}")
+            if f["dtype"] not in mf.DISK_DTYPES[role]:
+                raise DataError(f"{path}: manifest says dtype {f['dtype']}, the format requires "
+                                f"{' or '.join(mf.DISK_DTYPES[role])}")
+            want = np.dtype(f["dtype"])
             dtype, shape, fortran, offset = read_header(path)
             if dtype.str != want.str:
                 raise DataError(f"{path}: dtype {dtype.str} ({dtype}), expected {want.str} ({want}); no silent cast")
@@ -85,14 +89,16 @@ class _Shard:
             raise DataError(f"{self.paths['tokens_data']}: shape {self.shapes['tokens_data']}, expected (rows, L)")
         for s_role, d_role in mf.PAIRS:
             self.starts[s_role] = self._check_starts(s_role, n, self.shapes[d_role][0], d_role)
-        for s_role, what in (("video_starts", "feature rows"), ("times_starts", "captions")):
-            counts = np.diff(self.starts[s_role])
-            empty = np.flatnonzero(counts == 0)
-            if empty.size:
-                j = int(empty[0])
+        for s_role, what, reason in (("video_starts", "feature rows", "no_feature_rows"),
+                                     ("times_starts", "captions", "no_captions")):
+            empty = np.flatnonzero(np.diff(self.starts[s_role]) == 0)
+            unrecorded = np.setdiff1d(empty, np.asarray(self.unsampleable.get(reason, []), dtype=np.int64))
+            if unrecorded.size:  # an empty video the manifest does not know about: the files changed
+                j = int(unrecorded[0])
                 raise DataError(
-                    f"{self.paths[s_role]}: video {self.video_ids[j]!r} (index {j}) has no {what}; "
-                    f"{empty.size} such videos in this shard (re-prepare with `norton prepare how2`, which skips them)"
+                    f"{self.paths[s_role]}: video {self.video_ids[j]!r} (index {j}) has no {what}, and the manifest "
+                    f"does not record it as unsampleable; {unrecorded.size} such videos in this shard (prepare the "
+                    "store again: `norton prepare how2` skips them, `norton prepare mmpt` records them)"
                 )
         if not np.array_equal(self.starts["times_starts"], self.starts["tokens_starts"]):
             j = int(np.flatnonzero(self.starts["times_starts"] != self.starts["tokens_starts"])[0])
@@ -131,18 +137,21 @@ class _Shard:
             arr = self._maps.get(role)
             if arr is None:
                 arr = self._map(role)
-            return arr[a:b]
-        fd = self._fds.get(role)
-        if fd is None:
-            fd = self._fds[role] = os.open(self.paths[role], os.O_RDONLY)
-        shape = self.shapes[role]
-        out = np.empty((b - a, *shape[1:]), dtype=mf.ROLES[role])
-        row_bytes = out.itemsize * (shape[1] if len(shape) > 1 else 1)
-        _pread_into(fd, memoryview(out).cast("B"), self.offsets[role] + a * row_bytes, self.paths[role])
+            out = arr[a:b]
+        else:
+            fd = self._fds.get(role)
+            if fd is None:
+                fd = self._fds[role] = os.open(self.paths[role], os.O_RDONLY)
+            shape = self.shapes[role]
+            out = np.empty((b - a, *shape[1:]), dtype=self.dtypes[role])
+            row_bytes = out.itemsize * (shape[1] if len(shape) > 1 else 1)
+            _pread_into(fd, memoryview(out).cast("B"), self.offsets[role] + a * row_bytes, self.paths[role])
+        if out.dtype.str != mf.ROLES[role]:  # float32 features of an adopted MMPT shard
+            out = out.astype(mf.ROLES[role])
         return out
 
     def _map(self, role: str) -> np.ndarray:
-        arr = np.memmap(self.paths[role], dtype=mf.ROLES[role], mode="r", offset=self.offsets[role],
+        arr = np.memmap(self.paths[role], dtype=self.dtypes[role], mode="r", offset=self.offsets[role],
                         shape=self.shapes[role])
         # a plain ndarray view of the map: slices stay cheap and never drag the memmap subclass along
         self._maps[role] = arr.view(np.ndarray)
@@ -315,6 +324,17 @@ class ShardStore:
         if self.check_finite:
             _check_finite(features, shard, j)
         return features
+
+    def unsampleable(self) -> dict[str, np.ndarray]:
+        """Store indices (sorted int64) of the videos the manifest records as not sampleable, by reason
+        (``"no_feature_rows"``, ``"no_captions"``: no caption with tokens); a video may have both. Reads no shard
+        data. Stores made by ``norton prepare how2`` have none (it skips such videos)."""
+        self._ready()
+        out = {}
+        for reason in mf.UNSAMPLEABLE:
+            found = [self._firsts[k] + j for k, s in enumerate(self._shards) for j in s.unsampleable.get(reason, [])]
+            out[reason] = np.asarray(sorted(found), dtype=np.int64)
+        return out
 
     def get_by_id(self, video_id: str) -> VideoRecord:
         return self.get(self.index_of(video_id))

@@ -1,8 +1,8 @@
 """The training engine: ``train(recipe)`` runs a recipe's training (and evaluation) in its run directory.
 
-Modules: :mod:`.loop` (the loop, top to bottom), :mod:`.retrieval` (retrieval rounds), :mod:`.checkpoint`
-(atomic checkpoints, resume, the run lock), :mod:`.distributed` (torchrun), :mod:`.schedule` (lr),
-:mod:`.data` (batches from shard stores), :mod:`.state` (``RunContext`` for hooks, ``RunResult``).
+Modules: :mod:`.loop` (the loop, top to bottom), :mod:`.parts` (the run's parts in one object), :mod:`.retrieval`
+(retrieval rounds), :mod:`.checkpoint` (atomic checkpoints, resume, the run lock), :mod:`.distributed` (torchrun),
+:mod:`.schedule` (lr), :mod:`.data` (batches from shard stores), :mod:`.state` (``RunContext`` for hooks, ``RunResult``).
 """
 
 from __future__ import annotations

@@ -77,10 +77,18 @@ def tensors_to_bytes(tensors: Mapping[str, Any]) -> bytes:
     return save(out)
 
 
-def bytes_to_tensors(data: bytes) -> dict[str, Any]:
+def bytes_to_tensors(data: bytes, source: str = "checkpoint tensors") -> dict[str, Any]:
+    """Tensors of a safetensors payload; anything else (a pickle renamed, a file replaced and re-hashed) is a
+    CheckpointError naming ``source``, never a SafetensorError traceback."""
+    from safetensors import SafetensorError
     from safetensors.torch import load
 
-    return load(data)
+    try:
+        return load(data)
+    except SafetensorError as exc:
+        hint = " (it is a pickle: convert VideoCLIP weights with `norton convert-videoclip`)" \
+            if data[:1] == b"\x80" or data[:2] == b"PK" else ""
+        raise CheckpointError(f"{source}: not a readable safetensors file ({exc}){hint}") from None
 
 
 def optimizer_to_tensors(optimizer: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -189,7 +197,7 @@ def save_checkpoint(root: Path, step: int, files: Mapping[str, bytes], keep_last
     except OSError as exc:  # disk full, quota, I/O error: nothing was renamed, so the previous checkpoint stands
         _remove_tree(staging)
         latest = root / "latest"
-        previous = latest.read_text().strip() if latest.exists() else "none"
+        previous = read_pointer(latest) if latest.exists() else "none"
         code = errno.errorcode.get(exc.errno or 0, "OSError")
         raise CheckpointError(f"saving checkpoint step-{step} failed: {code} ({exc.strerror or exc}) writing "
                               f"{exc.filename or staging}; the latest checkpoint ({previous}) is intact and no "
@@ -292,15 +300,25 @@ def read_checkpoint(path: Path, verify: bool = True) -> dict[str, bytes]:
     return out
 
 
+def read_pointer(pointer: Path) -> str:
+    """The text of ``latest``, whatever bytes it holds (non-UTF-8 garbage reads as replacement characters)."""
+    try:
+        return pointer.read_bytes().decode("utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+
+
 def find_latest(root: Path, log: Any = print) -> tuple[Path, dict[str, bytes]] | None:
     """The newest valid checkpoint: ``latest`` if it resolves to a valid one, else a scan newest-first. Invalid
     ones are reported and left in place (never deleted automatically)."""
     candidates: list[Path] = []
     pointer = root / "latest"
     if pointer.is_file():
-        name = pointer.read_text().strip()
+        name = read_pointer(pointer)
         if STEP_DIR.match(name):
             candidates.append(root / name)
+        else:
+            log(f"norton: warning: {pointer} does not name a checkpoint ({name[:40]!r}); scanning for the newest")
     candidates += [p for _, p in reversed(committed_steps(root)) if p not in candidates]
     for path in candidates:
         try:

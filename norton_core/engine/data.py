@@ -91,15 +91,16 @@ class BatchDataset:
         return batch
 
 
-def make_loader(dataset: BatchDataset, num_workers: int, seed: int) -> Any:
+def make_loader(dataset: BatchDataset, num_workers: int, seed: int, pin_memory: bool = False) -> Any:
     """A DataLoader over whole batches, in order. Its own seeded generator keeps it from drawing on the global
-    torch RNG (which would shift dropout masks between a resumed and an uninterrupted run)."""
+    torch RNG (which would shift dropout masks between a resumed and an uninterrupted run). ``pin_memory`` (for
+    CUDA) puts batches in page-locked memory, so that ``.to(device, non_blocking=True)`` overlaps the copy."""
     import torch
 
     generator = torch.Generator()
     generator.manual_seed(seed)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=None, shuffle=False, num_workers=num_workers, generator=generator,
+        dataset, batch_size=None, shuffle=False, num_workers=num_workers, generator=generator, pin_memory=pin_memory,
         prefetch_factor=2 if num_workers else None, persistent_workers=False,
         timeout=600 if num_workers else 0,
     )

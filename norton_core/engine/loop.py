@@ -1,48 +1,36 @@
 """The training loop, top to bottom: set-up, resume, epochs of (retrieved or random) batches, checkpoints, and
-the evaluation at the end. Read :func:`run` first; the helpers below it are small.
+the evaluation at the end. Read :func:`run` and :func:`_train` first; the helpers below them are small and take
+the run's parts (:class:`.parts.Run`).
 
 One optimizer step consumes ``world_size x grad_accum`` batches of V videos (C clips each): rank r takes batches
 ``step*W*A + r*A + a``, so W ranks with A accumulation steps compute exactly what one process accumulating W*A
 batches computes. Gradients are averaged over all of them.
+
+Loss terms stay on the device during a step: the host waits for the device once per step, when it learns whether
+every rank's loss terms and the gradient norm are finite; the logged values come back in the same transfer.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import random
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..errors import CheckpointError, DataError, Preempted, RecipeError, TrainingError
+from ..errors import DataError, Preempted, RecipeError, TrainingError
 from ..faults import fault_point
 from . import checkpoint as ckpt
 from . import data as dataio
 from . import distributed
+from .parts import Run, assemble
 from .preempt import Preemption
-from .resume import open_run_dir, restore_state, save_state
+from .resume import open_run_dir, save_state
 from .retrieval import retrieval_round
 from .schedule import learning_rate
-from .setup import (
-    DEMO_HINT,
-    MetricsLog,
-    apply_determinism,
-    autocast_factory,
-    cache_dir_of,
-    check_tokenizer,
-    load_init_weights,
-    plugin_list,
-    prepare_data,
-    progress_bar,
-    read_json,
-    resolve_precision,
-)
-from .state import RunContext, RunResult, TrainState
+from .setup import apply_determinism, plugin_list, progress_bar, resolve_precision
+from .state import RunResult
 
 __all__ = ["resolve_precision", "run"]
 
@@ -51,7 +39,7 @@ def run(recipe: Any, plugins: Any, *, resume: bool, overwrite: bool, allow_recip
         init_from: str, prior_evaluation: dict[str, Any]) -> RunResult:
     cfg, tcfg = recipe.run, recipe.train
     dist = distributed.setup(cfg.device)
-    log: Callable[[str], None] = (lambda m: print(m, flush=True)) if dist.is_main else (lambda m: None)
+    log = (lambda m: print(m, flush=True)) if dist.is_main else (lambda m: None)
     precision = resolve_precision(tcfg.precision, dist.device)
     if precision == "fp16" and not dist.device.startswith("cuda"):
         raise RecipeError("train.precision = 'fp16' needs CUDA; use 'bf16' on CPU")
@@ -70,227 +58,231 @@ def run(recipe: Any, plugins: Any, *, resume: bool, overwrite: bool, allow_recip
             lock.acquire()
         found = open_run_dir(run_dir, ckpt_root, resume, overwrite, dist, log)
         with Preemption() as preempt:
-            return _train(recipe, plugins, dist, run_dir, ckpt_root, found, allow_recipe_change, init_from,
-                          prior_evaluation, precision, log, preempt)
+            # data, components, optimizer and (when resuming) their checkpointed state, gathered in one object
+            parts = assemble(recipe, plugins, dist=dist, log=log, preempt=preempt, precision=precision,
+                             run_dir=run_dir, ckpt_root=ckpt_root, found=found, allow=allow_recipe_change,
+                             init_from=init_from, prior_evaluation=prior_evaluation)
+            return _train(parts)
     finally:
         lock.release()
         restore()
 
 
-def _train(recipe: Any, plugins: Any, dist: distributed.Dist, run_dir: Path, ckpt_root: Path,
-           found: tuple[Path, dict[str, bytes]] | None, allow: tuple[str, ...], init_from: str,
-           prior_evaluation: dict[str, Any], precision: str, log: Callable[[str], None],
-           preempt: Preemption) -> RunResult:
-    import torch
+def _train(run: Run) -> RunResult:
+    state, tcfg, ecfg, plugins = run.state, run.tcfg, run.recipe.evaluation, run.plugins
+    if run.finished():
+        run.log(f"norton: run already complete at step {state.step} ({run.run_dir})")
+        if ecfg.after and "after" not in run.evaluation:
+            evaluate(run, "after")
+        return _result(run, {})
+    _start(run)
 
-    cfg, tcfg, rcfg, ecfg = recipe.run, recipe.train, recipe.retrieval, recipe.evaluation
-    resolved = recipe.resolved()
-    device = dist.device
-
-    # -- data: prepared once (rank 0 first, so that only one process generates or converts it) ---------------------
-    source = recipe.build("data", cache_dir=cache_dir_of(cfg))
-    paths = prepare_data(source, dist, log)
-    if ecfg.tasks and (ecfg.before or ecfg.after) and paths.eval_root is None:
-        raise DataError(f"evaluation.tasks = {ecfg.tasks} but the data source {recipe.components['data'].name!r} "
-                        "provides no evaluation sets (eval_root); remove the tasks or use a source that has them")
-    if found is None and init_from and not Path(init_from).expanduser().exists():
-        raise CheckpointError(f"run.init_from = {init_from!r} does not exist. The paper's setup starts from VideoCLIP "
-                              "weights converted to safetensors (`norton convert-videoclip`); set run.init_from = \"\" "
-                              f"to start from the text encoder alone; {DEMO_HINT}")
-    store = dataio.open_store(paths.train, recipe.train.read_mode, recipe.train.check_finite)
-    videos = dataio.sampleable_videos(store, log)
-
-    # -- components: the same seed on every rank gives identical initial weights ----------------------------------
-    torch.manual_seed(cfg.seed)
-    model = recipe.build("model")
-    check_tokenizer(model, store)
-    loss_fn = recipe.build("loss", rank=dist.rank, world_size=dist.world_size)
-    aligner = recipe.build("aligner", special_tokens=model.special_tokens())
-    embed_aligner = recipe.build("retrieval.aligner", special_tokens=model.special_tokens())
-    if found is None and init_from:
-        load_init_weights(model, init_from, log)
-    model.to(device)
-    if isinstance(loss_fn, torch.nn.Module):
-        loss_fn.to(device)
-    params = list(model.trainable_parameters())
-    if isinstance(loss_fn, torch.nn.Module):  # a learnable temperature must really be trained
-        params += [p for p in loss_fn.parameters() if p.requires_grad]
-    if not params:
-        raise TrainingError("the model has no trainable parameters (check model.freeze)")
-    opt_cls = torch.optim.AdamW if tcfg.optimizer == "adamw" else torch.optim.Adam
-    optimizer = opt_cls(params, lr=tcfg.lr, betas=tuple(tcfg.betas), eps=tcfg.eps, weight_decay=tcfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    autocast = autocast_factory(precision, device)
-    # dropout streams differ per rank and do not reuse init draws; Python's and numpy's global generators (which
-    # plugins may use) start from the seed too, so that they are part of the exact-resume state
-    torch.manual_seed(cfg.seed + 1 + dist.rank)
-    random.seed(cfg.seed + 1 + dist.rank)
-    np.random.seed(cfg.seed + 1 + dist.rank)
-
-    # -- resume: tensors, RNG streams, the epoch's batches and the cursor ------------------------------------------
-    state = TrainState()
-    metrics = MetricsLog(run_dir / "metrics.jsonl", dist.is_main)
-    if found is not None:
-        state = restore_state(found, model, loss_fn, optimizer, scaler, resolved, allow, dist, tcfg, log)
-    ctx = RunContext(recipe=resolved, run_dir=run_dir, rank=dist.rank, world_size=dist.world_size,
-                     step=state.step, epoch=state.epoch, model=model, optimizer=optimizer, device=device)
-    if found is None and dist.is_main:  # a fresh start (or --resume before any checkpoint): no stale outputs
-        metrics.truncate(0)
-        (run_dir / "eval.json").unlink(missing_ok=True)
-    evaluation = dict(prior_evaluation) | read_json(run_dir / "eval.json")
-
-    def evaluate(label: str) -> None:
-        if ecfg.tasks and dist.is_main:
-            evaluation[label] = evaluate_model(model, recipe, paths, device, autocast, plugins)
-            ckpt.replace_atomic(run_dir / "eval.json", json.dumps(
-                {k: v for k, v in evaluation.items() if k not in prior_evaluation}, indent=1).encode())
-            metrics.write({"event": "evaluation", "label": label, "step": state.step, "results": evaluation[label]})
-        distributed.barrier(dist)
-
-    def save() -> Path | None:
-        return save_state(ckpt_root, state, model, loss_fn, optimizer, scaler, resolved, plugins, metrics, dist, tcfg, log)
-
-    def finished() -> bool:
-        return state.epoch > tcfg.epochs or (tcfg.max_steps > 0 and state.step >= tcfg.max_steps)
-
-    if finished():
-        log(f"norton: run already complete at step {state.step} ({run_dir})")
-        if ecfg.after and "after" not in evaluation:
-            evaluate("after")
-        return _result(run_dir, state, True, found, {}, evaluation, dist, ecfg)
-
-    if found is not None:
-        metrics.truncate(state.metrics_offset)
-        metrics.write({"event": "resume", "step": state.step, "from": found[0].name})
-    if dist.is_main:
-        ckpt.replace_atomic(run_dir / "recipe.json", json.dumps({**resolved, "source": recipe.source}, indent=1).encode())
-        ckpt.replace_atomic(run_dir / "plugins.json", json.dumps(plugin_list(plugins), indent=1).encode())
-    plugins.call("norton_run_start", run=ctx)
-    if ecfg.before and state.step == 0 and "before" not in evaluation:
-        evaluate("before")
-
-    per_step = dist.world_size * tcfg.grad_accum
     last_metrics: dict[str, float] = {}
-    model.train()
-    while not finished():
-        epoch = state.epoch
-        ctx.epoch = epoch
+    run.model.train()
+    while not run.finished():
+        epoch = run.ctx.epoch = state.epoch
         # -- 1. the epoch's batches: retrieved neighbourhoods from start_epoch on, random before ---------------------
-        if state.batches is None:
-            if rcfg.enabled and epoch >= rcfg.start_epoch:
-                state.batches, stats = _retrieval(recipe, model, store, embed_aligner, videos, dist, autocast, epoch, log)
-                metrics.write({"event": "retrieval", "step": state.step, **stats})
-                plugins.call("norton_retrieval_round_end", run=ctx, epoch=epoch, stats=stats)
-            else:
-                state.batches = dataio.random_batches(videos, tcfg.videos_per_batch, cfg.seed, epoch)
-            state.cursor = 0
-        steps_in_epoch = len(state.batches) // per_step
-        if steps_in_epoch == 0:
-            raise DataError(f"epoch {epoch} has {len(state.batches)} batches of {tcfg.videos_per_batch} videos, fewer "
-                            f"than one step needs ({per_step} = world_size x train.grad_accum)")
-        plugins.call("norton_epoch_start", run=ctx, epoch=epoch)
+        steps_in_epoch = _plan_epoch(run, epoch)
+        plugins.call("norton_epoch_start", run=run.ctx, epoch=epoch)
 
         # -- 2. this rank's batches from the cursor on, laid out by DataLoader workers ------------------------------
-        mine = [state.batches[s * per_step + dist.rank * tcfg.grad_accum + a]
-                for s in range(state.cursor, steps_in_epoch) for a in range(tcfg.grad_accum)]
-        loader = dataio.make_loader(dataio.BatchDataset(store, aligner, mine, cfg.seed, epoch, "train"),
-                                    tcfg.num_workers, cfg.seed + epoch)
-        batches = iter(loader)
-        bar = progress_bar(steps_in_epoch, state.cursor, epoch, dist)
+        batches = iter(_epoch_loader(run, epoch, steps_in_epoch))
+        bar = progress_bar(steps_in_epoch, state.cursor, epoch, run.dist)
         epoch_sums: dict[str, float] = {}
         epoch_count = 0
-        while state.cursor < steps_in_epoch and not finished():
+        while state.cursor < steps_in_epoch and not run.finished():
             t0 = time.perf_counter()
-            # -- 3. forward/backward over grad_accum batches; non-finite terms stop before any update ----------------
-            sums, clips, bad_term = {}, 0, ""
-            for _ in range(tcfg.grad_accum):
-                batch = {k: (v.to(device, non_blocking=True) if hasattr(v, "to") else v) for k, v in next(batches).items()}
-                clips += int(batch["caps"].shape[0])
-                with autocast():
-                    outputs = model(batch["caps"], batch["cmasks"], batch["vfeats"], batch["vmasks"])
-                    terms = loss_fn(outputs, batch)
-                for key, value in terms.items():
-                    val = float(value.detach().float())
-                    sums[key] = sums.get(key, 0.0) + val
-                    if not math.isfinite(val) and not bad_term and (key == "loss" or key.endswith("_loss")):
-                        bad_term = key
-                if not bad_term:
-                    scaled = terms["loss"] / tcfg.grad_accum
-                    (scaler.scale(scaled) if scaler else scaled).backward()
-            ok = _all_ranks_agree(not bad_term, dist, device)
-            grad_norm = float("nan")
-            if ok:
-                distributed.all_reduce_mean_grads(params, dist)
-                if scaler:
-                    scaler.unscale_(optimizer)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tcfg.clip_norm or float("inf")))
-                # with fp16 an overflow is the scaler's business (it skips the step and lowers the scale)
-                if not math.isfinite(grad_norm) and not scaler:
-                    ok, bad_term = False, "gradient norm"
-            if not ok:
-                optimizer.zero_grad(set_to_none=True)
-                handle_nonfinite(recipe, state, tcfg, bad_term or "a loss term on another rank", dist, epoch, ckpt_root,
-                           metrics)
+            # -- 3. forward/backward over grad_accum batches; the terms stay on the device ---------------------------
+            sums, per_batch, clips = _forward_backward(run, batches)
+            # -- 4. numerical health, agreed by every rank: a non-finite term or gradient stops before any update ----
+            bad_term, grad_norm, values = _check_step(run, sums, per_batch)
+            if bad_term:
+                run.optimizer.zero_grad(set_to_none=True)
+                handle_nonfinite(run, bad_term, epoch)
                 state.cursor += 1
                 continue
-            # -- 4. the update ----------------------------------------------------------------------------------------
-            lr = learning_rate(tcfg, state.step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            state.cursor += 1
-            state.consecutive_skips = 0
-            ctx.step = state.step
-            # -- 5. logging: every rank's terms averaged, so the log does not depend on the world size ---------------
-            keys = sorted(sums)
-            values = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
-            values = distributed.all_reduce_tensor(values.to(device), dist).cpu() / per_step
-            step_metrics = {k: float(v) for k, v in zip(keys, values, strict=True)}
-            seconds = time.perf_counter() - t0
-            step_metrics.update(lr=lr, grad_norm=grad_norm, clips_per_s=clips * dist.world_size / max(seconds, 1e-9))
+            # -- 5. the update ----------------------------------------------------------------------------------------
+            lr = _update(run)
+            # -- 6. logging: every rank's terms averaged, so the log does not depend on the world size ---------------
+            step_metrics = {**values, "lr": lr, "grad_norm": grad_norm,
+                            "clips_per_s": clips * run.dist.world_size / max(time.perf_counter() - t0, 1e-9)}
             for k, v in step_metrics.items():
                 epoch_sums[k] = epoch_sums.get(k, 0.0) + v
             epoch_count += 1
             last_metrics = step_metrics
             if state.step % tcfg.log_every == 0:
-                metrics.write({"step": state.step, "epoch": epoch, **step_metrics, "time": time.time()})
+                run.metrics.write({"step": state.step, "epoch": epoch, **step_metrics, "time": time.time()})
             if bar is not None:
                 bar.set_postfix(loss=f"{step_metrics.get('loss', float('nan')):.4f}", lr=f"{lr:.2e}",
                                 clips_s=f"{step_metrics['clips_per_s']:.1f}", refresh=False)
                 bar.update(1)
-            plugins.call("norton_step_end", run=ctx, step=state.step, metrics=step_metrics)
+            plugins.call("norton_step_end", run=run.ctx, step=state.step, metrics=step_metrics)
             fault_point("step")
             scheduled = bool(tcfg.checkpoint_every) and state.step % tcfg.checkpoint_every == 0
             if scheduled:
-                save()
+                save_state(run)
             # -- 7. preemption: SIGTERM on any rank -> every rank commits this step (once) and stops ---------------
-            if not _all_ranks_agree(not preempt.requested, dist, device):
+            if not _all_ranks_agree(not run.preempt.requested, run.dist):
                 if not scheduled:
-                    save()
+                    save_state(run)
                 raise Preempted(f"SIGTERM: stopped after step {state.step} with its checkpoint committed in "
-                                f"{ckpt_root}; continue with --resume")
+                                f"{run.ckpt_root}; continue with --resume")
         if bar is not None:
             bar.close()
-        del batches, loader
-        # -- 6. end of epoch (or of max_steps): checkpoint, then the hooks -------------------------------------------
+        del batches  # stops the epoch's DataLoader workers
+        # -- 8. end of epoch (or of max_steps): checkpoint, then the hooks -------------------------------------------
         if state.cursor >= steps_in_epoch:
             state.epoch, state.cursor, state.batches = epoch + 1, 0, None
-        save()
+        save_state(run)
         epoch_means = {k: v / max(epoch_count, 1) for k, v in epoch_sums.items()}
-        metrics.write({"event": "epoch_end", "epoch": epoch, "step": state.step, **epoch_means})
-        plugins.call("norton_epoch_end", run=ctx, epoch=epoch, metrics=epoch_means)
+        run.metrics.write({"event": "epoch_end", "epoch": epoch, "step": state.step, **epoch_means})
+        plugins.call("norton_epoch_end", run=run.ctx, epoch=epoch, metrics=epoch_means)
 
     if ecfg.after:
-        evaluate("after")
-    final = dict(evaluation.get("after", {}))
-    plugins.call("norton_run_end", run=ctx, metrics=final)
-    return _result(run_dir, state, True, found, last_metrics, evaluation, dist, ecfg)
+        evaluate(run, "after")
+    plugins.call("norton_run_end", run=run.ctx, metrics=dict(run.evaluation.get("after", {})))
+    return _result(run, last_metrics)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the steps of the loop
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _start(run: Run) -> None:
+    """Record what runs (recipe, plugins), tell the hooks, and evaluate the untrained model if asked."""
+    if run.found is not None:
+        run.metrics.truncate(run.state.metrics_offset)
+        run.metrics.write({"event": "resume", "step": run.state.step, "from": run.found[0].name})
+    if run.dist.is_main:
+        recipe_json = {**run.resolved, "source": run.recipe.source}
+        ckpt.replace_atomic(run.run_dir / "recipe.json", json.dumps(recipe_json, indent=1).encode())
+        ckpt.replace_atomic(run.run_dir / "plugins.json", json.dumps(plugin_list(run.plugins), indent=1).encode())
+    run.plugins.call("norton_run_start", run=run.ctx)
+    if run.recipe.evaluation.before and run.state.step == 0 and "before" not in run.evaluation:
+        evaluate(run, "before")
+
+
+def _plan_epoch(run: Run, epoch: int) -> int:
+    """The epoch's batches (kept in the state, so a resume reuses them); returns the epoch's optimizer steps."""
+    state, rcfg, tcfg = run.state, run.recipe.retrieval, run.tcfg
+    if state.batches is None:
+        if rcfg.enabled and epoch >= rcfg.start_epoch:
+            state.batches, stats = _retrieval(run, epoch)
+            run.metrics.write({"event": "retrieval", "step": state.step, **stats})
+            run.plugins.call("norton_retrieval_round_end", run=run.ctx, epoch=epoch, stats=stats)
+        else:
+            state.batches = dataio.random_batches(run.videos, tcfg.videos_per_batch, run.cfg.seed, epoch)
+        state.cursor = 0
+    steps_in_epoch = len(state.batches) // run.per_step
+    if steps_in_epoch == 0:
+        raise DataError(f"epoch {epoch} has {len(state.batches)} batches of {tcfg.videos_per_batch} videos, "
+                        f"fewer than one step needs ({run.per_step} = world_size x train.grad_accum)")
+    return steps_in_epoch
+
+
+def _epoch_loader(run: Run, epoch: int, steps_in_epoch: int) -> Any:
+    state, accum, seed = run.state, run.tcfg.grad_accum, run.cfg.seed
+    mine = [state.batches[s * run.per_step + run.dist.rank * accum + a]
+            for s in range(state.cursor, steps_in_epoch) for a in range(accum)]
+    dataset = dataio.BatchDataset(run.store, run.aligner, mine, seed, epoch, "train")
+    return dataio.make_loader(dataset, run.tcfg.num_workers, seed + epoch, pin_memory=run.device.startswith("cuda"))
+
+
+def _forward_backward(run: Run, batches: Any) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
+    """Forward and backward over ``grad_accum`` batches. Returns each term's float64 sum over the batches, each
+    batch's terms (to name the first non-finite one) and the clips seen; nothing here waits for the device.
+
+    A batch with a non-finite loss is still backpropagated: its gradients are dropped with the whole step, and
+    checking it before the backward would cost a device synchronisation per batch."""
+    sums: dict[str, Any] = {}
+    per_batch: list[dict[str, Any]] = []
+    clips = 0
+    for _ in range(run.tcfg.grad_accum):
+        batch = {k: (v.to(run.device, non_blocking=True) if hasattr(v, "to") else v) for k, v in next(batches).items()}
+        clips += int(batch["caps"].shape[0])
+        with run.autocast():
+            outputs = run.model(batch["caps"], batch["cmasks"], batch["vfeats"], batch["vmasks"])
+            terms = run.loss_fn(outputs, batch)
+        # float32 values summed in float64: the same numbers Python floats gave when every term was read each batch
+        values = {key: value.detach().float().reshape(()).double() for key, value in terms.items()}
+        for key, value in values.items():
+            sums[key] = sums[key] + value if key in sums else value
+        per_batch.append(values)
+        scaled = terms["loss"] / run.tcfg.grad_accum
+        (run.scaler.scale(scaled) if run.scaler else scaled).backward()
+    return sums, per_batch, clips
+
+
+def _is_loss_term(key: str) -> bool:
+    return key == "loss" or key.endswith("_loss")
+
+
+def _check_step(run: Run, sums: dict[str, Any], per_batch: list[dict[str, Any]]) -> tuple[str, float, dict[str, float]]:
+    """Average the gradients over ranks, clip them, and find out (in one transfer from the device) whether every
+    rank's loss terms and the gradient norm are finite. Returns (the non-finite term or "", gradient norm, the
+    step's terms averaged over every rank's batches)."""
+    import torch
+
+    dist, scaler = run.dist, run.scaler
+    keys = sorted(sums)
+    # a sum is non-finite exactly when one of its batches' values is (float64 sums of float32 values cannot overflow)
+    loss_ok = torch.isfinite(torch.stack([sums[k] for k in keys if _is_loss_term(k)])).all()
+    distributed.all_reduce_mean_grads(run.params, dist)
+    if scaler is not None:
+        # fp16: unscaling commits the scaler to this step, so the ranks agree on the loss terms first (a second sync)
+        if not _all_ranks_agree(bool(loss_ok), dist):
+            return _first_nonfinite(per_batch), float("nan"), {}
+        scaler.unscale_(run.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.params, run.tcfg.clip_norm or float("inf"))
+    # with fp16 an overflow is the scaler's business (it skips the step and lowers the scale)
+    grad_ok = torch.isfinite(grad_norm) | (scaler is not None)
+    flags = distributed.all_reduce_tensor(torch.stack([loss_ok, grad_ok]).to(torch.int32), dist, "min")
+    totals = distributed.all_reduce_tensor(torch.stack([sums[k] for k in keys]), dist)
+    host = torch.cat([flags.double(), grad_norm.detach().double().reshape(1), totals]).cpu()  # the step's one sync
+    if not host[0]:
+        return _first_nonfinite(per_batch), float("nan"), {}
+    if not host[1]:
+        return "gradient norm", float("nan"), {}
+    means = host[3:] / run.per_step
+    return "", float(host[2]), {k: float(v) for k, v in zip(keys, means, strict=True)}
+
+
+def _first_nonfinite(per_batch: list[dict[str, Any]]) -> str:
+    """This rank's first non-finite loss term in batch order (read only on the rare unhealthy step)."""
+    for values in per_batch:
+        for key, value in values.items():
+            if _is_loss_term(key) and not math.isfinite(float(value)):
+                return key
+    return "a loss term on another rank"
+
+
+def _update(run: Run) -> float:
+    """The optimizer step at the schedule's learning rate; returns that rate."""
+    state, optimizer = run.state, run.optimizer
+    lr = learning_rate(run.tcfg, state.step)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    if run.scaler:
+        run.scaler.step(optimizer)
+        run.scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    state.cursor += 1
+    state.consecutive_skips = 0
+    run.ctx.step = state.step
+    return lr
+
+
+def _all_ranks_agree(ok: bool, dist: distributed.Dist) -> bool:
+    if not dist.enabled:
+        return ok
+    import torch
+
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=dist.device)
+    return bool(distributed.all_reduce_tensor(flag, dist, "min").item())
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -298,72 +290,76 @@ def _train(recipe: Any, plugins: Any, dist: distributed.Dist, run_dir: Path, ckp
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _retrieval(recipe: Any, model: Any, store: Any, aligner: Any, videos: np.ndarray, dist: distributed.Dist,
-               autocast: Any, epoch: int, log: Callable[[str], None]) -> tuple[np.ndarray, dict[str, Any]]:
-    cfg, tcfg, rcfg = recipe.run, recipe.train, recipe.retrieval
+def _retrieval(run: Run, epoch: int) -> tuple[Any, dict[str, Any]]:
+    cfg, tcfg, rcfg = run.cfg, run.tcfg, run.recipe.retrieval
 
     def make_loader(chunks: list[list[int]]) -> Any:
-        dataset = dataio.BatchDataset(store, aligner, chunks, cfg.seed, epoch, "embed")
-        return dataio.make_loader(dataset, tcfg.num_workers, cfg.seed + epoch)
+        dataset = dataio.BatchDataset(run.store, run.embed_aligner, chunks, cfg.seed, epoch, "embed")
+        return dataio.make_loader(dataset, tcfg.num_workers, cfg.seed + epoch, pin_memory=run.device.startswith("cuda"))
 
     batches, stats = retrieval_round(
-        model=model, make_loader=make_loader, videos=videos,
-        build_backend=lambda: recipe.build("retrieval.backend", seed=cfg.seed + epoch),
+        model=run.model, make_loader=make_loader, videos=run.videos,
+        build_backend=lambda: run.recipe.build("retrieval.backend", seed=cfg.seed + epoch),
         per_batch=tcfg.videos_per_batch, num_cands=rcfg.num_cands, embed_per_batch=rcfg.embed_videos_per_batch,
-        recall_sample=rcfg.recall_sample, seed=cfg.seed, epoch=epoch, dist=dist, autocast=autocast, log=log)
-    log(f"norton: retrieval round for epoch {epoch}: {stats['videos']} videos -> {stats['batches']} batches in "
-        f"{stats['seconds']:.1f}s ({stats['backend']}, neighbour recall vs exact {stats['recall']:.3f})")
+        recall_sample=rcfg.recall_sample, seed=cfg.seed, epoch=epoch, dist=run.dist, autocast=run.autocast,
+        log=run.log)
+    run.log(f"norton: retrieval round for epoch {epoch}: {stats['videos']} videos -> {stats['batches']} batches in "
+            f"{stats['seconds']:.1f}s ({stats['backend']}, neighbour recall vs exact {stats['recall']:.3f})")
     return batches, stats
 
 
-def _all_ranks_agree(ok: bool, dist: distributed.Dist, device: str) -> bool:
-    import torch
-
-    flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=device)
-    return bool(distributed.all_reduce_tensor(flag, dist, "min").item())
-
-
-def handle_nonfinite(recipe: Any, state: TrainState, tcfg: Any, term: str, dist: distributed.Dist, epoch: int,
-               ckpt_root: Path, metrics: MetricsLog) -> None:
+def handle_nonfinite(run: Run, term: str, epoch: int) -> None:
     """Stop (policy "error") or count a skipped step (policy "skip"); the optimizer never saw the bad values."""
-    latest = ckpt_root / "latest"
+    state, tcfg = run.state, run.tcfg
+    latest = run.ckpt_root / "latest"
     where = latest.read_text().strip() if latest.exists() else "none yet"
-    message = (f"non-finite {term} at step {state.step + 1} (epoch {epoch}, batch {state.cursor}, rank {dist.rank}) "
-               f"with loss {recipe.components['loss'].name!r}; no update was applied and the last checkpoint "
+    message = (f"non-finite {term} at step {state.step + 1} (epoch {epoch}, batch {state.cursor}, rank {run.dist.rank}) "
+               f"with loss {run.recipe.components['loss'].name!r}; no update was applied and the last checkpoint "
                f"({where}) is intact. Lower train.lr, use precision fp32, or set train.on_nonfinite = 'skip'")
     if tcfg.on_nonfinite == "error":
         raise TrainingError(message)
     state.consecutive_skips += 1
     state.skipped_steps += 1
-    metrics.write({"event": "skipped_step", "step": state.step, "epoch": epoch, "term": term})
+    run.metrics.write({"event": "skipped_step", "step": state.step, "epoch": epoch, "term": term})
     if state.consecutive_skips > tcfg.max_consecutive_skips:
         raise TrainingError(f"{state.consecutive_skips} consecutive non-finite steps (train.max_consecutive_skips = "
                             f"{tcfg.max_consecutive_skips}); last: {message}")
 
 
-def evaluate_model(model: Any, recipe: Any, paths: Any, device: str, autocast: Any, plugins: Any) -> dict[str, float]:
+def evaluate(run: Run, label: str) -> None:
+    """Evaluate on rank 0 and record the results under ``label`` (eval.json and metrics.jsonl); all ranks wait."""
+    if run.recipe.evaluation.tasks and run.dist.is_main:
+        run.evaluation[label] = evaluate_model(run)
+        mine = {k: v for k, v in run.evaluation.items() if k not in run.prior_evaluation}
+        ckpt.replace_atomic(run.run_dir / "eval.json", json.dumps(mine, indent=1).encode())
+        run.metrics.write({"event": "evaluation", "label": label, "step": run.state.step,
+                           "results": run.evaluation[label]})
+    distributed.barrier(run.dist)
+
+
+def evaluate_model(run: Run) -> dict[str, float]:
     """``{"<task>/<metric>": value}`` for the recipe's evaluation tasks (rank 0 only)."""
     from ..evaluation import run_evaluation
 
-    ecfg = recipe.evaluation
-    options = {task: recipe.components[f"evaluation.task_options.{task}"].config for task in ecfg.tasks}
+    ecfg, model = run.recipe.evaluation, run.model
+    options = {task: run.recipe.components[f"evaluation.task_options.{task}"].config for task in ecfg.tasks}
     was_training = model.training
     model.eval()
     try:
-        with autocast():
-            return run_evaluation(model, ecfg.tasks, paths.eval_root, options=options, batch_size=ecfg.batch_size,
-                                  device=device, progress=sys.stderr.isatty(), plugins=plugins)
+        with run.autocast():
+            return run_evaluation(model, ecfg.tasks, run.paths.eval_root, options=options, batch_size=ecfg.batch_size,
+                                  device=run.device, progress=sys.stderr.isatty(), plugins=run.plugins)
     finally:
         model.train(was_training)
 
 
-def _result(run_dir: Path, state: TrainState, complete: bool, found: Any, last: dict[str, float],
-            evaluation: dict[str, Any], dist: distributed.Dist, ecfg: Any) -> RunResult:
-    if dist.is_main and evaluation and ecfg.tasks:
+def _result(run: Run, last: dict[str, float]) -> RunResult:
+    state, evaluation = run.state, run.evaluation
+    if run.dist.is_main and evaluation and run.recipe.evaluation.tasks:
         print_evaluation(evaluation)
-    return RunResult(run_dir=run_dir, step=state.step, epoch=state.epoch if state.batches is not None else state.epoch - 1,
-                     complete=complete, resumed_from=found[0] if found else None, metrics=last,
-                     evaluation=evaluation)
+    return RunResult(run_dir=run.run_dir, step=state.step,
+                     epoch=state.epoch if state.batches is not None else state.epoch - 1, complete=True,
+                     resumed_from=run.found[0] if run.found else None, metrics=last, evaluation=evaluation)
 
 
 def print_evaluation(evaluation: dict[str, Any]) -> None:

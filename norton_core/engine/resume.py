@@ -9,15 +9,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import CheckpointError
 from . import checkpoint as ckpt
 from . import distributed
-from .setup import MetricsLog, jsonable, plugin_list
+from .setup import jsonable, plugin_list
 from .state import TrainState, host_rng_state, set_host_rng_state
+
+if TYPE_CHECKING:
+    from .parts import Run
 
 
 def open_run_dir(run_dir: Path, ckpt_root: Path, resume: bool, overwrite: bool, dist: distributed.Dist,
@@ -51,9 +54,7 @@ def open_run_dir(run_dir: Path, ckpt_root: Path, resume: bool, overwrite: bool, 
     return path, ckpt.read_checkpoint(path)
 
 
-def save_state(root: Path, state: TrainState, model: Any, loss_fn: Any, optimizer: Any, scaler: Any,
-          resolved: dict[str, Any], plugins: Any, metrics: MetricsLog, dist: distributed.Dist, tcfg: Any,
-          log: Callable[[str], None]) -> Path | None:
+def save_state(run: Run) -> Path | None:
     """Gather every rank's RNG streams; rank 0 writes and commits the checkpoint; all ranks wait for it."""
     import base64
 
@@ -61,42 +62,42 @@ def save_state(root: Path, state: TrainState, model: Any, loss_fn: Any, optimize
 
     from .state import torch_rng_state
 
+    state, scaler, dist, tcfg = run.state, run.scaler, run.dist, run.tcfg
     rng = {"host": host_rng_state(),
            "torch": {k: base64.b64encode(v.numpy().tobytes()).decode() for k, v in torch_rng_state(dist.device).items()}}
     blobs = distributed.gather_bytes(json.dumps(rng).encode(), dist)
     path = None
     if dist.is_main:
-        state.metrics_offset = metrics.offset()
+        state.metrics_offset = run.metrics.offset()
         state.scaler = scaler.state_dict() if scaler is not None else None
-        opt_tensors, groups = ckpt.optimizer_to_tensors(optimizer)
+        opt_tensors, groups = ckpt.optimizer_to_tensors(run.optimizer)
         files = {
-            "model.safetensors": ckpt.tensors_to_bytes(model.state_dict()),
+            "model.safetensors": ckpt.tensors_to_bytes(run.model.state_dict()),
             "optimizer.safetensors": ckpt.tensors_to_bytes(opt_tensors),
             "rng.json": json.dumps([json.loads(b) for b in blobs]).encode(),
         }
-        if isinstance(loss_fn, torch.nn.Module) and loss_fn.state_dict():
-            files["loss.safetensors"] = ckpt.tensors_to_bytes(loss_fn.state_dict())
+        if isinstance(run.loss_fn, torch.nn.Module) and run.loss_fn.state_dict():
+            files["loss.safetensors"] = ckpt.tensors_to_bytes(run.loss_fn.state_dict())
         if state.batches is not None:
             files["batches.npy"] = ckpt.npy_bytes(np.asarray(state.batches, dtype=np.int64))
         meta = {"format_version": ckpt.FORMAT_VERSION, **state.to_json(), "world_size": dist.world_size,
-                "grad_accum": tcfg.grad_accum, "optimizer_groups": groups, "recipe": resolved,
-                "plugins": plugin_list(plugins)}
+                "grad_accum": tcfg.grad_accum, "optimizer_groups": groups, "recipe": run.resolved,
+                "plugins": plugin_list(run.plugins)}
         files["state.json"] = json.dumps(meta, indent=1, default=jsonable).encode()
-        path = ckpt.save_checkpoint(root, state.step, files, tcfg.keep_last, log)
+        path = ckpt.save_checkpoint(run.ckpt_root, state.step, files, tcfg.keep_last, run.log)
     distributed.barrier(dist)
     return path
 
 
-def restore_state(found: tuple[Path, dict[str, bytes]], model: Any, loss_fn: Any, optimizer: Any, scaler: Any,
-             resolved: dict[str, Any], allow: tuple[str, ...], dist: distributed.Dist, tcfg: Any,
-             log: Callable[[str], None]) -> TrainState:
+def restore_state(run: Run, found: tuple[Path, dict[str, bytes]]) -> TrainState:
     import base64
 
     import torch
 
+    model, loss_fn, optimizer, scaler, dist, tcfg = run.model, run.loss_fn, run.optimizer, run.scaler, run.dist, run.tcfg
     path, files = found
     meta = json.loads(files["state.json"])
-    changes, problems = ckpt.recipe_changes(meta["recipe"], resolved, allow)
+    changes, problems = ckpt.recipe_changes(meta["recipe"], run.resolved, run.allow)
     if problems:
         keys = ",".join(p.split(":")[0] for p in problems)
         raise CheckpointError(f"{path}: the recipe differs from the checkpoint's in {keys}; pass "
@@ -106,10 +107,11 @@ def restore_state(found: tuple[Path, dict[str, bytes]], model: Any, loss_fn: Any
         raise CheckpointError(f"{path}: checkpoint world_size={meta['world_size']}, current={dist.world_size}; "
                               "resume with the same number of processes")
     try:
-        model.load_state_dict(ckpt.bytes_to_tensors(files["model.safetensors"]))
+        model.load_state_dict(ckpt.bytes_to_tensors(files["model.safetensors"], str(path / "model.safetensors")))
         if "loss.safetensors" in files:
-            loss_fn.load_state_dict(ckpt.bytes_to_tensors(files["loss.safetensors"]))
-        ckpt.optimizer_from_tensors(optimizer, ckpt.bytes_to_tensors(files["optimizer.safetensors"]),
+            loss_fn.load_state_dict(ckpt.bytes_to_tensors(files["loss.safetensors"], str(path / "loss.safetensors")))
+        ckpt.optimizer_from_tensors(optimizer, ckpt.bytes_to_tensors(files["optimizer.safetensors"],
+                                                                     str(path / "optimizer.safetensors")),
                                     meta["optimizer_groups"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path}: does not fit this model/optimizer: {exc}") from None
@@ -127,8 +129,8 @@ def restore_state(found: tuple[Path, dict[str, bytes]], model: Any, loss_fn: Any
     state = TrainState.from_json(meta, batches)
     if changes:
         state.recipe_changes = [*state.recipe_changes, {"step": state.step, "changes": changes}]
-        log(f"norton: allowed recipe changes: {', '.join(c['key'] for c in changes)}")
-    log(f"norton: resumed at step {state.step}, epoch {state.epoch}, batch cursor {state.cursor}")
+        run.log(f"norton: allowed recipe changes: {', '.join(c['key'] for c in changes)}")
+    run.log(f"norton: resumed at step {state.step}, epoch {state.epoch}, batch cursor {state.cursor}")
     return state
 
 

@@ -52,8 +52,7 @@ def embed_videos(model: Any, loader: Any, device: str, autocast: Any) -> tuple[n
     with torch.no_grad():
         for batch in loader:
             with autocast():
-                out = model(batch["caps"].to(device), batch["cmasks"].to(device), batch["vfeats"].to(device),
-                            batch["vmasks"].to(device))
+                out = model(*(batch[k].to(device, non_blocking=True) for k in ("caps", "cmasks", "vfeats", "vmasks")))
             h = ((out["pooled_video"].float() + out["pooled_text"].float()) / 2).cpu()
             index = batch["video_index"]
             n = int(batch["store_index"].shape[0])

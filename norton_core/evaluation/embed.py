@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..errors import NortonError
 from ..interfaces import Model
 from ..layout import build_text_seq, build_video_seq
 
@@ -116,33 +118,53 @@ def encode_texts(model: Model, texts: Sequence[str], text_len: int, *, batch_siz
 
 def encode_clips(model: Model, spans: Sequence[Span], max_video_len: int, *, batch_size: int = 256,
                  device: str = "cpu", progress: bool = False, desc: str = "clips",
-                 tokens: bool = False) -> np.ndarray:
+                 tokens: bool = False, attend_cls: bool = True) -> np.ndarray:
     """Clip embeddings of ``features[start:end]`` (first ``max_video_len`` seconds) laid out by ``build_video_seq``.
 
+    :param attend_cls: False masks the video [CLS] token out of the encoder's attention (the reference does so for
+        YouCook2 with background kept); the model's ``forward_video`` must then take an ``attend_cls`` keyword.
     :returns: pooled ``(N, d)`` float32, or with ``tokens=True`` the per-second outputs ``(N, max_video_len, d)``
         (the video encoder's outputs without its CLS and SEP; padded seconds hold whatever the encoder gives).
         Per-second outputs are neither deduplicated nor cached.
     """
     laid = [build_video_seq(f, s, e, max_video_len) for f, s, e in spans]
+    if not attend_cls:
+        _check_attend_cls(model)
     if tokens:
-        return _encode_video(model, laid, max_video_len, batch_size, device, progress, desc, tokens=True)
-    keys: list[Any] = [("clip", id(model), max_video_len, int(m.sum()),
+        return _encode_video(model, laid, max_video_len, batch_size, device, progress, desc, True, attend_cls)
+    keys: list[Any] = [("clip", id(model), max_video_len, attend_cls, int(m.sum()),
                         hashlib.blake2b(np.ascontiguousarray(v, dtype=np.float32).tobytes(), digest_size=16).digest())
                        for v, m in laid]
     known, todo = _lookup(keys)
-    vectors = _encode_video(model, [laid[i] for i in todo], max_video_len, batch_size, device, progress, desc)
+    vectors = _encode_video(model, [laid[i] for i in todo], max_video_len, batch_size, device, progress, desc,
+                            False, attend_cls)
     return _store(known, keys, todo, vectors)
 
 
+def _check_attend_cls(model: Model) -> None:
+    try:
+        params = inspect.signature(model.forward_video).parameters
+    except (TypeError, ValueError):  # a builtin or C-implemented callable: let the call itself decide
+        return
+    if "attend_cls" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise NortonError(f"model {getattr(model, 'name', type(model).__name__)!r}: forward_video takes no "
+                          f"attend_cls keyword, which masking the video [CLS] token out of attention needs (the "
+                          f"reference's background-kept protocol); add it to the model, or set bg_attend_cls = true "
+                          f"in [evaluation.task_options.youcook2-video] to let windows attend to [CLS]")
+
+
 def _encode_video(model: Model, laid: list[tuple[np.ndarray, np.ndarray]], max_video_len: int, batch_size: int,
-                  device: str, progress: bool, desc: str, tokens: bool = False) -> np.ndarray:
+                  device: str, progress: bool, desc: str, tokens: bool, attend_cls: bool) -> np.ndarray:
     out: list[np.ndarray] = []
     with inference(model), _progress(len(laid), desc, progress) as bar:
         for lo in range(0, len(laid), batch_size):
             chunk = laid[lo:lo + batch_size]
             vfeats = torch.from_numpy(np.stack([v for v, _ in chunk]).astype(np.float32, copy=False)).to(device)
             vmasks = torch.from_numpy(np.stack([m for _, m in chunk])).to(device)
-            pooled, outputs, _ = model.forward_video(vfeats, vmasks)
+            if attend_cls:
+                pooled, outputs, _ = model.forward_video(vfeats, vmasks)
+            else:
+                pooled, outputs, _ = model.forward_video(vfeats, vmasks, attend_cls=False)  # type: ignore[call-arg]
             chosen = outputs[:, 1:1 + max_video_len] if tokens else pooled
             out.append(chosen.float().cpu().numpy())
             bar.update(len(chunk))

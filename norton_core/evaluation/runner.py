@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -97,45 +96,16 @@ def run_evaluation(model: Model, tasks: Sequence[str], eval_root: Path, *,
 # tables
 # ----------------------------------------------------------------------------------------------------------------
 
-_COUNT_PREFIXES = ("skipped_",)
-_COUNT_NAMES = {"pairs", "videos", "captions", "sentences", "alignable", "unscored", "bg_videos"}
-
-
-def _cell(metric: str, value: float | None) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and math.isnan(value):
-        return "n/a"
-    if metric.startswith(_COUNT_PREFIXES) or metric in _COUNT_NAMES:
-        return f"{value:.0f}"
-    return f"{value:.2f}"
-
-
 def format_table(results: Mapping[str, float], columns: Mapping[str, Mapping[str, float]] | None = None) -> str:
-    """A plain-text table: one row per ``task/metric``, grouped by task.
+    """A plain-text table of every metric: one row per ``task/metric``, grouped by task.
 
     :param results: the metrics (their key order is the row order).
     :param columns: several result sets side by side, e.g. ``{"before": b, "after": a}``; rows are the keys of
         ``results`` followed by any other key of the columns. Without it the single column is ``value``.
-    """
-    columns = dict(columns) if columns else {"value": dict(results)}
-    keys = list(dict.fromkeys([*results, *(k for col in columns.values() for k in col)]))
-    rows = []
-    for key in keys:
-        task, _, metric = key.partition("/")
-        rows.append((task, metric, [_cell(metric, col.get(key)) for col in columns.values()]))
-    task_w = max([len("task"), *(len(r[0]) for r in rows)])
-    metric_w = max([len("metric"), *(len(r[1]) for r in rows)])
-    col_w = [max(len(name), *(len(r[2][i]) for r in rows)) if rows else len(name)
-             for i, name in enumerate(columns)]
-    lines = ["  ".join([f"{'task':<{task_w}}", f"{'metric':<{metric_w}}",
-                        *(f"{name:>{w}}" for name, w in zip(columns, col_w, strict=True))])]
-    lines.append("  ".join(["-" * task_w, "-" * metric_w, *("-" * w for w in col_w)]))
-    previous = None
-    for task, metric, cells in rows:
-        shown = task if task != previous else ""
-        previous = task
-        lines.append("  ".join([f"{shown:<{task_w}}", f"{metric:<{metric_w}}",
-                                *(f"{c:>{w}}" for c, w in zip(cells, col_w, strict=True))]))
-    return "\n".join(lines)
 
+    For the rows a paper reports, a chance column, Markdown or LaTeX, use :func:`.report.render_report`.
+    """
+    from .report import render_report
+
+    return render_report(dict(columns) if columns else {"value": dict(results)}, rows="all", chance=False,
+                         order=list(results))

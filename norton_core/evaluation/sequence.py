@@ -10,8 +10,9 @@ Reference quirks, each a named switch (the correct behaviour is the default):
     The reference pads every block to the largest block with ``+inf`` and zeroes an "exit" region so that padded
     paths end for free. Its slicing zeroes more than that: the last real caption row becomes free whenever the
     block is not narrower than the padded width (``-0:`` selects everything), and a padded cell right of the last
-    clip is reachable diagonally from the second-to-last caption, so the last caption can be skipped. For OTAM the
-    two zero columns can make the block wider than the pad size; the reference then crops real columns.
+    clip is reachable diagonally from the second-to-last caption, so the last caption can be skipped. OTAM's pad
+    sizes are taken before its two zero columns are added, so its canvas is two columns wider than the largest
+    block and no real column is ever cropped (a full-size block gets its whole last row zeroed instead).
     ``padding="exact"`` aligns each block at its own size.
 ``otam_recurrence="reference"``
     The reference's first-column OTAM recurrence subtracts the minimum instead of adding it (a sign slip from the
@@ -105,13 +106,14 @@ def _otam_cum(d: np.ndarray, last_col: np.ndarray | None, recurrence: Recurrence
 def reference_pad(block: np.ndarray, rows: int, cols: int, otam: bool = False) -> np.ndarray:
     """The reference's padding of one ``(n, m)`` distance block to ``(rows, cols)``, quirks included.
 
-    OTAM first adds a zero column on each side. Then the block is padded with ``+inf`` (or cropped, where it is
-    larger: ``F.pad`` with a negative width), and the region ``[-(rows - n) - 1:, -(cols - m):]`` is zeroed with
-    Python's slice semantics.
+    The pad sizes ``rows - n`` and ``cols - m`` are taken from the block as given. OTAM then adds a zero column on
+    each side, so its canvas is ``(rows, cols + 2)`` and a full-width block keeps every real column. The block is
+    padded with ``+inf`` (or cropped where it is larger: ``F.pad`` with a negative width), and the region
+    ``[-(rows - n) - 1:, -(cols - m):]`` of the canvas is zeroed with Python's slice semantics (``-0:`` is all).
     """
+    d0, d1 = rows - block.shape[0], cols - block.shape[1]
     if otam:
         block = np.pad(block, ((0, 0), (1, 1)), constant_values=0.0)
-    d0, d1 = rows - block.shape[0], cols - block.shape[1]
     out = block[: block.shape[0] + min(d0, 0), : block.shape[1] + min(d1, 0)]
     out = np.pad(out, ((0, max(d0, 0)), (0, max(d1, 0))), constant_values=_INF)
     out[-d0 - 1:, -d1:] = 0.0
@@ -253,8 +255,8 @@ def _pair_costs(dist: np.ndarray, rows: np.ndarray, cols: np.ndarray, method: Me
     forward = _widen(dist, rows, cols)
     backward = _widen(dist.transpose(1, 0, 2), cols, rows)
     if padding == "reference":
-        f = _otam_cum(_reference_canvas(forward, rows, cols + 2, *pad_shape), None, recurrence)[-1, -1]
-        b = _otam_cum(_reference_canvas(backward, cols, rows + 2, *pad_shape), None, recurrence)[-1, -1]
+        f = _otam_cum(_reference_canvas(forward, rows, cols, *pad_shape, extra=2), None, recurrence)[-1, -1]
+        b = _otam_cum(_reference_canvas(backward, cols, rows, *pad_shape, extra=2), None, recurrence)[-1, -1]
         return f + b
     f = _otam_cum(forward, cols + 1, recurrence)[rows - 1, cols + 1, pairs]
     b = _otam_cum(backward, rows + 1, recurrence)[cols - 1, rows + 1, pairs]
@@ -271,16 +273,20 @@ def _widen(dist: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return out
 
 
-def _reference_canvas(content: np.ndarray, heights: np.ndarray, widths: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """:func:`reference_pad` for an ``(r, c, P)`` stack: each ``(heights[p], widths[p])`` block (``+inf`` around
-    it) padded or cropped to ``(rows, cols)``, then the reference's zeroed region applied with its slice semantics."""
-    canvas = np.full((rows, cols, content.shape[2]), _INF)
-    h, w = min(rows, content.shape[0]), min(cols, content.shape[1])
+def _reference_canvas(content: np.ndarray, heights: np.ndarray, widths: np.ndarray, rows: int, cols: int,
+                      extra: int = 0) -> np.ndarray:
+    """:func:`reference_pad` for an ``(r, c, P)`` stack: block p is ``(heights[p], widths[p])`` (``+inf`` around
+    it) plus ``extra`` columns already added to it (OTAM's two zero columns). The pad sizes are taken before those
+    columns, so the canvas is ``(rows, cols + extra)``; blocks are padded or cropped to it, then the reference's
+    zeroed region is applied with its slice semantics."""
+    width = cols + extra
+    canvas = np.full((rows, width, content.shape[2]), _INF)
+    h, w = min(rows, content.shape[0]), min(width, content.shape[1])
     canvas[:h, :w] = content[:h, :w]
     d0, d1 = rows - heights, cols - widths
-    row_start = np.where(d0 >= 0, heights - 1, -d0 - 1)  # the slice "-d0-1:"
-    col_start = np.where(d1 > 0, widths, np.where(d1 == 0, 0, -d1))  # the slice "-d1:" ("-0:" is everything)
+    row_start = np.where(d0 >= 0, rows - d0 - 1, -d0 - 1)  # the slice "-d0-1:"
+    col_start = np.where(d1 > 0, width - d1, -d1)  # the slice "-d1:" ("-0:" is everything)
     zero = ((np.arange(rows)[:, None, None] >= row_start[None, None, :])
-            & (np.arange(cols)[None, :, None] >= col_start[None, None, :]))
+            & (np.arange(width)[None, :, None] >= col_start[None, None, :]))
     canvas[zero] = 0.0
     return canvas

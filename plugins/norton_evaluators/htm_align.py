@@ -58,6 +58,8 @@ class HTMAlign(Evaluator):
     @attrs.frozen
     class Config:
         annotations: str = option("htm_align.json", help="HTM-Align annotations, relative to the dataset dir")
+        features: str = option("features", help="directory of <video_id>.npy features, relative to the dataset dir "
+                                                "or absolute (e.g. '.' when the .npy files lie beside the JSON)")
         window: int = option(32, ge=2, help="window length in seconds (= the video tokens encoded)")
         stride: int = option(8, ge=1, help="seconds between window starts")
         edge_windows: int = option(4, ge=0, help="first/last windows that score every earlier/later sentence")
@@ -72,9 +74,10 @@ class HTMAlign(Evaluator):
 
         cfg = self.config
         skips = Skips(self.name)
-        feats = FeatureDir(ctx.root, skips)
+        annotated = read_htm_align(ctx.root / cfg.annotations)
+        feats = FeatureDir(ctx.root, skips, cfg.features, self.name)
         videos = []
-        for vid, sentences in read_htm_align(ctx.root / cfg.annotations).items():
+        for vid, sentences in annotated.items():
             features = feats.get(vid)
             if features is None:
                 continue

@@ -24,6 +24,8 @@ class MSRVTT(Evaluator):
     @attrs.frozen
     class Config:
         annotations: str = option("MSRVTT_JSFUSION_test.csv", help="the 1k-A test CSV, relative to the dataset dir")
+        features: str = option("features", help="directory of <video_id>.npy features, relative to the dataset dir "
+                                                "or absolute (e.g. msrvtt_feature_fps30_512)")
         max_video_len: int = option(32, ge=1, help="seconds of each video encoded (the reference keeps the first 32)")
         max_len: int = option(96, ge=8, help="total token budget; captions get max_len - max_video_len")
         ties: Literal["expected", "optimistic", "pessimistic"] = option(
@@ -38,10 +40,11 @@ class MSRVTT(Evaluator):
 
         cfg = self.config
         skips = Skips(self.name)
-        feats = FeatureDir(ctx.root, skips)
+        rows = read_msrvtt(ctx.root / cfg.annotations)
+        feats = FeatureDir(ctx.root, skips, cfg.features, self.name)
         gallery: dict[str, int] = {}  # a video listed twice is one candidate, not two
         spans, texts, targets = [], [], []
-        for line, (vid, sentence) in enumerate(read_msrvtt(ctx.root / cfg.annotations), start=2):
+        for line, (vid, sentence) in enumerate(rows, start=2):
             features = feats.get(vid)
             if features is None:
                 continue

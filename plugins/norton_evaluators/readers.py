@@ -54,12 +54,24 @@ class Skips:
 
 
 class FeatureDir:
-    """``<root>/features/<video_id>.npy`` files, loaded once each and checked (2-D, 512 wide, finite)."""
+    """``<video_id>.npy`` files of one directory, loaded once each and checked (2-D, 512 wide, finite).
 
-    def __init__(self, root: Path, skips: Skips) -> None:
-        self.dir = root / "features"
+    ``features`` is the directory relative to the dataset directory ``root`` (``features`` by default; users'
+    copies are often named like ``youcook_validation_feature_fps30_512``), or an absolute path. A directory that
+    does not exist is an error, not a run in which every video is "missing".
+    """
+
+    def __init__(self, root: Path, skips: Skips, features: str = "features", task: str = "") -> None:
+        self.dir = root / features
         self.skips = skips
         self._cache: dict[str, np.ndarray | None] = {}
+        if not self.dir.is_dir():
+            found = sorted(p.name for p in root.iterdir() if p.is_dir() and "feature" in p.name) \
+                if root.is_dir() else []
+            hint = f"; {root} holds {', '.join(found)}" if found else ""
+            where = f"[evaluation.task_options.{task}] " if task else ""
+            raise DataError(f"{self.dir}: feature directory not found (expected <video_id>.npy files){hint}; "
+                            f"set {where}features = \"DIR\" (relative to {root}, or absolute)")
 
     def get(self, video_id: str) -> np.ndarray | None:
         """The ``(T, 512)`` float32 features, or None (counted under ``skipped_<reason>``) when unusable."""
@@ -116,10 +128,13 @@ class Segment:
     start: float
     end: float
     sentence: str
+    #: position in the video's ``annotations`` list (the ``k`` of the reference's ``<video>_<k>`` clip names)
+    position: int = 0
 
 
-def read_youcook2(path: Path, subset: str) -> dict[str, list[Segment]]:
-    """``{video_id: segments sorted by id}`` for the videos of ``subset`` in the official YouCook2 layout."""
+def read_youcook2(path: Path, subset: str | None) -> dict[str, list[Segment]]:
+    """``{video_id: segments sorted by id}`` for the videos of ``subset`` (None: every video) in the official
+    YouCook2 layout."""
     data = _read_json(path)
     database = data.get("database") if isinstance(data, dict) else None
     if not isinstance(database, dict):
@@ -129,7 +144,7 @@ def read_youcook2(path: Path, subset: str) -> dict[str, list[Segment]]:
     for vid, entry in database.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("annotations"), list):
             raise DataError(f"{path}: database[{vid!r}]: expected an object with an \"annotations\" list")
-        if entry.get("subset") != subset:
+        if subset is not None and entry.get("subset") != subset:
             continue
         segments = []
         for k, ann in enumerate(entry["annotations"]):
@@ -143,7 +158,7 @@ def read_youcook2(path: Path, subset: str) -> dict[str, list[Segment]]:
                 raise DataError(f"{where}: \"sentence\" must be a string, got {sentence!r}")
             if not isinstance(ann_id, int) or isinstance(ann_id, bool):
                 raise DataError(f"{where}: \"id\" must be an integer, got {ann_id!r}")
-            segments.append(Segment(ann_id, float(seg[0]), float(seg[1]), sentence))
+            segments.append(Segment(ann_id, float(seg[0]), float(seg[1]), sentence, k))
         videos[str(vid)] = sorted(segments, key=lambda s: s.id)
     return videos
 
@@ -158,6 +173,58 @@ def segment_rows(segment: Segment, length: int) -> tuple[int, int] | str:
     if start >= length:
         return "segment_past_end"
     return start, min(end, length)
+
+
+#: bounds for ``youcook_val.pkl`` (3,350 records of a few fields each in the released file)
+CLIP_PICKLE_MAX_ITEMS = 2_000_000
+CLIP_PICKLE_MAX_DEPTH = 8
+
+
+def read_clip_selection(path: Path) -> list[tuple[str, int]]:
+    """The clips to score, as ``(video_id, k)`` in file order: clip ``k`` is position ``k`` of the video's
+    ``annotations`` list. Two layouts:
+
+    - ``*.pkl``: the reference's ``youcook_val.pkl``, a list of records ``{"id": "<video>_<k>", ...}``. It is read
+      with an unpickler that admits only dicts, lists, tuples, strings and numbers and refuses anything else
+      before building any object, so a crafted file runs nothing.
+    - anything else: a text file with one ``<video>_<k>`` per line (blank lines and ``#`` comments ignored).
+    """
+    if not path.is_file():
+        raise DataError(f"{path}: clip list not found (expected youcook_val.pkl or a text file of <video>_<k> lines)")
+    if path.suffix == ".pkl":
+        from norton_core.safe_pickle import load_plain
+
+        data = load_plain(path.read_bytes(), source=str(path), max_items=CLIP_PICKLE_MAX_ITEMS,
+                          max_depth=CLIP_PICKLE_MAX_DEPTH)
+        if not isinstance(data, (list, tuple)):
+            raise DataError(f"{path}: expected a list of records {{\"id\": \"<video>_<k>\", ...}}, got "
+                            f"{type(data).__name__}")
+        names = []
+        for i, rec in enumerate(data):
+            if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
+                raise DataError(f"{path}: record {i}: expected a dict with a string \"id\" (\"<video>_<k>\"), got "
+                                f"{_short(rec)}")
+            names.append((f"record {i}", rec["id"]))
+    else:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not a UTF-8 text clip list ({exc})") from None
+        names = [(f"line {n}", line.strip()) for n, line in enumerate(lines, start=1)
+                 if line.strip() and not line.lstrip().startswith("#")]
+    out = []
+    for where, name in names:
+        video, sep, k = name.rpartition("_")
+        if not sep or not video or not k.isdigit():
+            raise DataError(f"{path}: {where}: expected a clip name <video>_<k> (k = the annotation's position), "
+                            f"got {name!r}")
+        out.append((video, int(k)))
+    return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -9,9 +10,10 @@ import attrs
 import numpy as np
 
 from norton_core.config import option
+from norton_core.errors import DataError
 from norton_core.interfaces import EvalContext, Evaluator, Model
 
-from .readers import FeatureDir, Segment, Skips, read_youcook2, segment_rows
+from .readers import FeatureDir, Segment, Skips, read_clip_selection, read_youcook2, segment_rows
 
 _CLIP_SKIPS = ("missing_features", "bad_features", "empty_caption", "empty_segment", "segment_past_end")
 
@@ -27,15 +29,20 @@ class Pairs:
     videos: dict[str, tuple[np.ndarray, list[str]]]
 
 
-def load_pairs(root: Path, annotations: str, subset: str, skips: Skips) -> Pairs:
-    feats = FeatureDir(root, skips)
+def load_pairs(root: Path, annotations: str, subset: str, skips: Skips, *, features: str = "features",
+               clips: str = "", task: str = "youcook2") -> Pairs:
+    """The evaluable pairs: every annotated segment of ``subset`` whose video has features, or with ``clips`` the
+    segments that clip list names (the reference's ``youcook_val.pkl``)."""
+    selection = _selection(root, annotations, subset, clips, task)
+    source = selection if selection is not None else read_youcook2(root / annotations, subset)
+    feats = FeatureDir(root, skips, features, task)
     texts: list[str] = []
     spans: list[tuple[np.ndarray, int, int]] = []
     owners: list[str] = []
     videos: dict[str, tuple[np.ndarray, list[str]]] = {}
-    for vid, segments in read_youcook2(root / annotations, subset).items():
-        features = feats.get(vid)
-        if features is None:
+    for vid, segments in source.items():
+        features_ = feats.get(vid)
+        if features_ is None:
             continue
         sentences = []
         for seg in segments:
@@ -43,16 +50,47 @@ def load_pairs(root: Path, annotations: str, subset: str, skips: Skips) -> Pairs
                 skips.add("empty_caption", f"{vid} annotation {seg.id}")
                 continue
             sentences.append(seg.sentence)
-            rows = segment_rows(seg, len(features))
+            rows = segment_rows(seg, len(features_))
             if isinstance(rows, str):
-                skips.add(rows, _describe(vid, seg, len(features)))
+                skips.add(rows, _describe(vid, seg, len(features_)))
                 continue
             texts.append(seg.sentence)
-            spans.append((features, rows[0], rows[1]))
+            spans.append((features_, rows[0], rows[1]))
             owners.append(vid)
         if sentences:
-            videos[vid] = (features, sentences)
+            videos[vid] = (features_, sentences)
+    if selection is not None:
+        records = sum(len(v) for v in selection.values())
+        print(f"norton: {task}: {root / clips} selects {len(texts)} pairs over {len(set(owners))} videos "
+              f"(of {records} listed clips over {len(selection)} videos; the rest lack features or are skipped "
+              f"as counted)", file=sys.stderr)
     return Pairs(texts, spans, owners, videos)
+
+
+def _selection(root: Path, annotations: str, subset: str, clips: str, task: str) -> dict[str, list[Segment]] | None:
+    """``{video: its listed segments in list order}`` from the clip list, or None without one. A listed clip that
+    the annotations do not have is an error (the list and the annotations disagree)."""
+    if not clips:
+        return None
+    listed = read_clip_selection(root / clips)
+    every = read_youcook2(root / annotations, None)
+    out: dict[str, list[Segment]] = {}
+    problems = []
+    for video, k in listed:
+        segments = every.get(video)
+        by_position = {seg.position: seg for seg in segments or []}
+        if segments is None:
+            problems.append(f"{root / clips}: clip {video}_{k}: video {video!r} is not in {root / annotations}")
+        elif k not in by_position:
+            problems.append(f"{root / clips}: clip {video}_{k}: {video!r} has {len(segments)} annotation(s) in "
+                            f"{root / annotations} (positions 0..{len(segments) - 1})")
+        else:
+            out.setdefault(video, []).append(by_position[k])
+    if problems:
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more listed clips the annotations lack"]
+                                 if len(problems) > 20 else [])
+        raise DataError(problems=[f"{task}: {line}" for line in shown])
+    return out
 
 
 def _describe(vid: str, seg: Segment, length: int) -> str:
@@ -67,6 +105,13 @@ def _groups(owners: list[str]) -> list[np.ndarray]:
     return [np.asarray(v) for v in order.values()]
 
 
+_ANNOTATIONS_HELP = "YouCook2 annotations JSON, relative to the dataset dir"
+_FEATURES_HELP = ("directory of <video_id>.npy features, relative to the dataset dir or absolute (e.g. "
+                  "youcook_validation_feature_fps30_512)")
+_CLIPS_HELP = ("clips to score: the reference's youcook_val.pkl (read without running any code) or a text file of "
+               "<video>_<k> lines, relative to the dataset dir; empty = every segment of the subset")
+
+
 class YouCook2Clip(Evaluator):
     """Text-to-clip retrieval over the annotated segments: R@1/5/10 and median rank."""
 
@@ -75,8 +120,10 @@ class YouCook2Clip(Evaluator):
 
     @attrs.frozen
     class Config:
-        annotations: str = option("annotations.json", help="YouCook2 annotations JSON, relative to the dataset dir")
-        subset: str = option("validation", help="the annotations' subset to evaluate")
+        annotations: str = option("annotations.json", help=_ANNOTATIONS_HELP)
+        subset: str = option("validation", help="the annotations' subset to evaluate (without a clip list)")
+        features: str = option("features", help=_FEATURES_HELP)
+        clips: str = option("", help=_CLIPS_HELP)
         max_video_len: int = option(32, ge=1, help="seconds of a segment encoded (the reference keeps the first 32)")
         max_len: int = option(96, ge=8, help="total token budget; captions get max_len - max_video_len")
         ties: Literal["expected", "optimistic", "pessimistic"] = option(
@@ -91,7 +138,8 @@ class YouCook2Clip(Evaluator):
 
         cfg = self.config
         skips = Skips(self.name)
-        pairs = load_pairs(ctx.root, cfg.annotations, cfg.subset, skips)
+        pairs = load_pairs(ctx.root, cfg.annotations, cfg.subset, skips, features=cfg.features, clips=cfg.clips,
+                           task=self.name)
         skips.report()
         counts = {"pairs": float(len(pairs.texts)), "videos": float(len(set(pairs.owners))),
                   **skips.metrics(_CLIP_SKIPS)}
@@ -105,16 +153,21 @@ class YouCook2Clip(Evaluator):
 
 
 class YouCook2Video(Evaluator):
-    """Video-paragraph retrieval: caption average, DTW and OTAM, background removed and kept, plus the
-    offset-invariant ``*_centred`` variants of DTW and OTAM."""
+    """Video-paragraph retrieval: caption average, DTW and OTAM, background removed and kept.
+
+    ``dtw_*`` and ``otam_*`` follow the reference exactly (its padding and its OTAM recurrence), so they can stand
+    next to published tables; ``*_exact_*`` align each block at its own size with the correct recurrence, and
+    ``*_centred_*`` do so on similarities centred per caption (invariant to a similarity offset)."""
 
     name = "youcook2-video"
     dataset = "youcook2"
 
     @attrs.frozen
     class Config:
-        annotations: str = option("annotations.json", help="YouCook2 annotations JSON, relative to the dataset dir")
-        subset: str = option("validation", help="the annotations' subset to evaluate")
+        annotations: str = option("annotations.json", help=_ANNOTATIONS_HELP)
+        subset: str = option("validation", help="the annotations' subset to evaluate (without a clip list)")
+        features: str = option("features", help=_FEATURES_HELP)
+        clips: str = option("", help=_CLIPS_HELP)
         max_video_len: int = option(32, ge=1, help="seconds of a segment or window encoded")
         max_len: int = option(96, ge=8, help="total token budget; captions get max_len - max_video_len")
         background: bool = option(True, help="also evaluate with background kept (the whole video in windows)")
@@ -122,12 +175,12 @@ class YouCook2Video(Evaluator):
         stride: int = option(16, ge=1, help="background kept: seconds between window starts")
         select_ratio: float = option(1.3, gt=0.0, help="background kept: windows kept per pair, x captions")
         bg_dtw_offset: float = option(3.0, help="background kept: DTW distance is offset - sim (reference: 3)")
-        padding: Literal["exact", "reference"] = option(
-            "exact", help="reference = pad blocks to the largest with the reference's zeroed exit region, which "
-                          "can make the last caption free")
-        otam_recurrence: Literal["exact", "reference"] = option(
-            "exact", help="reference = the reference's sign slip in the first-column OTAM recurrence")
-        centred: bool = option(True, help="also report DTW/OTAM on similarities centred per caption (shift-invariant)")
+        bg_attend_cls: bool = option(
+            False, help="background kept: let windows attend to the video [CLS] token (the reference masks it out)")
+        exact: bool = option(True, help="also report *_exact: DTW/OTAM without the reference's padding and "
+                                        "recurrence quirks")
+        centred: bool = option(True, help="also report *_centred: exact DTW/OTAM on similarities centred per "
+                                          "caption (shift-invariant)")
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -137,7 +190,8 @@ class YouCook2Video(Evaluator):
 
         cfg = self.config
         skips = Skips(self.name)
-        pairs = load_pairs(ctx.root, cfg.annotations, cfg.subset, skips)
+        pairs = load_pairs(ctx.root, cfg.annotations, cfg.subset, skips, features=cfg.features, clips=cfg.clips,
+                           task=self.name)
         skips.report()
         kw = {"batch_size": ctx.batch_size, "device": ctx.device, "progress": ctx.progress}
         text_len = cfg.max_len - cfg.max_video_len
@@ -172,11 +226,16 @@ class YouCook2Video(Evaluator):
         if not texts:
             return {**out, **self._nan_metrics("bg_")}
         text = encode_texts(model, texts, text_len, desc="youcook2 paragraphs", **kw)
-        windows = encode_clips(model, spans, cfg.max_video_len, desc="youcook2 windows", **kw)
+        windows = encode_clips(model, spans, cfg.max_video_len, desc="youcook2 windows",
+                               attend_cls=cfg.bg_attend_cls, **kw)
         out.update(self._paragraph_metrics(text @ windows.T, _groups(text_owner), _groups(window_owner), "bg_",
                                            offset_dtw=cfg.bg_dtw_offset, dtw_scale="product", otam_scale="max",
                                            select=cfg.select_ratio))
         return out
+
+    def _variants(self) -> list[str]:
+        """Suffixes of the DTW/OTAM variants reported: "" (the reference), "_exact", "_centred"."""
+        return [""] + ["_exact"] * self.config.exact + ["_centred"] * self.config.centred
 
     def _paragraph_metrics(self, sims: np.ndarray, text_groups: list[np.ndarray], clip_groups: list[np.ndarray],
                            prefix: str, *, offset_dtw: float, dtw_scale: Literal["product", "max"],
@@ -184,20 +243,15 @@ class YouCook2Video(Evaluator):
         from norton_core.evaluation.metrics import rank_metrics
         from norton_core.evaluation.sequence import alignment_scores, caption_average, centre_per_caption
 
-        cfg = self.config
         sims = sims.astype(np.float64)
-        common = {"select_ratio": select, "padding": cfg.padding, "recurrence": cfg.otam_recurrence}
-        scores = {
-            "capavg": caption_average(sims, text_groups, clip_groups),
-            "dtw": alignment_scores(sims, text_groups, clip_groups, "dtw", offset=offset_dtw, scale=dtw_scale,
-                                    **common),
-            "otam": alignment_scores(sims, text_groups, clip_groups, "otam", offset=0.0, scale=otam_scale, **common),
-        }
-        if cfg.centred:
-            centred = centre_per_caption(sims)
-            for method, scale in (("dtw", dtw_scale), ("otam", otam_scale)):
-                scores[f"{method}_centred"] = alignment_scores(centred, text_groups, clip_groups, method, offset=0.0,
-                                                               scale=scale, **common)
+        scores = {"capavg": caption_average(sims, text_groups, clip_groups)}
+        for variant in self._variants():
+            quirks = "reference" if variant == "" else "exact"
+            given = centre_per_caption(sims) if variant == "_centred" else sims
+            for method, offset, scale in (("dtw", offset_dtw, dtw_scale), ("otam", 0.0, otam_scale)):
+                scores[f"{method}{variant}"] = alignment_scores(
+                    given, text_groups, clip_groups, method, offset=0.0 if variant == "_centred" else offset,
+                    scale=scale, select_ratio=select, padding=quirks, recurrence=quirks)
         out: dict[str, float] = {}
         targets = np.arange(len(text_groups))
         for name, matrix in scores.items():
@@ -207,5 +261,5 @@ class YouCook2Video(Evaluator):
         return out
 
     def _nan_metrics(self, prefix: str) -> dict[str, float]:
-        names = ["capavg", "dtw", "otam"] + (["dtw_centred", "otam_centred"] if self.config.centred else [])
+        names = ["capavg"] + [f"{m}{v}" for v in self._variants() for m in ("dtw", "otam")]
         return {f"{prefix}{n}_R@{k}": float("nan") for n in names for k in (1, 5, 10)}

@@ -1,6 +1,7 @@
 """``norton convert-videoclip CHECKPOINT OUT``: fairseq VideoCLIP weights -> our ``mmfusion-separate`` state dict.
 
-The checkpoint is read with :mod:`norton_models.safe_pickle` (no code from it runs; ``torch.load`` is never used).
+The checkpoint is read with :func:`norton_core.safe_pickle.load_checkpoint` (no code from it runs; ``torch.load`` is
+never used; storage records and views are checked against the bytes the archive holds).
 Its ``model`` table holds keys prefixed ``mmmodel.`` (fairseq's wrapper). The mapping, applied after stripping
 that prefix (a checkpoint without it is accepted too):
 
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from norton_core.errors import CheckpointError
+from norton_core.safe_pickle import LazyTensor, load_checkpoint
 
 DROPPED = (
     re.compile(r".*\.position_ids$"),
@@ -76,7 +78,6 @@ def convert(checkpoint: str | Path, out: str | Path, *, cls_id: int = 101, sep_i
     import torch
     from safetensors.torch import save_file
 
-    from .safe_pickle import LazyTensor, load_checkpoint
 
     path = Path(checkpoint)
     obj, placeholders = load_checkpoint(path)

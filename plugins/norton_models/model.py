@@ -204,8 +204,8 @@ class MMFusionSeparate(nn.Module, Model):
 
     # -- forward ---------------------------------------------------------------------------------------------------
 
-    def forward_video(self, vfeats: torch.Tensor, vmasks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                  torch.Tensor]:
+    def forward_video(self, vfeats: torch.Tensor, vmasks: torch.Tensor, *,
+                      attend_cls: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch, lv = vmasks.shape
         if lv + 2 > self.config.max_video_positions:
             raise NortonError(f"{lv} video tokens need {lv + 2} positions; model.max_video_positions is "
@@ -216,7 +216,8 @@ class MMFusionSeparate(nn.Module, Model):
         sep = words[VIDEO_SEP_ROW].expand(batch, 1, -1).to(tokens.dtype)
         embeds = torch.cat([cls, tokens, sep], dim=1)
         ones = vmasks.new_ones(batch, 1)
-        attention = torch.cat([ones, vmasks, ones], dim=1)
+        # attend_cls=False: the reference's background-kept evaluation keeps [CLS] out of every token's attention
+        attention = torch.cat([ones if attend_cls else torch.zeros_like(ones), vmasks, ones], dim=1)
         positions = torch.arange(lv + 2, device=vmasks.device).expand(batch, -1)
         hidden = self.video_encoder(inputs_embeds=embeds, attention_mask=attention.long(),
                                     position_ids=positions).last_hidden_state

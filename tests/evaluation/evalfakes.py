@@ -61,13 +61,16 @@ class FakeModel(Model, torch.nn.Module):
         self.words = torch.nn.Parameter(words)
         self.proj = torch.nn.Parameter(proj)
         self.calls = 0
+        self.attend_cls_seen: set[bool] = set()
 
     def _extra(self, x: torch.Tensor, value: float) -> torch.Tensor:
         return torch.cat([x, torch.full((*x.shape[:-1], 1), value)], dim=-1)
 
-    def forward_video(self, vfeats: torch.Tensor, vmasks: torch.Tensor):  # type: ignore[override]
+    def forward_video(self, vfeats: torch.Tensor, vmasks: torch.Tensor, *,  # type: ignore[override]
+                      attend_cls: bool = True):
         assert not torch.is_grad_enabled() and not self.training  # the evaluators must ask for inference mode
         self.calls += 1
+        self.attend_cls_seen.add(attend_cls)
         tokens = self._extra(vfeats @ self.proj, 1.0)
         m = vmasks.float().unsqueeze(-1)
         pooled = (tokens * m).sum(1) / m.sum(1).clamp(min=1)

@@ -143,10 +143,74 @@ def test_reference_padding_zeroes_the_exit_region_and_more():
     assert alignment_costs([B], "dtw", padding="reference", pad_shape=(4, 2))[0] == pytest.approx(4.0)
 
 
-def test_reference_otam_padding_crops_a_full_width_block():
-    # 3x3 plus two zero columns is 5 wide: padding to 3 crops it to [0, a0, a1] and zeroes columns 2: of the last row
-    padded = reference_pad(A, 3, 3, otam=True)
-    np.testing.assert_array_equal(padded, [[0, 1, 3], [0, 2, 1], [0, 6, 0]])
+def test_reference_otam_canvas_of_a_full_size_3x3_block():
+    # the pad sizes (0, 0) are taken before the two zero columns: the canvas is 3 x 5, no real column is cropped,
+    # and the "-0:" slice zeroes the whole last row
+    np.testing.assert_array_equal(reference_pad(A, 3, 3, otam=True),
+                                  [[0, 1, 3, 5, 0], [0, 2, 1, 4, 0], [0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(reference_pad(A.T, 3, 3, otam=True),
+                                  [[0, 1, 2, 6, 0], [0, 3, 1, 2, 0], [0, 0, 0, 0, 0]])
+    # the free last row is reached from column 0 (free) at no cost: both directions cost 0
+    assert alignment_costs([A], "otam", padding="reference", pad_shape=(3, 3))[0] == 0.0
+    # distances -S: forward row 0 (0 -3 -4 -4 -4), row 1 (0 -4 -7 -8 -8), row 2 ends at -8; S is symmetric
+    s = np.array([[3.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 3.0]])
+    assert alignment_costs([-s], "otam", padding="reference", pad_shape=(3, 3))[0] == pytest.approx(-16.0)
+    # the sign slip: row 1 becomes (0 2 -6 -7 -7), row 2 ends at -7
+    assert alignment_costs([-s], "otam", padding="reference", pad_shape=(3, 3),
+                           recurrence="reference")[0] == pytest.approx(-14.0)
+
+
+def test_reference_otam_canvas_of_a_3x3_block_padded_to_4x4():
+    inf = np.inf
+    # pads (1, 1): one +inf row and column beyond the two zero columns; rows 2: and column 5 are zeroed
+    np.testing.assert_array_equal(reference_pad(A, 4, 4, otam=True),
+                                  [[0, 1, 3, 5, 0, inf], [0, 2, 1, 4, 0, inf], [0, 6, 2, 1, 0, 0],
+                                   [inf, inf, inf, inf, inf, 0]])
+    # the exit goes through the free corner column: the diagonal 1 + 1 + 1 in each direction, as unpadded
+    assert alignment_costs([A], "otam", padding="reference", pad_shape=(4, 4))[0] == pytest.approx(6.0)
+    assert alignment_costs([A], "otam")[0] == pytest.approx(6.0)
+
+
+def test_reference_otam_canvas_of_a_4x2_block():
+    inf = np.inf
+    # padded to (4, 4): pads (0, 2); the last row's pad cells are zeroed, the block keeps both real columns
+    np.testing.assert_array_equal(reference_pad(B, 4, 4, otam=True),
+                                  [[0, 1, 2, 0, inf, inf], [0, 3, 1, 0, inf, inf], [0, 2, 2, 0, inf, inf],
+                                   [0, 1, 5, 0, 0, 0]])
+    # transposed (2 x 4), pads (2, 0): "-0:" zeroes rows 1: entirely, so that direction is free
+    np.testing.assert_array_equal(reference_pad(B.T, 4, 4, otam=True),
+                                  [[0, 1, 3, 2, 1, 0], [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]])
+    # forward rows: (0 1 3 3 inf inf) (0 3 2 2 inf inf) (0 2 4 2 inf inf) (0 1 6 4 2 2): cost 2; backward 0
+    assert alignment_costs([B], "otam", padding="reference", pad_shape=(4, 4))[0] == pytest.approx(2.0)
+    # at its own size (pads (0, 0)): a 4 x 4 canvas whose last row is zero
+    np.testing.assert_array_equal(reference_pad(B, 4, 2, otam=True),
+                                  [[0, 1, 2, 0], [0, 3, 1, 0], [0, 2, 2, 0], [0, 0, 0, 0]])
+
+
+def test_background_kept_reference_otam_at_the_largest_window_count():
+    """A 3-caption paragraph keeps int(1.3 * 3) = 3 windows of a 3-window video, the largest window count: the
+    reference canvas keeps all three windows (3 x 5, last row zero) instead of cropping real columns."""
+    s = np.array([[3.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 3.0]])
+    sims = np.zeros((5, 5))
+    sims[:3, :3] = s
+    sims[3:, 3:] = [[2.0, 0.0], [0.0, 2.0]]
+    text_groups = [np.arange(3), np.arange(3, 5)]
+    clip_groups = [np.arange(3), np.arange(3, 5)]
+    scores = alignment_scores(sims, text_groups, clip_groups, "otam", scale="max", select_ratio=1.3,
+                              padding="reference", chunk_bytes=1)
+    # pair (0, 0): factor max(3, 3) / max(3, 3) = 1, the hand-worked -S canvas above: cost -16
+    assert scores[0, 0] == pytest.approx(16.0)
+    ref = alignment_scores(sims, text_groups, clip_groups, "otam", scale="max", select_ratio=1.3,
+                           padding="reference", recurrence="reference")
+    assert ref[0, 0] == pytest.approx(14.0)
+    # every pair agrees with the block-by-block canvas
+    for i, rows in enumerate(text_groups):
+        for j, cols in enumerate(clip_groups):
+            block = sims[np.ix_(rows, cols)]
+            block = block[:, select_windows(block, 1.3)]
+            factor = 3 / max(block.shape)
+            cost = alignment_costs([-block * factor], "otam", padding="reference", pad_shape=(3, 3))[0]
+            assert scores[i, j] == pytest.approx(-cost)
 
 
 def test_caption_average_by_hand():

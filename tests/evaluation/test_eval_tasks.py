@@ -10,13 +10,13 @@ import pytest
 from evalfakes import FakeModel, eval_plugins, make_eval_root, make_htm_align, make_msrvtt, make_youcook2
 from norton_evaluators.youcook2 import YouCook2Video
 
-from norton_core.errors import DataError, PluginError, RecipeError
+from norton_core.errors import DataError, NortonError, PluginError, RecipeError
 from norton_core.evaluation import DEFAULT_TASKS, format_table, run_evaluation
 
 MAIN = {
     "youcook2_clip": ["R@1", "R@5", "R@10"],
-    "youcook2_video": [f"{p}{m}_R@1" for p in ("", "bg_") for m in ("capavg", "dtw", "otam", "dtw_centred",
-                                                                      "otam_centred")],
+    "youcook2_video": [f"{p}{m}_R@1" for p in ("", "bg_") for m in ("capavg", "dtw", "otam", "dtw_exact",
+                                                                      "otam_exact", "dtw_centred", "otam_centred")],
     "htm_align": ["recall", "auc"],
     "msrvtt": ["R@1", "R@5", "R@10"],
 }
@@ -40,8 +40,8 @@ def test_planted_alignment_scores_perfectly_on_every_task(eval_root, plugins):
     results = _run(FakeModel(FakeModel.Config()), eval_root, plugins, batch_size=7)
     for task, metrics in MAIN.items():
         for metric in metrics:
-            # the reference DTW with background kept (distance 3 - sim) need not be perfect: see the offset test
-            if metric != "bg_dtw_R@1":
+            # DTW with background kept (distance 3 - sim) need not be perfect: see the offset test
+            if not metric.startswith("bg_dtw_R@1") and metric != "bg_dtw_exact_R@1":
                 assert results[f"{task}/{metric}"] == pytest.approx(100.0), f"{task}/{metric}"
     assert results["youcook2_clip/MR"] == 1.0 and results["msrvtt/MR"] == 1.0
     assert results["youcook2_clip/pairs"] == 48 and results["msrvtt/videos"] == 40
@@ -93,13 +93,60 @@ def test_centred_variants_are_invariant_to_a_similarity_offset(eval_root, plugin
     assert moved, "the reference protocol should depend on the offset"
 
 
-def test_reference_quirk_switches_run_and_are_named(eval_root, plugins):
-    model = FakeModel(FakeModel.Config(noise=0.06))
-    exact = _run(model, eval_root, plugins, tasks=["youcook2-video"])
-    ref = _run(model, eval_root, plugins, tasks=["youcook2-video"],
-               options={"youcook2-video": YouCook2Video.Config(padding="reference", otam_recurrence="reference")})
-    assert exact.keys() == ref.keys()
-    assert all(0.0 <= v <= 100.0 for k, v in ref.items() if "_R@" in k)
+def test_plain_names_are_the_reference_protocol_and_variants_have_their_own(eval_root, plugins):
+    """dtw_* / otam_* are the reference's DTW and OTAM (its padding and recurrence) on the same similarities the
+    evaluator computes; *_exact_* and *_centred_* sit beside them and can be switched off."""
+    from norton_evaluators.readers import Skips
+    from norton_evaluators.youcook2 import _groups, load_pairs
+
+    from norton_core.evaluation.embed import encode_clips, encode_texts
+    from norton_core.evaluation.metrics import rank_metrics
+    from norton_core.evaluation.sequence import alignment_scores
+
+    model = FakeModel(FakeModel.Config(noise=0.3, offset=-0.5))
+    options = {"youcook2-video": {"background": False}}
+    results = _run(model, eval_root, plugins, tasks=["youcook2-video"], options=options)
+    pairs = load_pairs(eval_root / "youcook2", "annotations.json", "validation", Skips("t"))
+    sims = encode_texts(model, pairs.texts, 64).astype(np.float64) @ encode_clips(model, pairs.spans, 32).T
+    groups = _groups(pairs.owners)
+    for method in ("dtw", "otam"):
+        ref = alignment_scores(sims, groups, groups, method, padding="reference", recurrence="reference")
+        exact = alignment_scores(sims, groups, groups, method)
+        expected = rank_metrics(ref, np.arange(len(groups)))
+        expected_exact = rank_metrics(exact, np.arange(len(groups)))
+        for k in (1, 5, 10):
+            assert results[f"youcook2_video/{method}_R@{k}"] == pytest.approx(expected[f"R@{k}"])
+            assert results[f"youcook2_video/{method}_exact_R@{k}"] == pytest.approx(expected_exact[f"R@{k}"])
+    plain = _run(model, eval_root, plugins, tasks=["youcook2-video"],
+                 options={"youcook2-video": YouCook2Video.Config(exact=False, centred=False)})
+    assert not [k for k in plain if "_exact_" in k or "_centred_" in k]
+    assert plain["youcook2_video/otam_R@1"] == results["youcook2_video/otam_R@1"]
+
+
+def test_background_windows_mask_the_video_cls_token_unless_asked(tmp_path, plugins):
+    make_youcook2(tmp_path, videos=3, steps=2)
+    clip_only = FakeModel(FakeModel.Config())
+    _run(clip_only, tmp_path, plugins, tasks=["youcook2-video"], options={"youcook2-video": {"background": False}})
+    assert clip_only.attend_cls_seen == {True}  # segments: the usual attention
+    masked = FakeModel(FakeModel.Config())
+    _run(masked, tmp_path, plugins, tasks=["youcook2-video"])
+    assert masked.attend_cls_seen == {True, False}  # the windows were encoded with [CLS] masked out
+    attending = FakeModel(FakeModel.Config())
+    _run(attending, tmp_path, plugins, tasks=["youcook2-video"], options={"youcook2-video": {"bg_attend_cls": True}})
+    assert attending.attend_cls_seen == {True}
+
+
+def test_a_model_that_cannot_mask_cls_is_told_how_to_proceed(tmp_path, plugins):
+    class OldModel(FakeModel):
+        def forward_video(self, vfeats, vmasks):  # type: ignore[override]
+            return super().forward_video(vfeats, vmasks)
+
+    make_youcook2(tmp_path, videos=3, steps=2)
+    with pytest.raises(NortonError, match="bg_attend_cls = true"):
+        _run(OldModel(FakeModel.Config()), tmp_path, plugins, tasks=["youcook2-video"])
+    results = _run(OldModel(FakeModel.Config()), tmp_path, plugins, tasks=["youcook2-video"],
+                   options={"youcook2-video": {"bg_attend_cls": True}})
+    assert results["youcook2_video/bg_capavg_R@1"] == 100.0
 
 
 def test_model_mode_is_restored(eval_root, plugins):
@@ -220,3 +267,90 @@ def test_trimmed_caption_batches_give_the_same_embeddings():
     full = encode_texts(model, texts, 64, batch_size=2, trim=False)
     np.testing.assert_allclose(trimmed, full, rtol=1e-6)
     np.testing.assert_array_equal(trimmed[1], trimmed[3])
+
+
+def test_feature_directories_as_users_have_them(tmp_path, plugins):
+    """``features`` is relative to the dataset dir or absolute; a missing directory is an error that names it and
+    the feature-like directories that are there."""
+    make_youcook2(tmp_path, videos=4, steps=2)
+    make_htm_align(tmp_path, videos=2)
+    yc, htm = tmp_path / "youcook2", tmp_path / "htm_align"
+    (yc / "features").rename(yc / "youcook_validation_feature_fps30_512")
+    for f in (htm / "features").iterdir():  # HTM-Align as released: the .npy files beside htm_align.json
+        f.rename(htm / f.name)
+    (htm / "features").rmdir()
+    model = FakeModel(FakeModel.Config())
+    with pytest.raises(DataError) as err:
+        _run(model, tmp_path, plugins, tasks=["youcook2-clip"])
+    message = str(err.value)
+    assert str(yc / "features") in message and "youcook_validation_feature_fps30_512" in message
+    assert "[evaluation.task_options.youcook2-clip] features" in message
+    options = {"youcook2-clip": {"features": "youcook_validation_feature_fps30_512"},
+               "youcook2-video": {"features": str(yc / "youcook_validation_feature_fps30_512")},  # absolute
+               "htm-align": {"features": "."}}
+    results = _run(model, tmp_path, plugins, tasks=list(options), options=options)
+    assert results["youcook2_clip/pairs"] == 8 and results["youcook2_clip/R@1"] == 100.0
+    assert results["youcook2_video/videos"] == 4
+    assert results["htm_align/videos"] == 2 and results["htm_align/recall"] == 100.0
+
+
+def _listed(db: dict, drop: set[str]) -> list[str]:
+    """``<video>_<k>`` names of every annotation except the videos in ``drop``."""
+    return [f"{vid}_{k}" for vid, entry in db.items() if vid not in drop for k in range(len(entry["annotations"]))]
+
+
+def test_youcook_val_pkl_selects_the_scored_clips(tmp_path, plugins, capsys):
+    import pickle
+
+    make_youcook2(tmp_path, videos=5, steps=3)
+    yc = tmp_path / "youcook2"
+    db = json.loads((yc / "annotations.json").read_text())["database"]
+    names = [n for n in _listed(db, {"yc001"}) if n != "yc002_1"]  # 4 videos, 11 clips
+    (yc / "features" / "yc003.npy").unlink()  # listed, but without features: dropped, as the reference does
+    records = [{"id": n, "caption": "unused", "start": 0.0, "end": 1.0} for n in names]
+    (yc / "youcook_val.pkl").write_bytes(pickle.dumps(records, protocol=4))
+    (yc / "clips.txt").write_text("# the same selection as text\n\n" + "\n".join(names) + "\n")
+    model = FakeModel(FakeModel.Config())
+    for clips in ("youcook_val.pkl", "clips.txt"):
+        options = {"youcook2-clip": {"clips": clips}, "youcook2-video": {"clips": clips}}
+        results = _run(model, tmp_path, plugins, tasks=list(options), options=options)
+        assert results["youcook2_clip/pairs"] == 8 and results["youcook2_clip/videos"] == 3  # yc000, yc002, yc004
+        assert results["youcook2_clip/skipped_missing_features"] == 1 and results["youcook2_clip/R@1"] == 100.0
+        assert results["youcook2_video/videos"] == 3 and results["youcook2_video/bg_videos"] == 3
+        err = capsys.readouterr().err
+        assert f"{yc / clips} selects 8 pairs over 3 videos (of 11 listed clips over 4 videos" in err
+    unselected = _run(model, tmp_path, plugins, tasks=["youcook2-clip"])
+    assert unselected["youcook2_clip/pairs"] == 12  # without a list: every segment with features
+
+
+def test_a_pkl_with_a_reduce_payload_is_refused_and_runs_nothing(tmp_path, plugins):
+    import pickle
+
+    make_youcook2(tmp_path, videos=2, steps=2)
+    yc = tmp_path / "youcook2"
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (yc / "youcook_val.pkl").write_bytes(pickle.dumps([{"id": "yc000_0"}, Payload()]))
+    with pytest.raises(DataError) as err:
+        _run(FakeModel(FakeModel.Config()), tmp_path, plugins, tasks=["youcook2-clip"],
+             options={"youcook2-clip": {"clips": "youcook_val.pkl"}})
+    assert str(yc / "youcook_val.pkl") in str(err.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("yc000_0\nyc000\n", "line 2: expected a clip name <video>_<k>"),
+    ("yc000_0\nyc999_0\n", "video 'yc999' is not in"),
+    ("yc000_7\n", "'yc000' has 2 annotation(s)"),
+])
+def test_a_clip_list_that_disagrees_with_the_annotations_is_an_error(tmp_path, plugins, content, needle):
+    make_youcook2(tmp_path, videos=2, steps=2)
+    (tmp_path / "youcook2" / "clips.txt").write_text(content)
+    with pytest.raises(DataError) as err:
+        _run(FakeModel(FakeModel.Config()), tmp_path, plugins, tasks=["youcook2-clip"],
+             options={"youcook2-clip": {"clips": "clips.txt"}})
+    assert needle in "\n".join(err.value.lines())

@@ -6,7 +6,11 @@ from __future__ import annotations
 import argparse
 import builtins
 import collections
+import io
 import os
+import pickle
+import re
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -133,3 +137,78 @@ def test_mapping_table_on_bert_base_names() -> None:
         "text_encoder.encoder.layer.11.output.LayerNorm.bias"
     assert map_key("text_encoder.pooler.dense.weight") is None
     assert map_key("video_encoder.bert.embeddings.position_ids") is None
+
+
+# -- crafted archives: every storage record and view is checked against the bytes present -----------------------
+
+class _Storage:
+    """Pickled as a persistent storage record claiming ``numel`` float32 elements."""
+
+    def __init__(self, numel: int) -> None:
+        self.numel = numel
+
+
+class _Tensor:
+    def __init__(self, storage: _Storage, offset: int, size: tuple, stride: tuple) -> None:
+        self.args = (storage, offset, size, stride)
+
+    def __reduce__(self):  # noqa: ANN204 - the same record torch.save writes for a tensor
+        return (torch._utils._rebuild_tensor_v2, (*self.args, False, collections.OrderedDict()))
+
+
+class _TorchPickler(pickle.Pickler):
+    def persistent_id(self, obj: object):  # noqa: ANN201
+        if isinstance(obj, _Storage):
+            return ("storage", torch.FloatStorage, "0", "cpu", obj.numel)
+        return None
+
+
+def _crafted_checkpoint(path: Path, numel: int, offset: int, size: tuple, stride: tuple, stored: int = 4) -> Path:
+    buf = io.BytesIO()
+    tensor = _Tensor(_Storage(numel), offset, size, stride)
+    _TorchPickler(buf, protocol=2).dump({"model": {"mmmodel.video_encoder.videomlp.linear1.bias": tensor}})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data.pkl", buf.getvalue())
+        archive.writestr("archive/data/0", b"\0" * (4 * stored))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("numel", "offset", "size", "stride", "message"),
+    [
+        (10**15 // 4, 0, (4,), (1,), "claims 250000000000000 float32 elements, but its archive member holds 16 bytes"),
+        (4, 0, (1000,), (1,), r"view of size \(1000,\).* needs 1000 elements, the storage holds 4"),
+        (4, -1, (2,), (1,), "negative storage offset -1"),
+        (4, 0, (10**6, 10**6), (0, 0), "stride 0 in dimension 0"),
+        (4, 0, (3, 3), (1, 1), r"needs 9 elements, the storage holds 4"),
+    ],
+    ids=["huge-storage", "view-past-storage", "negative-offset", "stride-0", "overlapping"],
+)
+def test_crafted_storage_records_end_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], numel: int,
+                                                 offset: int, size: tuple, stride: tuple, message: str) -> None:
+    from norton_core.cli import main
+
+    path = _crafted_checkpoint(tmp_path / "crafted.pt", numel, offset, size, stride)
+    assert main(["convert-videoclip", str(path), str(tmp_path / "out.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"norton: error: {path}") and re.search(message, err[0]), err
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_compressed_or_oversized_members_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "deflated.pt"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"model": {}}, protocol=2))
+    with pytest.raises(CheckpointError, match="compressed; torch.save stores members uncompressed"):
+        convert(path, tmp_path / "o.safetensors")
+
+
+def test_a_shared_structure_bomb_in_the_checkpoint_pickle_is_refused(tmp_path: Path) -> None:
+    value: object = ["x"]
+    for _ in range(6):
+        value = [value] * 60
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"model": {}, "args": value}, protocol=2))
+    with pytest.raises(CheckpointError, match="bomb.pt .*more than .* values"):
+        convert(path, tmp_path / "o.safetensors")

@@ -122,3 +122,22 @@ def test_pretrained_minilm_text_tower_matches_transformers() -> None:
         ours = model.forward_text(batch["caps"], batch["cmasks"])[1]
         theirs = reference(input_ids=ids, attention_mask=attention).last_hidden_state
     assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_masking_the_video_cls_token_out_of_attention() -> None:
+    """attend_cls=False (YouCook2 with background kept, as the reference): no token sees [CLS], so changing its
+    embedding changes nothing pooled; by default it does."""
+    from norton_models.model import VIDEO_CLS_ROW
+
+    torch.manual_seed(0)
+    model = norton_core.build("model", "mmfusion-separate", TINY).eval()
+    batch = make_batch(lv=32)
+    with torch.no_grad():
+        masked = model.forward_video(batch["vfeats"], batch["vmasks"], attend_cls=False)[0]
+        attended = model.forward_video(batch["vfeats"], batch["vmasks"])[0]
+        model.video_encoder.embeddings.word_embeddings.weight[VIDEO_CLS_ROW] += torch.randn(384)  # not a shift
+        masked_after = model.forward_video(batch["vfeats"], batch["vmasks"], attend_cls=False)[0]
+        attended_after = model.forward_video(batch["vfeats"], batch["vmasks"])[0]
+    assert torch.allclose(masked, masked_after, atol=1e-6)
+    assert not torch.allclose(attended, attended_after, atol=1e-3)
+    assert not torch.allclose(masked, attended, atol=1e-3)
