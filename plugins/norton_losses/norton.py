@@ -132,6 +132,20 @@ class NortonLoss(nn.Module, Loss):
         s_lse = (t2v + v2t) / 2
         return (cfg.fusion_weight * s_mean + s_lse) / (cfg.fusion_weight + 1)
 
+    def _blocks(self, sim: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor | None]:
+        """``(G, blocks (G*G, K, K), bucket value p or None)`` of the fused similarity S."""
+        cfg = self.config
+        batch, k = sim.shape[0], cfg.sequence_length
+        if batch % k:
+            raise RecipeError(f"loss.sequence_length = {k} must divide the clips per batch, got a batch of {batch} "
+                              "clips (videos_per_batch x clip_per_video)")
+        groups = batch // k
+        prompt = None
+        if cfg.prompt_ratio > 0:
+            rank = min(max(int(cfg.prompt_ratio * batch), 1), batch)
+            prompt = torch.kthvalue(sim.diagonal().detach(), rank).values
+        return groups, sim.view(groups, k, groups, k).transpose(1, 2).reshape(groups * groups, k, k), prompt
+
     def _sequence_log_plan(self, blocks: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
         """No-grad log OT plans of the blocks: (n, K+1, K+1) with the bucket last, or (n, K, K) without one."""
         cfg = self.config
@@ -174,16 +188,9 @@ class NortonLoss(nn.Module, Loss):
         cfg = self.config
         with torch.no_grad(), torch.autocast(device_type=outputs["pooled_video"].device.type, enabled=False):
             sim = self.similarity(outputs)
-            batch, k = sim.shape[0], cfg.sequence_length
-            if batch % k:
-                raise RecipeError(f"loss.sequence_length = {k} must divide the clips per batch, got {batch}")
-            groups = batch // k
-            blocks = sim.view(groups, k, groups, k).transpose(1, 2).reshape(groups * groups, k, k)
+            groups, blocks, prompt = self._blocks(sim)
+            k = cfg.sequence_length
             own = blocks[:: groups + 1]  # block g_t * G + g_v with g_t == g_v
-            prompt = None
-            if cfg.prompt_ratio > 0:
-                rank = min(max(int(cfg.prompt_ratio * batch), 1), batch)
-                prompt = torch.kthvalue(sim.diagonal(), rank).values
             log_plan = self._sequence_log_plan(own, prompt)
             if prompt is None:
                 plan = torch.cat([log_plan.exp() / 2, log_plan.new_zeros(groups, k, 1)], 2)
@@ -194,18 +201,8 @@ class NortonLoss(nn.Module, Loss):
                     "sequence_plan": plan, "prompt": prompt if prompt is not None else sim.new_full((), math.nan)}
 
     def video_loss(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        cfg = self.config
         sim = self.similarity(outputs)
-        batch, k = sim.shape[0], cfg.sequence_length
-        if batch % k:
-            raise RecipeError(f"loss.sequence_length = {k} must divide the clips per batch, got a batch of {batch} "
-                              "clips (videos_per_batch x clip_per_video)")
-        groups = batch // k
-        prompt = None
-        if cfg.prompt_ratio > 0:
-            rank = min(max(int(cfg.prompt_ratio * batch), 1), batch)
-            prompt = torch.kthvalue(sim.diagonal().detach(), rank).values
-        blocks = sim.view(groups, k, groups, k).transpose(1, 2).reshape(groups * groups, k, k)
+        groups, blocks, prompt = self._blocks(sim)
         plan = self.sequence_plan(blocks, prompt)
         scale = self.logit_scale.clamp(0.0, MAX_LOGIT_SCALE).exp()
         logits = scale * (plan * blocks).sum(dim=(1, 2)).view(groups, groups)
