@@ -21,6 +21,7 @@ from .interfaces import (
     EvalContext,
     Evaluator,
     Loss,
+    MetricSink,
     Model,
     RetrievalBackend,
     SpecialTokens,
@@ -38,7 +39,8 @@ def build(kind: str, name: str, options: Mapping[str, Any] | None = None, *, plu
     """Build a registered component from its name and a config mapping, e.g.
     ``norton_core.build("loss", "norton", {"beta": 0.3})``.
 
-    :param kind: one of ``data``, ``aligner``, ``model``, ``loss``, ``retrieval_backend``, ``evaluator``.
+    :param kind: one of ``data``, ``aligner``, ``model``, ``loss``, ``retrieval_backend``, ``evaluator``,
+        ``metric_sink``.
     :param options: the component's table (without ``name``); validated strictly, all problems reported at once.
     :param context: the kind's keyword context (see :mod:`norton_core.interfaces`), e.g. ``special_tokens``.
     :raises PluginError: unknown name. :raises RecipeError: invalid options.
@@ -56,7 +58,7 @@ def build(kind: str, name: str, options: Mapping[str, Any] | None = None, *, plu
 
 __all__ = [
     "Aligner", "CheckpointError", "DataError", "DataPaths", "DataSource", "EmptyConfig", "EvalContext", "Evaluator",
-    "Loss", "Model", "NortonError", "PluginError", "Plugins", "Preempted", "RecipeError", "Register", "RetrievalBackend",
-    "SpecialTokens", "TrainingError", "VideoRecord", "build", "default_plugins", "hookimpl", "option",
+    "Loss", "MetricSink", "Model", "NortonError", "PluginError", "Plugins", "Preempted", "RecipeError", "Register",
+    "RetrievalBackend", "SpecialTokens", "TrainingError", "VideoRecord", "build", "default_plugins", "hookimpl", "option",
     "parse_config", "set_default_plugins", "__version__",
 ]

@@ -36,6 +36,7 @@ _REGISTER_HOOKS = {
     "loss": "norton_register_losses",
     "retrieval_backend": "norton_register_retrieval_backends",
     "evaluator": "norton_register_evaluators",
+    "metric_sink": "norton_register_metric_sinks",
 }
 
 

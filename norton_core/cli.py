@@ -16,8 +16,8 @@ from . import __version__
 from ._manager import default_plugins
 from .errors import NortonError
 
-#: core modules that add their own subcommands (data preparation, evaluation)
-_CORE_COMMANDS = ("norton_core.data.cli", "norton_core.evaluation.cli", "norton_core.study.cli")
+#: core modules that add their own subcommands (data preparation, evaluation, reading runs back, studies)
+_CORE_COMMANDS = ("norton_core.data.cli", "norton_core.evaluation.cli", "norton_core.runs.cli", "norton_core.study.cli")
 
 
 def _add_recipe_args(parser: argparse.ArgumentParser) -> None:

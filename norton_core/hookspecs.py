@@ -78,6 +78,14 @@ def norton_register_evaluators(register: Register) -> None:
 
 
 @hookspec
+def norton_register_metric_sinks(register: Register) -> None:
+    """Register metric sinks (kind ``metric_sink``; see :class:`norton_core.interfaces.MetricSink`).
+
+    :param register: call ``register(SinkClass)``; ``[logging] sinks`` lists their ``name``.
+    """
+
+
+@hookspec
 def norton_register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add subcommands to the ``norton`` CLI (called once when the CLI starts).
 

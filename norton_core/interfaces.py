@@ -16,6 +16,7 @@ kind                    base class                  recipe table
 ``loss``                :class:`Loss`               ``[loss]``
 ``retrieval_backend``   :class:`RetrievalBackend`   ``[retrieval.backend]``
 ``evaluator``           :class:`Evaluator`          ``[evaluation.tasks.<name>]``
+``metric_sink``         :class:`MetricSink`         ``[logging] sinks``, ``[logging.sink_options.<name>]``
 ======================  ==========================  ====================================================
 """
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:  # heavy imports only for type checkers
     import numpy as np
     import torch
 
-KINDS: tuple[str, ...] = ("data", "aligner", "model", "loss", "retrieval_backend", "evaluator")
+KINDS: tuple[str, ...] = ("data", "aligner", "model", "loss", "retrieval_backend", "evaluator", "metric_sink")
 
 
 @attrs.frozen
@@ -228,6 +229,29 @@ class Evaluator(Component):
     @abc.abstractmethod
     def evaluate(self, model: Model, ctx: EvalContext) -> dict[str, float]:
         """Return ``{metric: value}`` (e.g. ``{"R@1": 12.5, ...}``; counts of skipped items as ``skipped_*``)."""
+
+
+class MetricSink(Component):
+    """Where a run's records go (a JSONL file, TensorBoard, Weights & Biases, ...). Built as
+    ``cls(config, run_dir=Path)`` on rank 0 only, when ``[logging] sinks`` names it.
+
+    Every record the engine appends to the run's log reaches :meth:`write`, in order: step records
+    (``{"step", "epoch", <each loss term>, "lr", "grad_norm", "clips_per_s", "time"}``) and event records
+    (``{"event": "retrieval" | "evaluation" | "validation" | "epoch_end" | "resume" | ..., "step", ...}``);
+    :func:`norton_core.metrics.scalars` turns either kind into ``(tag, value)`` pairs.
+    """
+
+    @abc.abstractmethod
+    def start(self, run: Any) -> str:
+        """Open the sink for ``run`` (a :class:`~norton_core.engine.RunContext`; ``run.recipe`` is the resolved
+        recipe, to log as hyper-parameters). Returns where the records go, which the engine prints."""
+
+    @abc.abstractmethod
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Take one record (plain JSON data)."""
+
+    def close(self) -> None:
+        """Flush and close; called once at the end of the run, also when it fails or is preempted."""
 
 
 ProgressFn = Callable[[int], None]

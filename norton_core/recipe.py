@@ -19,7 +19,7 @@ import attrs
 
 from ._manager import Plugins, default_plugins
 from .config import check_config, to_dict
-from .engine.config import EvaluationConfig, RetrievalConfig, RunConfig, TrainConfig
+from .engine.config import EvaluationConfig, LoggingConfig, RetrievalConfig, RunConfig, TrainConfig
 from .errors import RecipeError
 
 if sys.version_info >= (3, 11):
@@ -30,6 +30,7 @@ else:  # pragma: no cover
 #: engine tables and their schemas
 ENGINE_TABLES: dict[str, type] = {
     "run": RunConfig, "train": TrainConfig, "retrieval": RetrievalConfig, "evaluation": EvaluationConfig,
+    "logging": LoggingConfig,
 }
 #: component tables: table path -> (kind, default name or None when the table is required)
 COMPONENT_TABLES: dict[str, tuple[str, str | None]] = {
@@ -70,6 +71,7 @@ class Recipe:
     train: TrainConfig
     retrieval: RetrievalConfig
     evaluation: EvaluationConfig
+    logging: LoggingConfig
     components: dict[str, ComponentSpec]
     requires: list[str]
 
@@ -102,6 +104,11 @@ class Recipe:
             **to_dict(self.evaluation),
             "task_options": {task: to_dict(self.components[f"evaluation.task_options.{task}"].config)
                              for task in self.evaluation.tasks},
+        }
+        out["logging"] = {
+            **to_dict(self.logging),
+            "sink_options": {sink: to_dict(self.components[f"logging.sink_options.{sink}"].config)
+                             for sink in self.logging.sinks},
         }
         return out
 
@@ -280,6 +287,8 @@ def _validate(raw: dict[str, Any], source_of: Any, source: str, plugins: Plugins
                     sub_tables[f"retrieval.{sub}"] = data.pop(sub)
         if table == "evaluation":
             sub_tables["evaluation.task_options"] = data.pop("task_options", {})
+        if table == "logging":
+            sub_tables["logging.sink_options"] = data.pop("sink_options", {})
         inst, items = check_config(schema, data, table)
         problems.extend(items)
         engine[table] = inst
@@ -310,6 +319,9 @@ def _validate(raw: dict[str, Any], source_of: Any, source: str, plugins: Plugins
         if spec is not None:
             components[path] = spec
 
+    _named_tables(_names(engine["logging"], "sinks", raw.get("logging")), "logging.sinks",
+                  sub_tables.get("logging.sink_options"), "metric_sink", registry, plugins, problems, components)
+
     requires = raw.get("requires", [])
     if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
         problems.append(("requires", "expected a list of requirement strings like \"norton-example-loss>=0.1\""))
@@ -324,6 +336,42 @@ def _validate(raw: dict[str, Any], source_of: Any, source: str, plugins: Plugins
         lines = [f"{source_of(path)}: {path}: {message}" for path, message in problems]
         raise RecipeError(f"{len(lines)} problem(s) in recipe {source}:\n" + "\n".join(lines), problems=lines)
     return Recipe(raw=raw, source=source, components=components, requires=list(requires), **engine)
+
+
+def _names(config: Any, key: str, raw: Any) -> list[str]:
+    """A validated list of names, or (when its table has other problems) the names as written, so that they are
+    checked too and every problem is reported at once."""
+    if config is not None:
+        return list(getattr(config, key))
+    names = raw.get(key, []) if isinstance(raw, dict) else []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def _named_tables(names: list[str], list_path: str, options: Any, kind: str, registry: Any, plugins: Plugins,
+                  problems: list[tuple[str, str]], components: dict[str, ComponentSpec]) -> None:
+    """A list of component names (``[logging] sinks``) with an optional options table per name
+    (``[logging.sink_options.<name>]``): every name registered, every options table for a listed name."""
+    table_path = list_path.rpartition(".")[0] + ".sink_options"
+    options = options or {}
+    if not isinstance(options, dict):
+        problems.append((table_path, "expected a table of per-name tables"))
+        options = {}
+    for name in options:
+        if name not in names:
+            problems.append((f"{table_path}.{name}", f"options for {name!r}, which is not in {list_path}"))
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            problems.append((f"{list_path}[{i}]", f"{name!r} is listed twice"))
+            continue
+        if (kind, name) not in registry:
+            problems.append((f"{list_path}[{i}]", registry.unknown_message(kind, name) + plugins.broken_note()))
+            continue
+        table = dict(options.get(name, {})) if isinstance(options.get(name, {}), dict) else options[name]
+        if isinstance(table, dict):
+            table.setdefault("name", name)
+        spec = _component(f"{table_path}.{name}", kind, table, name, registry, plugins, problems)
+        if spec is not None:
+            components[f"{table_path}.{name}"] = spec
 
 
 def _component(path: str, kind: str, table: Any, default: str | None, registry: Any, plugins: Plugins,

@@ -358,7 +358,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 #: keys that may differ between a run and its resume without permission (where the run is, not what it does)
 FREE_KEYS = ("source", "run.output_dir", "run.cache_dir", "run.init_from", "run.pretrain_recipe", "run.threads",
-             "train.num_workers", "train.log_every", "train.read_mode", "train.check_finite", "evaluation")
+             "train.num_workers", "train.log_every", "train.read_mode", "train.check_finite", "evaluation", "logging")
 
 
 def recipe_changes(old: dict[str, Any], new: dict[str, Any], allowed: Iterable[str]) -> tuple[list[dict], list[str]]:

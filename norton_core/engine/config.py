@@ -75,3 +75,9 @@ class EvaluationConfig:
     before: bool = option(False, help="also evaluate the initial model, for a before/after table")
     after: bool = option(True)
     batch_size: int = option(256, ge=1)
+
+
+@attrs.frozen
+class LoggingConfig:
+    sinks: list[str] = option(factory=lambda: ["jsonl"], help="metric sinks every record of the run goes to: jsonl "
+                                                              "(metrics.jsonl), tensorboard, wandb, or a plugin's")

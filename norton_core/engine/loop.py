@@ -26,10 +26,11 @@ from . import data as dataio
 from . import distributed
 from .parts import Run, assemble
 from .preempt import Preemption
+from .progress import Progress, planned_steps, steps_per_epoch
 from .resume import open_run_dir, save_state
 from .retrieval import retrieval_round
 from .schedule import learning_rate
-from .setup import apply_determinism, plugin_list, progress_bar, resolve_precision
+from .setup import apply_determinism, plugin_list, resolve_precision
 from .state import RunResult
 
 __all__ = ["resolve_precision", "run"]
@@ -56,13 +57,16 @@ def run(recipe: Any, plugins: Any, *, resume: bool, overwrite: bool, allow_recip
         if dist.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             lock.acquire()
-        found = open_run_dir(run_dir, ckpt_root, resume, overwrite, dist, log)
+        found = open_run_dir(run_dir, ckpt_root, resume, overwrite, dist, log, tcfg)
         with Preemption() as preempt:
             # data, components, optimizer and (when resuming) their checkpointed state, gathered in one object
             parts = assemble(recipe, plugins, dist=dist, log=log, preempt=preempt, precision=precision,
                              run_dir=run_dir, ckpt_root=ckpt_root, found=found, allow=allow_recipe_change,
                              init_from=init_from, prior_evaluation=prior_evaluation)
-            return _train(parts)
+            try:
+                return _train(parts)
+            finally:
+                parts.metrics.close()
     finally:
         lock.release()
         restore()
@@ -75,7 +79,7 @@ def _train(run: Run) -> RunResult:
         if ecfg.after and "after" not in run.evaluation:
             evaluate(run, "after")
         return _result(run, {})
-    _start(run)
+    progress = _start(run)
 
     last_metrics: dict[str, float] = {}
     run.model.train()
@@ -84,10 +88,10 @@ def _train(run: Run) -> RunResult:
         # -- 1. the epoch's batches: retrieved neighbourhoods from start_epoch on, random before ---------------------
         steps_in_epoch = _plan_epoch(run, epoch)
         plugins.call("norton_epoch_start", run=run.ctx, epoch=epoch)
+        progress.epoch(epoch)
 
         # -- 2. this rank's batches from the cursor on, laid out by DataLoader workers ------------------------------
         batches = iter(_epoch_loader(run, epoch, steps_in_epoch))
-        bar = progress_bar(steps_in_epoch, state.cursor, epoch, run.dist)
         epoch_sums: dict[str, float] = {}
         epoch_count = 0
         while state.cursor < steps_in_epoch and not run.finished():
@@ -112,10 +116,7 @@ def _train(run: Run) -> RunResult:
             last_metrics = step_metrics
             if state.step % tcfg.log_every == 0:
                 run.metrics.write({"step": state.step, "epoch": epoch, **step_metrics, "time": time.time()})
-            if bar is not None:
-                bar.set_postfix(loss=f"{step_metrics.get('loss', float('nan')):.4f}", lr=f"{lr:.2e}",
-                                clips_s=f"{step_metrics['clips_per_s']:.1f}", refresh=False)
-                bar.update(1)
+            progress.step(state.step, epoch, step_metrics)
             plugins.call("norton_step_end", run=run.ctx, step=state.step, metrics=step_metrics)
             fault_point("step")
             scheduled = bool(tcfg.checkpoint_every) and state.step % tcfg.checkpoint_every == 0
@@ -127,8 +128,6 @@ def _train(run: Run) -> RunResult:
                     save_state(run)
                 raise Preempted(f"SIGTERM: stopped after step {state.step} with its checkpoint committed in "
                                 f"{run.ckpt_root}; continue with --resume")
-        if bar is not None:
-            bar.close()
         del batches  # stops the epoch's DataLoader workers
         # -- 8. end of epoch (or of max_steps): checkpoint, then the hooks -------------------------------------------
         if state.cursor >= steps_in_epoch:
@@ -138,6 +137,7 @@ def _train(run: Run) -> RunResult:
         run.metrics.write({"event": "epoch_end", "epoch": epoch, "step": state.step, **epoch_means})
         plugins.call("norton_epoch_end", run=run.ctx, epoch=epoch, metrics=epoch_means)
 
+    progress.close()
     if ecfg.after:
         evaluate(run, "after")
     plugins.call("norton_run_end", run=run.ctx, metrics=dict(run.evaluation.get("after", {})))
@@ -149,18 +149,31 @@ def _train(run: Run) -> RunResult:
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _start(run: Run) -> None:
-    """Record what runs (recipe, plugins), tell the hooks, and evaluate the untrained model if asked."""
+def _start(run: Run) -> Progress:
+    """Record what runs (recipe, plugins), say how long it is, tell the hooks, and evaluate the untrained model if
+    asked. Returns the progress report of the steps to come."""
+    state, tcfg = run.state, run.tcfg
+    per_epoch = steps_per_epoch(len(run.videos), tcfg.videos_per_batch, run.per_step)
+    total = planned_steps(tcfg, per_epoch)
     if run.found is not None:
-        run.metrics.truncate(run.state.metrics_offset)
-        run.metrics.write({"event": "resume", "step": run.state.step, "from": run.found[0].name})
+        run.metrics.truncate(state.metrics_offset)
+        run.metrics.write({"event": "resume", "step": state.step, "from": run.found[0].name})
+    run.metrics.start()
+    run.metrics.write({"event": "start", "step": state.step, "total_steps": total, "steps_per_epoch": per_epoch,
+                       "epochs": tcfg.epochs, "world_size": run.dist.world_size})
+    cut = f", stopping at train.max_steps = {tcfg.max_steps}" if tcfg.max_steps and tcfg.max_steps < \
+        tcfg.epochs * per_epoch else ""
+    plan = f"{total} steps ({tcfg.epochs} epoch{'s' * (tcfg.epochs != 1)} x {per_epoch} steps{cut})"
+    run.log(f"norton: continuing run {run.cfg.name} at step {state.step} of {plan}" if run.found is not None else
+            f"norton: starting run {run.cfg.name} in {run.run_dir}: {plan}")
     if run.dist.is_main:
         recipe_json = {**run.resolved, "source": run.recipe.source}
         ckpt.replace_atomic(run.run_dir / "recipe.json", json.dumps(recipe_json, indent=1).encode())
         ckpt.replace_atomic(run.run_dir / "plugins.json", json.dumps(plugin_list(run.plugins), indent=1).encode())
     run.plugins.call("norton_run_start", run=run.ctx)
-    if run.recipe.evaluation.before and run.state.step == 0 and "before" not in run.evaluation:
+    if run.recipe.evaluation.before and state.step == 0 and "before" not in run.evaluation:
         evaluate(run, "before")
+    return Progress(total, state.step, tcfg.epochs, tcfg.log_every, run.log, enabled=run.dist.is_main)
 
 
 def _plan_epoch(run: Run, epoch: int) -> int:
@@ -356,15 +369,17 @@ def evaluate_model(run: Run) -> dict[str, float]:
 def _result(run: Run, last: dict[str, float]) -> RunResult:
     state, evaluation = run.state, run.evaluation
     if run.dist.is_main and evaluation and run.recipe.evaluation.tasks:
-        print_evaluation(evaluation)
+        print_evaluation(evaluation, run.cfg.name, bool(run.cfg.init_from or run.prior_evaluation))
     return RunResult(run_dir=run.run_dir, step=state.step,
                      epoch=state.epoch if state.batches is not None else state.epoch - 1, complete=True,
                      resumed_from=run.found[0] if run.found else None, metrics=last, evaluation=evaluation)
 
 
-def print_evaluation(evaluation: dict[str, Any]) -> None:
-    """All result sets side by side (e.g. the untrained model, the pretraining stage, this run)."""
-    from ..evaluation import format_table
+def print_evaluation(evaluation: dict[str, Any], run_name: str = "run", initialised: bool = False) -> None:
+    """All result sets side by side (e.g. the untrained model, the pretraining stage, this run), columns named by
+    what they are, with the chance level of each row; counters that stayed zero are left out."""
+    from ..evaluation import render_report
+    from ..runs import column_labels
 
     first = next(iter(evaluation.values()))
-    print(format_table(first, evaluation), flush=True)
+    print(render_report(column_labels(evaluation, run_name, initialised), order=list(first)), flush=True)

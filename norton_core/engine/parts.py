@@ -16,10 +16,10 @@ import numpy as np
 from ..errors import CheckpointError, DataError, TrainingError
 from . import data as dataio
 from .distributed import Dist
+from .metrics_log import MetricsLog
 from .preempt import Preemption
 from .setup import (
     DEMO_HINT,
-    MetricsLog,
     autocast_factory,
     cache_dir_of,
     check_tokenizer,
@@ -45,7 +45,8 @@ class Run:
     :ivar model / loss_fn / aligner / embed_aligner: the components (the embed aligner lays out retrieval rounds).
     :ivar params: what the optimizer updates (the model's trainable parameters and a loss's learnable ones).
     :ivar scaler: fp16's ``GradScaler`` or None; ``autocast`` a factory of the precision's autocast context.
-    :ivar state: the resumable training state; ``metrics`` the ``metrics.jsonl`` writer; ``ctx`` what hooks see.
+    :ivar state: the resumable training state; ``metrics`` the records' fan-out to the ``[logging]`` sinks;
+        ``ctx`` what hooks see.
     :ivar evaluation: ``{label: results}`` so far (including ``prior_evaluation``, a pretraining stage's).
     :ivar preempt: set when SIGTERM arrived; the loop checks it at step boundaries.
     """
@@ -108,6 +109,7 @@ def assemble(recipe: Any, plugins: Any, *, dist: Dist, log: Callable[[str], None
     from .resume import restore_state
 
     cfg, tcfg, ecfg = recipe.run, recipe.train, recipe.evaluation
+    metrics = MetricsLog.open(recipe, run_dir, dist.is_main, log)
     # -- data: prepared once (rank 0 first, so that only one process generates or converts it) ---------------------
     source = recipe.build("data", cache_dir=cache_dir_of(cfg))
     paths = prepare_data(source, dist, log)
@@ -147,15 +149,16 @@ def assemble(recipe: Any, plugins: Any, *, dist: Dist, log: Callable[[str], None
     np.random.seed(cfg.seed + 1 + dist.rank)
 
     resolved = recipe.resolved()
+    ctx = RunContext(recipe=resolved, run_dir=run_dir, rank=dist.rank, world_size=dist.world_size, model=model,
+                     optimizer=optimizer, device=dist.device)
+    metrics.ctx = ctx
     run = Run(recipe=recipe, plugins=plugins, dist=dist, log=log, preempt=preempt, precision=precision,
               run_dir=run_dir, ckpt_root=ckpt_root, found=found, allow=allow, resolved=resolved, paths=paths,
               store=store, videos=videos, model=model, loss_fn=loss_fn, aligner=aligner, embed_aligner=embed_aligner,
               params=params, optimizer=optimizer,
               scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None,
               autocast=autocast_factory(precision, dist.device),
-              metrics=MetricsLog(run_dir / "metrics.jsonl", dist.is_main),
-              ctx=RunContext(recipe=resolved, run_dir=run_dir, rank=dist.rank, world_size=dist.world_size,
-                             model=model, optimizer=optimizer, device=dist.device),
+              metrics=metrics, ctx=ctx,
               prior_evaluation=prior_evaluation)
 
     # -- resume: tensors, RNG streams, the epoch's batches and the cursor ------------------------------------------

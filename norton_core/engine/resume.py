@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,25 +24,31 @@ if TYPE_CHECKING:
 
 
 def open_run_dir(run_dir: Path, ckpt_root: Path, resume: bool, overwrite: bool, dist: distributed.Dist,
-                  log: Callable[[str], None]) -> tuple[Path, dict[str, bytes]] | None:
-    """Rank 0 decides; every rank then reads the chosen checkpoint (the run directory is on a shared disk)."""
+                  log: Callable[[str], None], train: Any = None) -> tuple[Path, dict[str, bytes]] | None:
+    """Rank 0 decides; every rank then reads the chosen checkpoint (the run directory is on a shared disk).
+    Without ``resume``, a run that ``train`` (the recipe's ``[train]``) says is complete is reported, not refused."""
     name = b""
     if dist.is_main:
         ckpt.clean_leftovers(ckpt_root, log)
         existing = (run_dir / "recipe.json").exists() or bool(ckpt.committed_steps(ckpt_root))
+        found = None
         if existing and overwrite:
-            for item in ("checkpoints", "metrics.jsonl", "recipe.json", "plugins.json", "eval.json", "tensorboard"):
+            for item in ("checkpoints", "metrics.jsonl", "recipe.json", "plugins.json", "eval.json", "tensorboard",
+                         "wandb"):
                 if (run_dir / item).exists():
                     ckpt._remove_tree(run_dir / item)
             log(f"norton: --overwrite: removed the previous run in {run_dir}")
-        elif existing and not resume:
-            raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
-                                  "discard it, or set run.name to start another")
-        found = ckpt.find_latest(ckpt_root, log) if resume else None
-        if resume and found is None:
-            log(f"norton: --resume: no valid checkpoint in {ckpt_root}; starting from the beginning")
+        elif existing:
+            found = ckpt.find_latest(ckpt_root, log)
+            # a complete run is reported, not refused: the same command can be run twice (both stages of a demo)
+            if not resume and not (found is not None and _complete(found, train)):
+                raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
+                                      "discard it, or set run.name to start another")
+            if found is None:
+                log(f"norton: --resume: no valid checkpoint in {ckpt_root}; starting from the beginning")
         if found is not None:
-            log(f"norton: resuming from {found[0]}")
+            log(f"norton: {run_dir} holds a complete run ({found[0].name})" if _complete(found, train) else
+                f"norton: resuming from {found[0]}")
             name = found[0].name.encode()
     name = distributed.broadcast_bytes(name, dist)
     distributed.barrier(dist)
@@ -52,6 +58,15 @@ def open_run_dir(run_dir: Path, ckpt_root: Path, resume: bool, overwrite: bool, 
         return found
     path = ckpt_root / name.decode()
     return path, ckpt.read_checkpoint(path)
+
+
+def _complete(found: tuple[Path, dict[str, bytes]], train: Any) -> bool:
+    """Whether a checkpoint ends the run as ``train`` (the current recipe's) plans it: its last epoch or
+    ``max_steps``."""
+    if train is None:
+        return False
+    meta = json.loads(found[1]["state.json"])
+    return int(meta["epoch"]) > train.epochs or (train.max_steps > 0 and int(meta["step"]) >= train.max_steps)
 
 
 def save_state(run: Run) -> Path | None:

@@ -1,4 +1,4 @@
-"""Run set-up helpers: determinism, data preparation, weight initialisation, precision, progress and metrics.
+"""Run set-up helpers: determinism, data preparation, weight initialisation and precision.
 
 Split out of :mod:`.loop` so that the loop reads top to bottom; nothing here holds training state.
 """
@@ -139,45 +139,6 @@ def read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return {}
-
-
-def progress_bar(total: int, initial: int, epoch: int, dist: distributed.Dist) -> Any:
-    if not dist.is_main:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=f"epoch {epoch}", unit="step", disable=None, dynamic_ncols=True)
-
-
-class MetricsLog:
-    """``metrics.jsonl`` (rank 0), plus TensorBoard scalars when tensorboard is installed."""
-
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.path, self.enabled, self.tb = path, enabled, None
-        if enabled:
-            with contextlib.suppress(ImportError):
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(path.parent / "tensorboard"))
-
-    def truncate(self, offset: int) -> None:
-        """Drop lines a killed run wrote after the checkpoint we resume from (they are about to be redone)."""
-        if self.enabled and self.path.exists() and self.path.stat().st_size > offset:
-            with open(self.path, "r+b") as fh:
-                fh.truncate(offset)
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(record, default=jsonable) + "\n")
-        if self.tb is not None and "step" in record and "event" not in record:
-            for key, value in record.items():
-                if isinstance(value, float) and key not in ("time",):
-                    self.tb.add_scalar(key, value, record["step"])
-
-    def offset(self) -> int:
-        return self.path.stat().st_size if self.enabled and self.path.exists() else 0
 
 
 def jsonable(value: Any) -> Any:

@@ -3,7 +3,8 @@
 TARGET is one of:
 - a run directory (holds ``recipe.json``): its newest checkpoint (``checkpoints/latest``) is evaluated;
 - a checkpoint directory (holds ``model.safetensors``): the recipe is ``--recipe`` or the run's ``../../recipe.json``;
-- a ``.safetensors`` file (e.g. converted VideoCLIP weights): ``--recipe`` is required.
+- a ``.safetensors`` file (e.g. converted VideoCLIP weights): ``--recipe`` is required;
+- an export directory (``norton export``): its own model and training recipe.
 """
 
 from __future__ import annotations
@@ -39,7 +40,11 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
 
 
 def resolve_target(target: Path, recipe: str | None) -> tuple[Path, Path]:
-    """``(weights file, recipe file)`` for a run directory, checkpoint directory or weights file."""
+    """``(weights file, recipe file)`` for a run directory, checkpoint directory, weights file or export."""
+    from ..export import is_export
+
+    if is_export(target):
+        return target / "model.safetensors", Path(recipe) if recipe else target / "recipe.json"
     if target.is_dir() and (target / "recipe.json").is_file():
         latest = target / "checkpoints" / "latest"
         if not latest.is_file():
@@ -67,8 +72,11 @@ def resolve_target(target: Path, recipe: str | None) -> tuple[Path, Path]:
 
 def load_recipe_any(path: Path) -> Any:
     """A validated :class:`~norton_core.recipe.Recipe` from a TOML recipe or a run's ``recipe.json``."""
+    from ..export import export_recipe, is_export
     from ..recipe import Recipe, load_recipe
 
+    if path.name == "recipe.json" and is_export(path.parent):
+        return export_recipe(path.parent)
     if path.suffix == ".json":
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))

@@ -12,8 +12,11 @@ from norton_core.recipe import Recipe, load_recipe
 
 @pytest.fixture
 def plugins():
+    import norton_sinks  # the default [logging] sinks = ["jsonl"] is a built-in plugin
+
     plugins = Plugins()
     plugins.register(fake_components, name="fake", distribution="norton-fake", version="0.1")
+    plugins.register(norton_sinks, name="sinks", distribution="norton")
     return plugins
 
 

@@ -207,9 +207,10 @@ class Plugin:
 
 
 def fake_plugins() -> Any:
-    """Only the built-in retrieval backends (ours) plus the fakes: other built-ins do not affect these tests."""
+    """Only the built-in retrieval backends and metric sinks (ours) plus the fakes: other built-ins do not affect
+    these tests."""
     plugins = Plugins()
-    plugins.load_entrypoints({"NORTON_LOAD_PLUGINS": "retrieval"})
+    plugins.load_entrypoints({"NORTON_LOAD_PLUGINS": "retrieval,sinks"})
     plugins.register(Plugin(), name="engine-fakes")
     return plugins
 

@@ -75,11 +75,14 @@ def test_resume_of_a_complete_run_changes_nothing(tmp_path, plugins, capsys):
     assert all(after[p] == before[p] for p in before if p.name not in ("recipe.json", "plugins.json"))
 
 
-def test_existing_run_needs_resume_or_overwrite(tmp_path, plugins):
-    """H2."""
+def test_existing_run_needs_resume_or_overwrite(tmp_path, plugins, capsys):
+    """H2: an unfinished run is not continued or discarded by accident; a complete one is reported (the same
+    command can be run twice)."""
     _run(tmp_path, plugins, train={"max_steps": 2})
+    again = _run(tmp_path, plugins, train={"max_steps": 2})
+    assert again.complete and again.step == 2 and "holds a complete run" in capsys.readouterr().out
     with pytest.raises(CheckpointError, match="--resume.*--overwrite"):
-        _run(tmp_path, plugins, train={"max_steps": 2})
+        _run(tmp_path, plugins, train={"max_steps": 3})
     result = _run(tmp_path, plugins, train={"max_steps": 3}, overwrite=True)
     assert result.step == 3 and [s["step"] for s in _steps(result.run_dir)] == [1, 2, 3]
 

@@ -189,11 +189,13 @@ def fake_recipe(eval_root: Path | str = "", **model: object) -> dict:
 def eval_plugins():  # type: ignore[no-untyped-def]
     """A plugin manager with only the built-in evaluators and the fakes (independent of the other built-ins)."""
     import norton_evaluators
+    import norton_sinks
 
     from norton_core import Plugins
 
     plugins = Plugins()
     plugins.register(norton_evaluators, name="evaluators", distribution="norton")
+    plugins.register(norton_sinks, name="sinks", distribution="norton")
     plugins.register(FakePlugin, name="fake-eval")
     return plugins
 
