@@ -33,14 +33,15 @@ def _common(study: Study, value: Any, seed: int, out: Path, name: str) -> list[s
 
 
 def _train_cell(recipe_path: Path, overrides: list[str], record: Path, diagnostics: Any, plugins: Any,
-                log: Callable[[str], None]) -> dict[str, Any]:
-    """Train one run unless ``record`` says it is done with the same overrides; return the record."""
+                log: Callable[[str], None], after: list[str] | None = None) -> dict[str, Any]:
+    """Train one run unless ``record`` says it is done with the same overrides (and, for an arm, the same first
+    stage: ``after`` is that stage's overrides); return the record."""
     from ..engine import train
     from ..recipe import load_recipe
 
     if record.is_file():
         done = json.loads(record.read_text())
-        if done.get("overrides") == overrides:
+        if done.get("overrides") == overrides and done.get("after") == after:
             log(f"norton study: {record.parent.name}/{record.stem}: done, skipped")
             return done
         log(f"norton study: {record}: made with other settings; training it again")
@@ -55,7 +56,7 @@ def _train_cell(recipe_path: Path, overrides: list[str], record: Path, diagnosti
     finally:
         if hook is not None:
             plugins.unregister(HOOK_NAME)
-    out = {"overrides": overrides, "run_dir": str(result.run_dir),
+    out = {"overrides": overrides, "after": after, "run_dir": str(result.run_dir),
            "evaluation": {k: v for k, v in result.evaluation.items() if "/" not in k},
            "diagnostics": {str(e): r for e, r in read_diagnostics(result.run_dir / "diagnostics.jsonl").items()}}
     record.parent.mkdir(parents=True, exist_ok=True)
@@ -79,20 +80,20 @@ def run_study(study: Study, plugins: Any = None, log: Callable[[str], None] = pr
     for value in study.variant_values:
         for seed in study.seeds:
             where = cell_dir(study, value, seed)
-            init = []
+            init, after = [], None
             if stage1 is not None:
                 n += 1
                 log(f"norton study: [{n}/{total}] {study.variant_label(value)} seed {seed}: first stage {stage1.name}")
                 pre = _train_cell(stage1, _common(study, value, seed, where, PRETRAIN), where / f"{PRETRAIN}.json",
                                   False, plugins, log)
                 results[study.variant_label(value), seed, PRETRAIN] = pre
-                init = [f"run.init_from={json.dumps(pre['run_dir'])}"]
+                init, after = [f"run.init_from={json.dumps(pre['run_dir'])}"], pre["overrides"]
             for arm in study.arms:
                 n += 1
                 log(f"norton study: [{n}/{total}] {study.variant_label(value)} seed {seed}: arm {arm.name}")
                 overrides = [*_common(study, value, seed, where, arm.name), *arm.set, 'run.pretrain_recipe=""', *init]
                 results[study.variant_label(value), seed, arm.name] = _train_cell(
-                    study.base, overrides, where / f"{arm.name}.json", study.diagnostics, plugins, log)
+                    study.base, overrides, where / f"{arm.name}.json", study.diagnostics, plugins, log, after)
     return results
 
 

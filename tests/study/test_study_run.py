@@ -57,6 +57,12 @@ def test_study_runs_each_cell_once_and_reports(tmp_path: Path, capsys: pytest.Ca
     assert 0.0 <= noisy["plan_on_step"] <= 1.0 and 0.0 <= noisy["faulty_on_duplicates"] <= 1.0
     report = (out / "report.md").read_text()
     assert "## youcook2_clip/R@1" in report and "nce − norton" in report and "Ground-truth diagnostics" in report
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib is not installed: no plots" in capsys.readouterr().out
+    else:
+        assert (out / "plots" / "youcook2_clip_Rat1.png").is_file() and "](plots/youcook2_clip_Rat1.png)" in report
     capsys.readouterr()
     assert main(["study", str(study), "--note", "again"]) == 0  # everything is finished: nothing trains
     printed = capsys.readouterr().out
