@@ -54,20 +54,16 @@ def sampleable_videos(store: Any, log: Callable[[str], None]) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
-def default_collate(items: list[dict[str, np.ndarray]], video_ids: list[str]) -> dict[str, Any]:
-    """The built-in aligners' collate (flat ``(V*C, ...)`` tensors with ``video_index``)."""
-    from norton_aligners import collate
-
-    return collate(items, video_ids)
-
-
 class BatchDataset:
-    """Item ``i`` = the collated clips of ``batches[i]`` (a map-style dataset for ``torch.utils.data``)."""
+    """Item ``i`` = the clips of ``batches[i]`` as one batch, made by the aligner's own ``collate`` (a map-style
+    dataset for ``torch.utils.data``)."""
 
     def __init__(self, store: Any, aligner: Any, batches: Sequence[Sequence[int]], seed: int, epoch: int,
-                 purpose: str, collate: Callable[..., dict[str, Any]] = default_collate) -> None:
-        self.store, self.aligner, self.batches = store, aligner, [list(map(int, b)) for b in batches]
-        self.seed, self.epoch, self.purpose, self.collate = seed, epoch, purpose, collate
+                 purpose: str) -> None:
+        # -1 pads a short retrieval batch (retrieval.short_batches = "keep"): it is not a video
+        self.store, self.aligner = store, aligner
+        self.batches = [[int(v) for v in b if int(v) >= 0] for b in batches]
+        self.seed, self.epoch, self.purpose = seed, epoch, purpose
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -86,9 +82,24 @@ class BatchDataset:
             ids.append(record.video_id)
         import torch
 
-        batch = self.collate(items, ids)
+        batch = collate_batch(self.aligner, items, ids)
         batch["store_index"] = torch.tensor(self.batches[i], dtype=torch.int64)
         return batch
+
+
+def collate_batch(aligner: Any, items: list[dict[str, Any]], video_ids: list[str]) -> dict[str, Any]:
+    """The aligner's ``collate`` (an aligner without one gets the default), checked at the plugin boundary."""
+    from ..batching import collate_clips
+
+    collate = getattr(aligner, "collate", None)
+    batch = collate(items, video_ids) if collate is not None else collate_clips(items, video_ids)
+    who = f"aligner {getattr(aligner, 'name', type(aligner).__name__)!r}"
+    if not isinstance(batch, dict):
+        raise DataError(f"{who}: collate() returned {type(batch).__name__}, expected a dict of tensors")
+    missing = [k for k in ("caps", "cmasks", "vfeats", "vmasks", "video_index") if k not in batch]
+    if missing:
+        raise DataError(f"{who}: collate() returned no {', '.join(missing)} (videos {', '.join(video_ids[:3])}...)")
+    return batch
 
 
 def make_loader(dataset: BatchDataset, num_workers: int, seed: int, pin_memory: bool = False) -> Any:

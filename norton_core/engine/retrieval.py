@@ -82,23 +82,64 @@ def check_results(result: Any, queries: int, k: int, n: int, backend: Any) -> np
 
 
 def neighbour_batches(neighbours: np.ndarray, queries: np.ndarray, per_batch: int, n: int,
-                      rng: random.Random) -> np.ndarray:
+                      rng: random.Random, keep_short: bool = False) -> np.ndarray:
     """One batch per query: the query and its neighbours (-1 and repeats dropped); V of them are sampled when
     there are more (VideoCLIP's "sample k of 2k"), and a short list is topped up with random other videos so
-    every batch has V distinct videos. Values are positions 0..n-1."""
-    out = np.empty((len(queries), per_batch), dtype=np.int64)
+    every batch has V distinct videos. Values are positions 0..n-1. With ``keep_short`` (the reference) a short
+    list stays a short batch: its row is padded with -1, which the data loader skips."""
+    out = np.full((len(queries), per_batch), -1, dtype=np.int64)
     for row, q in enumerate(queries):
         cands = list(dict.fromkeys([int(q)] + [int(x) for x in neighbours[row] if x >= 0]))
         if len(cands) > per_batch:
             cands = rng.sample(cands, per_batch)
         taken = set(cands)
-        while len(cands) < per_batch:
+        while len(cands) < per_batch and not keep_short:
             extra = rng.randrange(n)
             if extra not in taken:
                 taken.add(extra)
                 cands.append(extra)
-        out[row] = cands
+        out[row, : len(cands)] = cands
     return out
+
+
+def reference_shares(n: int, shares: int) -> list[np.ndarray]:
+    """The reference's fixed split of the videos over ranks: torch's ``DistributedSampler(shuffle=True, seed=0)``
+    whose ``set_epoch`` is never called, i.e. one seed-0 permutation, padded to a multiple of the share count and
+    dealt out by rank, the same every epoch (padding repeats are dropped, as the reference's pool skips them)."""
+    import torch
+
+    generator = torch.Generator()
+    generator.manual_seed(0)
+    order = torch.randperm(n, generator=generator).tolist()
+    total = -(-n // shares) * shares
+    order += order[: total - n]
+    return [np.asarray(list(dict.fromkeys(order[r:total:shares])), dtype=np.int64) for r in range(shares)]
+
+
+def per_share_batches(matrix: np.ndarray, build_backend: Callable[[], Any], per_batch: int, num_cands: int,
+                      shares: int, keep_short: bool, seed: int,
+                      epoch: int) -> tuple[np.ndarray, Any, np.ndarray, float]:
+    """``retrieval.index = "per_rank"``: each share is indexed and searched on its own, so neighbours are only ever
+    found inside it; share r gives floor(N_r / V) batches, concatenated in share order (the reference's sync).
+    Returns (positions into ``matrix``, -1 padded; the last share's backend and vectors, for the recall check;
+    the share of search slots filled)."""
+    rows, slots, backend, vectors = [], [], None, matrix[:0]
+    for r, members in enumerate(reference_shares(len(matrix), shares)):
+        if not len(members):
+            continue
+        vectors = matrix[members]
+        backend = build_backend()
+        backend.build(vectors, np.arange(len(members), dtype=np.int64))
+        rng = random.Random(f"{seed}:{epoch}:retrieval:{r}")
+        queries = np.asarray(rng.sample(range(len(members)), len(members) // per_batch), dtype=np.int64)
+        k = min(num_cands, len(members))
+        found = check_results(backend.search(queries, k), len(queries), k, len(members), backend)
+        local = neighbour_batches(found, queries, per_batch, len(members), rng, keep_short)
+        rows.append(np.where(local >= 0, members[np.maximum(local, 0)], -1))
+        slots.append((found >= 0).ravel())
+    positions = np.concatenate(rows) if rows else np.zeros((0, per_batch), dtype=np.int64)
+    filled = float(np.concatenate(slots).mean()) if slots and sum(map(len, slots)) else 0.0
+    return positions, backend, vectors, filled
 
 
 def neighbour_recall(backend: Any, vectors: np.ndarray, k: int, sample: int, rng: random.Random,
@@ -118,10 +159,14 @@ def neighbour_recall(backend: Any, vectors: np.ndarray, k: int, sample: int, rng
 def retrieval_round(*, model: Any, make_loader: Callable[[list[list[int]]], Any], videos: np.ndarray,
                     build_backend: Callable[[], Any], per_batch: int, num_cands: int, embed_per_batch: int,
                     recall_sample: int, seed: int, epoch: int, dist: distributed.Dist, autocast: Any,
-                    log: Callable[[str], None]) -> tuple[np.ndarray, dict[str, Any]]:
-    """Run one round and return the epoch's batches ((n, V) store indices, identical on every rank) and stats.
+                    log: Callable[[str], None], index_scope: str = "global", shares: int = 0,
+                    keep_short: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+    """Run one round and return the epoch's batches ((n, V) store indices, identical on every rank; -1 pads a
+    short batch when ``keep_short``) and stats.
 
     ``make_loader(chunks)`` gives a loader over chunks of store indices laid out by the retrieval aligner.
+    ``index_scope = "per_rank"`` reproduces the reference (see :func:`per_share_batches`); ``shares`` (0 = the
+    world size) says over how many ranks the reference's videos were split.
     """
     t0 = time.perf_counter()
     # 1. each rank embeds a strided share: every video exactly once across ranks
@@ -147,28 +192,37 @@ def retrieval_round(*, model: Any, make_loader: Callable[[list[list[int]]], Any]
         store_ids, matrix = store_ids[order], np.concatenate(all_vectors)[order]
         if len(np.unique(store_ids)) != len(store_ids) or len(store_ids) != len(videos):
             raise RuntimeError("retrieval round: the gathered video set does not cover each video exactly once")
-        backend = build_backend()
-        backend.build(matrix, np.arange(len(matrix), dtype=np.int64))
-        fault_point("retrieval_index")
-        # 3. N/V random queries; each neighbourhood becomes one batch
-        rng = random.Random(f"{seed}:{epoch}:retrieval")
-        n = len(matrix)
-        queries = np.asarray(rng.sample(range(n), n // per_batch), dtype=np.int64)
-        k = min(num_cands, n)
-        found = check_results(backend.search(queries, k), len(queries), k, n, backend)
-        positions = neighbour_batches(found, queries, per_batch, n, rng)
-        batches = store_ids[positions]
+        if index_scope == "per_rank":
+            positions, backend, searched, filled = per_share_batches(
+                matrix, build_backend, per_batch, num_cands, shares or dist.world_size, keep_short, seed, epoch)
+            fault_point("retrieval_index")
+        else:
+            backend = build_backend()
+            backend.build(matrix, np.arange(len(matrix), dtype=np.int64))
+            fault_point("retrieval_index")
+            # 3. N/V random queries; each neighbourhood becomes one batch
+            rng = random.Random(f"{seed}:{epoch}:retrieval")
+            n = len(matrix)
+            queries = np.asarray(rng.sample(range(n), n // per_batch), dtype=np.int64)
+            found = check_results(backend.search(queries, min(num_cands, n)), len(queries), min(num_cands, n), n,
+                                  backend)
+            positions = neighbour_batches(found, queries, per_batch, n, rng, keep_short)
+            searched, filled = matrix, float((found >= 0).mean()) if found.size else 0.0
+        batches = np.where(positions >= 0, store_ids[np.maximum(positions, 0)], -1)
         metric = getattr(getattr(backend, "config", None), "metric", "l2")
-        recall = neighbour_recall(backend, matrix, k, recall_sample, random.Random(f"{seed}:{epoch}:recall"), metric)
-        filled = float((found >= 0).mean()) if found.size else 0.0
+        recall = neighbour_recall(backend, searched, min(num_cands, len(searched)), recall_sample,
+                                  random.Random(f"{seed}:{epoch}:recall"), metric) if backend is not None else 0.0
+        stats["short_batches"] = int((batches < 0).any(axis=1).sum())
         stats.update(batches=int(len(batches)), recall=recall, filled=filled,
                      backend=getattr(backend, "name", type(backend).__name__))
     batches = distributed.broadcast_array(batches, dist)
     # every rank's hooks see the same statistics
-    summary = np.asarray([stats.get("recall", 0.0), stats.get("filled", 0.0)], dtype=np.float64)
-    recall, filled = distributed.broadcast_array(summary if dist.is_main else None, dist, np.dtype(np.float64))
+    summary = np.asarray([stats.get("recall", 0.0), stats.get("filled", 0.0), stats.get("short_batches", 0)],
+                         dtype=np.float64)
+    recall, filled, short = distributed.broadcast_array(summary if dist.is_main else None, dist, np.dtype(np.float64))
     name = distributed.broadcast_bytes(str(stats.get("backend", "")).encode() if dist.is_main else None, dist)
     fault_point("retrieval_batches")
     stats.update(batches=int(len(batches)), recall=float(recall), filled=float(filled), backend=name.decode(),
+                 short_batches=int(short),
                  seconds=time.perf_counter() - t0, embed_seconds=t_embed)
     return batches, stats

@@ -1,0 +1,135 @@
+"""``norton runs``, ``norton compare``, ``norton plot`` and ``norton export``: a run's results, read back."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .read import MAIN_METRICS, RunSummary, final_evaluation, find_runs, read_run
+from .tables import cell, render, setting
+
+
+def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("runs", help="list runs: state, step, last loss, main evaluation figures")
+    p.add_argument("dir", nargs="?", default="runs", help="directory of run directories (default: runs)")
+    p.add_argument("--markdown", action="store_true", help="a markdown table")
+    p.set_defaults(func=cmd_runs)
+
+    p = subparsers.add_parser("compare", help="evaluations side by side and the recipe settings that differ")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    p.add_argument("--markdown", action="store_true", help="markdown tables")
+    p.add_argument("--all-metrics", action="store_true", help="every metric, not only the rows a paper reports")
+    p.set_defaults(func=cmd_compare)
+
+    p = subparsers.add_parser("plot", help="loss terms and lr over steps, and an evaluation bar chart (PNG)")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.png", help="image to write")
+    p.set_defaults(func=cmd_plot)
+
+    p = subparsers.add_parser("export", help="a self-contained model directory (weights, options, tokenizer, card)")
+    p.add_argument("run", help="run directory, or one of its checkpoint directories")
+    p.add_argument("out", help="directory to create (must not exist, or be empty)")
+    p.set_defaults(func=cmd_export)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    runs = find_runs(args.dir)
+    if not runs:
+        print(f"norton: no runs in {args.dir}")
+        return 0
+    metrics = [m for m in MAIN_METRICS if any(m in final_evaluation(r)[1] for r in runs)]
+    headers = ["run", "state", "step", "epoch", "last loss", "evaluated", *metrics]
+    rows = []
+    for run in runs:
+        total = total_steps(run)
+        label, results = final_evaluation(run)
+        rows.append([run.name, run.state, f"{run.step}/{total}" if total else str(run.step), str(min(run.epoch, _epochs(run))),
+                     cell(run.last_loss, 4), label or "-", *(cell(results.get(m)) for m in metrics)])
+    print(render(headers, rows, args.markdown))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    runs = [read_run(p) for p in args.runs]
+    names = unique_names(runs)
+    print(compare_evaluations(runs, names, args.markdown, args.all_metrics))
+    print()
+    print(compare_recipes(runs, names, args.markdown))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plot import plot_runs
+
+    runs = [read_run(p) for p in args.runs]
+    out = plot_runs(runs, unique_names(runs), Path(args.output))
+    print(f"norton: wrote {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..export import export_run
+
+    out = export_run(Path(args.run), Path(args.out), log=print)
+    print(f"norton: exported to {out}; load it with norton_core.export.load({str(out)!r})")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def compare_evaluations(runs: list[RunSummary], names: list[str], markdown: bool = False,
+                        all_metrics: bool = False) -> str:
+    """Each run's last evaluation side by side: the rows a paper reports (all with ``all_metrics``), with chance."""
+    from ..evaluation import render_report
+
+    finals = {name: final_evaluation(r)[1] for name, r in zip(names, runs, strict=True)}
+    if not any(finals.values()):
+        return "no evaluation in these runs"
+    return render_report(finals, fmt="markdown" if markdown else "table", rows="all" if all_metrics else "paper")
+
+
+#: keys that differ between any two runs without saying anything about what they trained
+_IGNORED = ("source", "run.name", "run.output_dir", "run.cache_dir", "run.threads", "train.num_workers", "logging")
+
+
+def compare_recipes(runs: list[RunSummary], names: list[str], markdown: bool = False) -> str:
+    flat = [dict(_flatten(r.recipe)) for r in runs]
+    keys = sorted(set().union(*flat))
+    differ = [k for k in keys if not any(k == i or k.startswith(i + ".") for i in _IGNORED)
+              and len({repr(f.get(k, "<absent>")) for f in flat}) > 1]
+    if not differ:
+        return "the recipes agree (apart from where the runs are)"
+    rows = [[k, *(setting(f.get(k, "<absent>")) for f in flat)] for k in differ]
+    return render(["recipe setting", *names], rows, markdown)
+
+
+def unique_names(runs: list[RunSummary]) -> list[str]:
+    """Run names, made unique with their directory when two runs share one (the same recipe in two output dirs)."""
+    names = [r.name for r in runs]
+    return [n if names.count(n) == 1 else str(r.path) for n, r in zip(names, runs, strict=True)]
+
+
+def total_steps(run: RunSummary) -> int:
+    """Steps the whole run takes, as its last start said (0 for a run that has not started training)."""
+    starts = [e for e in run.events if e.get("event") == "start" and "total_steps" in e]
+    return int(starts[-1]["total_steps"]) if starts else 0
+
+
+def _epochs(run: RunSummary) -> int:
+    return int(run.recipe.get("train", {}).get("epochs", run.epoch))
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.extend(_flatten(value, f"{prefix}{key}."))
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+

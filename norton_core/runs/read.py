@@ -1,0 +1,168 @@
+"""Reading a run directory: ``recipe.json``, ``metrics.jsonl``, ``eval.json``, the newest checkpoint and the lock."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ..errors import CheckpointError
+
+#: the figures `norton runs` shows for a run, in this order, when its evaluation has them
+MAIN_METRICS = ("youcook2_clip/R@1", "youcook2_clip/R@10", "youcook2_video/dtw_R@1", "htm_align/recall", "msrvtt/R@1")
+
+
+@attrs.frozen
+class RunSummary:
+    """One run as the run tools see it.
+
+    :ivar state: ``complete`` (reached its last epoch or ``max_steps``), ``running`` (a process holds its lock) or
+        ``interrupted`` (stopped before its end: preempted, killed or failed; ``norton-run --resume`` continues it).
+    :ivar total_steps: the steps the whole run takes (all epochs, honouring ``max_steps``), when known.
+    :ivar steps: the step records of ``metrics.jsonl``; ``events`` the other records.
+    :ivar evaluation: ``{label: {"task/metric": value}}`` of this run (``eval.json``).
+    """
+
+    path: Path
+    name: str
+    state: str
+    step: int
+    epoch: int
+    recipe: dict[str, Any]
+    steps: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    evaluation: dict[str, dict[str, float]]
+    checkpoint: Path | None
+
+    @property
+    def last_loss(self) -> float | None:
+        for record in reversed(self.steps):
+            if isinstance(record.get("loss"), (int, float)):
+                return float(record["loss"])
+        return None
+
+
+def read_run(path: str | Path) -> RunSummary:
+    """Read a run directory (one holding ``recipe.json``); a clear error for anything else."""
+    path = Path(path)
+    recipe_file = path / "recipe.json"
+    if not recipe_file.is_file():
+        raise CheckpointError(f"{path}: not a run directory (no recipe.json); runs live in <run.output_dir>/<run.name>")
+    recipe = _json(recipe_file)
+    records = list(_records(path / "metrics.jsonl"))
+    steps = [r for r in records if "event" not in r and "step" in r]
+    events = [r for r in records if "event" in r]
+    evaluation = _json(path / "eval.json") if (path / "eval.json").is_file() else {}
+    checkpoint, state = _latest_state(path / "checkpoints")
+    step = int(state.get("step", steps[-1]["step"] if steps else 0))
+    epoch = int(state.get("epoch", 1))
+    train = recipe.get("train", {})
+    finished = bool(state) and (epoch > int(train.get("epochs", 0)) or
+                                (int(train.get("max_steps", 0)) > 0 and step >= int(train["max_steps"])))
+    run_state = "running" if _locked(path / ".lock") else "complete" if finished else "interrupted"
+    return RunSummary(path=path, name=recipe.get("run", {}).get("name", path.name), state=run_state, step=step,
+                      epoch=epoch, recipe=recipe, steps=steps, events=events, evaluation=evaluation,
+                      checkpoint=checkpoint)
+
+
+def find_runs(root: str | Path) -> list[RunSummary]:
+    """Every run directory directly under ``root`` (``runs/`` by default), by name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: no such directory (runs are written to <run.output_dir>, default runs/)")
+    return [read_run(p) for p in sorted(root.iterdir()) if (p / "recipe.json").is_file()]
+
+
+def final_evaluation(run: RunSummary) -> tuple[str, dict[str, float]]:
+    """The run's last evaluation (``after`` when there is one): ``(label, {"task/metric": value})``."""
+    if "after" in run.evaluation:
+        return "after", run.evaluation["after"]
+    if run.evaluation:
+        label = list(run.evaluation)[-1]
+        return label, run.evaluation[label]
+    return "", {}
+
+
+def column_labels(evaluation: dict[str, Any], run_name: str, initialised: bool) -> dict[str, dict[str, float]]:
+    """The evaluation result sets keyed by what they are, for tables: ``before`` of a model trained from scratch
+    is ``untrained``, ``after`` is ``after <run>``; an earlier stage's ``<stage>/before`` and ``<stage>/after``
+    (a two-stage recipe) become ``untrained`` and ``after <stage>``.
+
+    :param initialised: the run started from weights (``run.init_from`` or an earlier stage), so its ``before`` is
+        not an untrained model.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for label, results in evaluation.items():
+        stage, _, own = label.rpartition("/")
+        name = stage or run_name
+        if own == "before":
+            title = "untrained" if stage or not initialised else f"before {name}"
+        elif own == "after":
+            title = f"after {name}"
+        else:
+            title = f"{own} {name}"
+        out[title if title not in out else label] = results
+    return out
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _records(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of ``metrics.jsonl``; a torn last line (a run killed mid-write) is left out, any other bad line
+    is an error naming it."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines):
+                continue
+            raise CheckpointError(f"{path}:{number}: not a JSON record ({exc})") from None
+        if isinstance(record, dict):
+            yield record
+
+
+def _latest_state(root: Path) -> tuple[Path | None, dict[str, Any]]:
+    """``state.json`` of the checkpoint ``latest`` names (step, epoch, cursor); nothing when there is none yet."""
+    latest = root / "latest"
+    if not latest.is_file():
+        return None, {}
+    checkpoint = root / latest.read_text(encoding="utf-8").strip()
+    state_file = checkpoint / "state.json"
+    if not state_file.is_file():
+        raise CheckpointError(f"{latest}: names {checkpoint.name!r}, which has no state.json")
+    return checkpoint, _json(state_file)
+
+
+def _locked(lock: Path) -> bool:
+    """Whether a live process holds the run's lock (the engine's flock; the kernel drops it when that process dies)."""
+    if not lock.is_file():
+        return False
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    return False
