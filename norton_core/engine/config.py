@@ -101,6 +101,9 @@ class EvaluationConfig:
     before: bool = option(False, help="also evaluate the initial model, for a before/after table")
     after: bool = option(True)
     batch_size: int = option(256, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = option(
+        "fp32", help="evaluation precision, the same in the run's own evaluation and in norton evaluate (the "
+                     "reference evaluates in float32); the training autocast never applies")
 
 
 @attrs.frozen

@@ -388,10 +388,10 @@ def evaluate_model(run: Run) -> dict[str, float]:
     options = {task: run.recipe.components[f"evaluation.task_options.{task}"].config for task in ecfg.tasks}
     was_training = model.training
     model.eval()
-    try:
-        with run.autocast():
-            return run_evaluation(model, ecfg.tasks, run.paths.eval_root, options=options, batch_size=ecfg.batch_size,
-                                  device=run.device, progress=sys.stderr.isatty(), plugins=run.plugins)
+    try:  # at evaluation.precision (fp32 by default), not the training autocast: the numbers norton evaluate gives
+        return run_evaluation(model, ecfg.tasks, run.paths.eval_root, options=options, batch_size=ecfg.batch_size,
+                              device=run.device, progress=sys.stderr.isatty(), plugins=run.plugins,
+                              precision=ecfg.precision)
     finally:
         model.train(was_training)
 
