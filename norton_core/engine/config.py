@@ -6,11 +6,15 @@ Component tables (``[data]``, ``[aligner]``, ``[model]``, ``[loss]``, ``[retriev
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 import attrs
 
 from ..config import option
+
+#: the bound of ``run.threads``: more threads than CPUs never help, and 10**9 kills OpenMP at start-up
+MACHINE_CPUS = os.cpu_count() or 1
 
 
 @attrs.frozen
@@ -20,7 +24,8 @@ class RunConfig:
     seed: int = option(1, ge=0, help="seed of every random stream of the run")
     device: Literal["auto", "cpu", "cuda"] = option("auto", help="where to train; auto = cuda when available")
     deterministic: bool = option(False, help="deterministic algorithms and fixed threads (bit-exact resume tests)")
-    threads: int = option(0, ge=0, help="torch intra-op threads; 0 = torch's default")
+    threads: int = option(0, ge=0, le=MACHINE_CPUS, help="torch intra-op threads; 0 = torch's default; at most "
+                                                         "this machine's CPUs (more only oversubscribe them)")
     init_from: str = option("", help="start from weights: a run directory, a checkpoint directory or a "
                                      ".safetensors file (e.g. converted VideoCLIP weights); empty = fresh")
     cache_dir: str = option("", help="where data sources keep generated/prepared data; empty = ~/.cache/norton")

@@ -23,7 +23,7 @@ from ..errors import DataError, Preempted, RecipeError, TrainingError
 from ..faults import fault_point
 from . import checkpoint as ckpt
 from . import data as dataio
-from . import distributed
+from . import distributed, guards, liveness
 from .parts import Run, assemble
 from .preempt import Preemption
 from .progress import Progress, planned_steps, steps_per_epoch
@@ -53,20 +53,22 @@ def run(recipe: Any, plugins: Any, *, resume: bool, overwrite: bool, allow_recip
     run_dir = Path(cfg.output_dir) / cfg.name
     ckpt_root = run_dir / "checkpoints"
     lock = ckpt.RunLock(run_dir)
+    peers = liveness.watch(dist, log)  # heartbeats (to name a dead rank); under torchrun, stop when it dies
     try:
-        if dist.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            lock.acquire()
-        found = open_run_dir(run_dir, ckpt_root, resume, overwrite, dist, log, tcfg)
-        with Preemption() as preempt:
-            # data, components, optimizer and (when resuming) their checkpointed state, gathered in one object
-            parts = assemble(recipe, plugins, dist=dist, log=log, preempt=preempt, precision=precision,
-                             run_dir=run_dir, ckpt_root=ckpt_root, found=found, allow=allow_recipe_change,
-                             init_from=init_from, prior_evaluation=prior_evaluation)
-            try:
-                return _train(parts)
-            finally:
-                parts.metrics.close()
+        with liveness.peer_failures(dist, peers):  # a dead rank: one line naming it, not a gloo traceback
+            if dist.is_main:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                lock.acquire()
+            found = open_run_dir(run_dir, ckpt_root, resume, overwrite, dist, log, tcfg)
+            with Preemption() as preempt:
+                # data, components, optimizer and (when resuming) their checkpointed state, gathered in one object
+                parts = assemble(recipe, plugins, dist=dist, log=log, preempt=preempt, precision=precision,
+                                 run_dir=run_dir, ckpt_root=ckpt_root, found=found, allow=allow_recipe_change,
+                                 init_from=init_from, prior_evaluation=prior_evaluation)
+                try:
+                    return _train(parts)
+                finally:
+                    parts.metrics.close()
     finally:
         lock.release()
         restore()
@@ -216,7 +218,7 @@ def _forward_backward(run: Run, batches: Any) -> tuple[dict[str, Any], list[dict
         clips += int(batch["caps"].shape[0])
         with run.autocast():
             outputs = run.model(batch["caps"], batch["cmasks"], batch["vfeats"], batch["vmasks"])
-            terms = run.loss_fn(outputs, batch)
+            terms = guards.loss_terms(run.loss_fn(outputs, batch), run.recipe, run.plugins)
         # float32 values summed in float64: the same numbers Python floats gave when every term was read each batch
         values = {key: value.detach().float().reshape(()).double() for key, value in terms.items()}
         for key, value in values.items():
@@ -325,10 +327,13 @@ def handle_nonfinite(run: Run, term: str, epoch: int) -> None:
     """Stop (policy "error") or count a skipped step (policy "skip"); the optimizer never saw the bad values."""
     state, tcfg = run.state, run.tcfg
     latest = run.ckpt_root / "latest"
-    where = latest.read_text().strip() if latest.exists() else "none yet"
+    where = ckpt.read_pointer(latest) if latest.exists() else "none yet"
+    # under "skip" the advice cannot be to set "skip"
+    advice = ("Lower train.lr, use precision fp32, or set train.on_nonfinite = 'skip'" if tcfg.on_nonfinite == "error"
+              else "Lower train.lr or use precision fp32")
     message = (f"non-finite {term} at step {state.step + 1} (epoch {epoch}, batch {state.cursor}, rank {run.dist.rank}) "
                f"with loss {run.recipe.components['loss'].name!r}; no update was applied and the last checkpoint "
-               f"({where}) is intact. Lower train.lr, use precision fp32, or set train.on_nonfinite = 'skip'")
+               f"({where}) is intact. {advice}")
     if tcfg.on_nonfinite == "error":
         raise TrainingError(message)
     state.consecutive_skips += 1

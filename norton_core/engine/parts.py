@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import CheckpointError, DataError, TrainingError
 from . import data as dataio
 from .distributed import Dist
+from .guards import check_data_bounds
 from .metrics_log import MetricsLog
 from .preempt import Preemption
 from .setup import (
@@ -122,6 +123,7 @@ def assemble(recipe: Any, plugins: Any, *, dist: Dist, log: Callable[[str], None
                               f"to start from the text encoder alone; {DEMO_HINT}")
     store = dataio.open_store(paths.train, tcfg.read_mode, tcfg.check_finite)
     videos = dataio.sampleable_videos(store, log)
+    check_data_bounds(recipe, len(videos), store, dist.world_size)  # before any retrieval round or batch
 
     # -- components: the same seed on every rank gives identical initial weights ----------------------------------
     torch.manual_seed(cfg.seed)

@@ -86,12 +86,13 @@ def load_init_weights(model: Any, spec: str, log: Callable[[str], None]) -> None
         hit = ckpt.find_latest(path / "checkpoints", log)
         if hit is None:
             raise CheckpointError(f"run.init_from {spec!r}: the run has no valid checkpoint")
-        tensors = ckpt.bytes_to_tensors(hit[1]["model.safetensors"])
+        tensors = ckpt.bytes_to_tensors(hit[1]["model.safetensors"], str(hit[0] / "model.safetensors"))
         where = hit[0]
     elif (path / "manifest.json").is_file():
-        tensors, where = ckpt.bytes_to_tensors(ckpt.read_checkpoint(path)["model.safetensors"]), path
+        tensors = ckpt.bytes_to_tensors(ckpt.read_checkpoint(path)["model.safetensors"], str(path / "model.safetensors"))
+        where = path
     elif path.is_file() and path.suffix == ".safetensors":
-        tensors, where = ckpt.bytes_to_tensors(path.read_bytes()), path
+        tensors, where = ckpt.bytes_to_tensors(path.read_bytes(), str(path)), path
     elif path.exists():
         raise CheckpointError(f"run.init_from {spec!r}: expected a run directory, a checkpoint directory or a "
                               ".safetensors file; pickled checkpoints (.pt/.pth/.bin) are never loaded — convert "

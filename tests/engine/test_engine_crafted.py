@@ -55,6 +55,13 @@ def _pickle_bytes() -> bytes:
     return pickle.dumps({"weight": [1.0, 2.0]})
 
 
+def test_a_pickle_named_safetensors_as_init_from_is_one_error(tmp_path, plugins):
+    fake = tmp_path / "weights.safetensors"
+    fake.write_bytes(_pickle_bytes())
+    with pytest.raises(CheckpointError, match=rf"^{fake}: not a readable safetensors file .*it is a pickle"):
+        _run(tmp_path, plugins, run={"init_from": str(fake)})
+
+
 def test_a_rehashed_non_safetensors_model_file_is_one_error_on_resume(tmp_path, plugins):
     _run(tmp_path, plugins, train={"max_steps": 2})
     step = tmp_path / "runs" / "fake" / "checkpoints" / "step-2"
