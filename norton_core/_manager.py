@@ -4,11 +4,13 @@ Every plugin, the built-ins included, is an entry point in the group ``norton``.
 time so that a plugin which fails to import is named with its distribution, version and entry point (pluggy's
 ``load_setuptools_entrypoints`` would raise the bare ImportError) and the others still load.
 
-Environment controls (read when the plugins are loaded):
+Environment controls (read when the plugins are loaded), as llm and datasette have them:
 
-- ``NORTON_LOAD_PLUGINS=a,b``: load only these (entry-point or distribution names); an empty value loads none.
-- ``NORTON_DISABLE_PLUGINS=x,y``: never import these.
-- ``NORTON_TRACE_PLUGINS=1``: print every hook call to stderr.
+- ``NORTON_LOAD_PLUGINS=a,b``: of the third-party plugins, load only these (entry-point or distribution names); an
+  empty value loads none of them. The built-ins (distribution ``norton``) always load. A name that matches no
+  installed plugin is reported (a typo must not silently leave a plugin out).
+- ``NORTON_DISABLE_PLUGINS=x,y``: never import these (built-ins included); an unknown-component error then says so.
+- ``NORTON_TRACE_PLUGINS=1``: print every hook call to stderr (registration hooks included).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from .errors import PluginError
 from .registry import Provider, Register, Registry
 
 GROUP = "norton"
+#: the distribution whose entry points are the built-in plugins
+BUILTIN_DISTRIBUTION = "norton"
 
 _REGISTER_HOOKS = {
     "data": "norton_register_data_sources",
@@ -73,6 +77,9 @@ class Plugins:
         self.pm = pluggy.PluginManager(GROUP)
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
+        #: plugins not loaded on purpose: (info, "NORTON_DISABLE_PLUGINS" or "NORTON_LOAD_PLUGINS")
+        self.skipped: list[tuple[PluginInfo, str]] = []
+        self.trace = False
         self._registry: Registry | None = None
 
     # -- loading ---------------------------------------------------------------------------------------------------
@@ -82,8 +89,11 @@ class Plugins:
         env = os.environ if env is None else env
         allow = _names(env.get("NORTON_LOAD_PLUGINS"))
         block = _names(env.get("NORTON_DISABLE_PLUGINS")) or set()
+        if env.get("NORTON_TRACE_PLUGINS"):
+            self._start_tracing()
         seen: dict[str, str] = {}
-        for ep in md.entry_points(group=GROUP):
+        eps = list(md.entry_points(group=GROUP))
+        for ep in eps:
             dist = ep.dist.name if ep.dist is not None else "?"
             version = ep.dist.version if ep.dist is not None else "?"
             if ep.name in seen and seen[ep.name] != dist:
@@ -92,14 +102,16 @@ class Plugins:
                     "uninstall one of them"
                 )
             seen[ep.name] = dist
+            info = PluginInfo(ep.name, dist, version, f"{ep.name} = {ep.value}")
             if ep.name in block or dist in block:
                 self.pm.set_blocked(ep.name)
+                self.skipped.append((info, "NORTON_DISABLE_PLUGINS"))
                 continue
-            if allow is not None and ep.name not in allow and dist not in allow:
+            if allow is not None and dist != BUILTIN_DISTRIBUTION and ep.name not in allow and dist not in allow:
+                self.skipped.append((info, "NORTON_LOAD_PLUGINS"))
                 continue
             if ep.name in self.infos:
                 continue
-            info = PluginInfo(ep.name, dist, version, f"{ep.name} = {ep.value}")
             self.infos[ep.name] = info
             try:
                 obj = ep.load()
@@ -108,12 +120,23 @@ class Plugins:
                 info.error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
                 self.pm.unregister(name=ep.name) if self.pm.has_plugin(ep.name) else None
                 continue
-        if env.get("NORTON_TRACE_PLUGINS"):
-            def before(name: str, impls: Any, kwargs: Any) -> None:
-                print(f"norton: hook {name} -> {[i.plugin_name for i in impls]}", file=sys.stderr)
-
-            self.pm.add_hookcall_monitoring(before, lambda outcome, name, impls, kwargs: None)
+        known = {ep.name for ep in eps} | {ep.dist.name for ep in eps if ep.dist is not None}
+        for variable, names in (("NORTON_LOAD_PLUGINS", allow or set()), ("NORTON_DISABLE_PLUGINS", block)):
+            for name in sorted(names - known):
+                installed = ", ".join(sorted(f"{ep.name} [{ep.dist.name if ep.dist else '?'}]" for ep in eps)) or "none"
+                print(f"norton: warning: {variable} names {name!r}, which is no installed norton plugin or "
+                      f"distribution (installed: {installed})", file=sys.stderr)
         self.check()
+
+    def _start_tracing(self) -> None:
+        if self.trace:
+            return
+        self.trace = True
+
+        def before(name: str, impls: Any, kwargs: Any) -> None:
+            print(f"norton: hook {name}({', '.join(kwargs)}) -> {[i.plugin_name for i in impls]}", file=sys.stderr)
+
+        self.pm.add_hookcall_monitoring(before, lambda outcome, name, impls, kwargs: None)
 
     def register(self, obj: Any, name: str, distribution: str = "?", version: str = "?") -> None:
         """Register a plugin object directly (tests and notebooks); it is treated like an entry point."""
@@ -148,6 +171,8 @@ class Plugins:
                 for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                     info = self.infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name)
                     register = Register(registry, kind, info.provider)
+                    if self.trace:  # registration hooks are called one implementation at a time, not via pm.hook
+                        print(f"norton: hook {hook_name}(register) -> [{impl.plugin_name!r}]", file=sys.stderr)
                     try:
                         impl.function(**({"register": register} if "register" in impl.argnames else {}))
                     except PluginError:
@@ -162,13 +187,18 @@ class Plugins:
         return [info for info in self.infos.values() if info.error]
 
     def broken_note(self) -> str:
-        """A sentence to append to 'unknown component' errors when some plugin failed to import."""
-        if not self.broken:
-            return ""
-        parts = [f"{i.describe()} failed to import ({i.error})" for i in self.broken]
-        return "; note: " + "; ".join(parts) + "; disable it with NORTON_DISABLE_PLUGINS=" + ",".join(
-            i.name for i in self.broken
-        )
+        """What to append to 'unknown component' errors: plugins that failed to import, and plugins left out on
+        purpose (by NORTON_DISABLE_PLUGINS or NORTON_LOAD_PLUGINS), any of which may provide the component."""
+        notes = []
+        if self.broken:
+            parts = [f"{i.describe()} failed to import ({i.error})" for i in self.broken]
+            notes.append("; ".join(parts) + "; disable it with NORTON_DISABLE_PLUGINS=" + ",".join(
+                i.name for i in self.broken))
+        for variable, verb in (("NORTON_DISABLE_PLUGINS", "disabled by"), ("NORTON_LOAD_PLUGINS", "not loaded: not in")):
+            left_out = [info.describe() for info, why in self.skipped if why == variable]
+            if left_out:
+                notes.append(f"{verb} {variable}: {', '.join(left_out)}")
+        return "".join(f"; note: {note}" for note in notes)
 
     def as_json(self) -> list[dict[str, Any]]:
         """What ``norton plugins`` prints: every plugin, its version, hooks and components (or error)."""

@@ -9,24 +9,32 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import __version__
 from ._manager import default_plugins
 from .errors import NortonError
 
-#: core modules that add their own subcommands (data preparation, evaluation, reading runs back)
-_CORE_COMMANDS = ("norton_core.data.cli", "norton_core.evaluation.cli", "norton_core.runs.cli")
+#: core modules that add their own subcommands (data preparation, evaluation, reading runs back, shipped recipes,
+#: plugin options and installs)
+_CORE_COMMANDS = ("norton_core.data.cli", "norton_core.evaluation.cli", "norton_core.runs.cli", "norton_core.recipe_cli",
+                  "norton_core.plugin_cli")
 
 
 def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", help="path of a TOML recipe")
+    parser.add_argument("recipe", help="a TOML recipe: a path, or the name of a shipped recipe (`norton recipes`)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
                         help="override a recipe value; VALUE is parsed as TOML (quote strings)")
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
+    if args.options:
+        from .plugin_cli import all_options_text
+
+        print(all_options_text(default_plugins()))
+        return 0
     print(json.dumps(default_plugins().as_json(), indent=2))
     return 0
 
@@ -43,9 +51,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    if args.dry_run:
-        print(f"# resolved recipe: {args.recipe}")
-        print(recipe.to_toml())
+    if args.dry_run or args.explain:
+        print(f"# resolved recipe: {recipe.source}")
+        if args.explain:
+            print("# each value: the file:line (or --set) it came from, or default; paths: -> their absolute form")
+        print(recipe.to_toml(explain=args.explain))
         return 0
     from .engine import train
 
@@ -57,6 +67,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _add_run_parser(parser: argparse.ArgumentParser) -> None:
     _add_recipe_args(parser)
     parser.add_argument("--dry-run", action="store_true", help="validate and print the resolved recipe, then stop")
+    parser.add_argument("--explain", action="store_true",
+                        help="with --dry-run: say for every value which file and line (or --set) it came from")
     parser.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="discard an existing run directory of the same name")
     parser.add_argument("--allow-recipe-change", metavar="KEYS",
@@ -70,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("plugins", help="list installed plugins and their components as JSON")
+    p.add_argument("--options", action="store_true",
+                   help="instead: every component's options with type, default, bounds and help (text)")
     p.set_defaults(func=_cmd_plugins)
     p = sub.add_parser("validate", help="validate a recipe and report every problem")
     _add_recipe_args(p)
@@ -112,7 +126,29 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 130
 
 
+def _quiet_broken_pipe(run: Callable[[], int]) -> int:
+    """``norton plugins | head``: the reader left; stop without a traceback, with the shell's SIGPIPE status."""
+    try:
+        code = run()
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        return 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    return _quiet_broken_pipe(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from .plugin_cli import pip_passthrough
+
+    # before the plugins load: `norton uninstall` must work when a broken plugin breaks the CLI's start-up
+    passthrough = pip_passthrough(list(sys.argv[1:] if argv is None else argv))
+    if passthrough is not None:
+        return int(passthrough.func(passthrough))
     try:
         parser = build_parser()
     except NortonError as exc:  # a plugin that breaks the CLI's own start-up
@@ -125,6 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_main(argv: Sequence[str] | None = None) -> int:
     """``norton-run RECIPE ...``: the same as ``norton run RECIPE ...``."""
+    return _quiet_broken_pipe(lambda: _run_main(argv))
+
+
+def _run_main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="norton-run", description="Train (and evaluate) as a recipe says.")
     _add_run_parser(parser)
     args = parser.parse_args(argv)

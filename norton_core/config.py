@@ -33,9 +33,14 @@ def option(
     le: float | None = None,
     lt: float | None = None,
     factory: Callable[[], Any] | None = None,
+    path: bool = False,
 ) -> Any:
-    """Declare one recipe option: its default, its help text and its numeric bounds."""
-    meta = {_META: {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt}}
+    """Declare one recipe option: its default, its help text and its numeric bounds.
+
+    ``path=True`` marks a file or directory (data, weights, outputs): relative values are relative to the working
+    directory, and ``--dry-run`` prints their absolute form.
+    """
+    meta = {_META: {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "path": path}}
     if factory is not None:
         return attrs.field(factory=factory, metadata=meta)
     return attrs.field(default=default, metadata=meta)
@@ -240,14 +245,33 @@ def to_dict(config: Any) -> dict[str, Any]:
     return attrs.asdict(config, recurse=True)
 
 
-def describe(cls: type) -> list[tuple[str, str, Any, str]]:
-    """(key, type, default, help) for each option of ``cls``: used by ``norton plugins`` and the docs."""
+def is_path_option(field: Any) -> bool:
+    return bool(field.metadata.get(_META, {}).get("path"))
+
+
+@attrs.frozen
+class OptionInfo:
+    """One option as ``norton plugins --options`` / ``norton describe`` show it."""
+
+    key: str
+    type: str
+    default: Any
+    required: bool
+    bounds: str
+    help: str
+
+
+def describe(cls: type) -> list[OptionInfo]:
+    """Every option of the config class ``cls``: key, type, default, bounds (``>= 0, <= 1``) and help."""
     hints = typing.get_type_hints(cls)
     rows = []
     for f in attrs.fields(cls):
         default = f.default
         if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
             default = default.factory()
-        help_text = f.metadata.get(_META, {}).get("help", "")
-        rows.append((f.name, _type_name(hints[f.name]), None if default is attrs.NOTHING else default, help_text))
+        meta = f.metadata.get(_META, {})
+        signs = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+        bounds = ", ".join(f"{sign} {meta[key]}" for key, sign in signs if meta.get(key) is not None)
+        rows.append(OptionInfo(f.name, _type_name(hints[f.name]), None if default is attrs.NOTHING else default,
+                               default is attrs.NOTHING, bounds, meta.get("help", "")))
     return rows

@@ -125,7 +125,8 @@ class DataSource(Component):
 
 
 class Aligner(Component):
-    """Samples clip/caption pairs from one video and lays them out as model tokens.
+    """Samples clip/caption pairs from one video and lays them out as model tokens, and owns how the clips of a
+    batch's videos become one batch (:meth:`collate`).
 
     Built as ``cls(config, special_tokens=SpecialTokens)``.
     """
@@ -139,8 +140,22 @@ class Aligner(Component):
         Returns numpy arrays with a leading clip axis C: ``caps`` (C, Lc) int64, ``cmasks`` (C, Lc) bool,
         ``vfeats`` (C, Lv, 512) float16 (the store's dtype; the collate converts once per batch), ``vmasks``
         (C, Lv) bool, ``video_start``, ``video_end``, ``text_start``, ``text_end`` (C,) int64. Clips are in
-        temporal order. Deterministic given ``rng``'s state.
+        temporal order. Deterministic given ``rng``'s state. Any further array with the leading clip axis (say
+        per-clip weights) is carried into the batch by the default :meth:`collate`.
         """
+
+    def collate(self, items: list[dict[str, np.ndarray]], video_ids: list[str]) -> dict[str, Any]:
+        """Turn the outputs of :meth:`__call__` for the V videos of one batch into the model batch.
+
+        Runs in DataLoader workers. The default (:func:`norton_core.batching.collate_clips`) concatenates every key
+        along the clip axis into ``(V*C, ...)`` tensors and adds ``video_index``. An override may add, drop or
+        reshape keys (per-video values, batch-normalised weights); it must return ``caps``, ``cmasks``, ``vfeats``
+        (float), ``vmasks`` and ``video_index`` (V*C,) int64 as torch tensors. Every key it returns is moved to the
+        device and reaches the model's ``forward_batch`` and the loss.
+        """
+        from .batching import collate_clips
+
+        return collate_clips(items, video_ids)
 
 
 class Model(Component):
@@ -150,6 +165,12 @@ class Model(Component):
     (B, d), ``pooled_text`` (B, d), ``video_outputs`` (B, Tv, d), ``text_outputs`` (B, Tt, d),
     ``video_mask_outputs`` (B, Tv) bool and ``text_mask_outputs`` (B, Tt) bool.
     """
+
+    def forward_batch(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The training step's forward pass over a whole collated batch (every key the aligner's ``collate``
+        returned, on the device). The default reads the four layout tensors; a model that uses more of the batch
+        (an aligner's extra keys) overrides this."""
+        return self(batch["caps"], batch["cmasks"], batch["vfeats"], batch["vmasks"])  # type: ignore[operator]
 
     @abc.abstractmethod
     def forward_video(self, vfeats: torch.Tensor, vmasks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -183,9 +204,17 @@ class Loss(Component):
     """A training objective (a ``torch.nn.Module`` subclass in practice).
 
     Built as ``cls(config, rank=int, world_size=int)``. ``forward(outputs, batch)`` takes the model's output dict
-    and the collated batch and returns named terms: ``loss`` (the scalar to minimise) plus any ``*_loss`` parts
-    and diagnostics (0-dim tensors).
+    and the collated batch (every key the aligner's ``collate`` returned) and returns named terms: ``loss`` (the
+    scalar to minimise) plus any ``*_loss`` parts and diagnostics (0-dim tensors).
+
+    Precision contract: with ``train.precision = "bf16"``/``"fp16"`` the model runs under autocast. A loss with
+    ``autocast = False`` (the default) runs outside it and receives the model's floating outputs as float32, so
+    softmaxes, log-sum-exps and Sinkhorn iterations keep full precision. A loss that sets ``autocast = True`` runs
+    inside the same autocast region as the model (cheaper, at reduced precision).
     """
+
+    #: run under the training autocast (True) or in float32 on float32 outputs (False, the default)
+    autocast: ClassVar[bool] = False
 
 
 class RetrievalBackend(Component):

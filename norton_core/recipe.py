@@ -3,6 +3,11 @@
 A recipe names components by their registered name (``[loss] name = "norton"``), never by import path; each
 component receives only its own table. Validation runs before any work and reports *all* problems at once, each as
 ``<file>: <dotted.key>: <problem>`` (``--set`` when the value came from the command line).
+
+``extends`` names a shipped recipe (``"how2_demo"``) or a file relative to the recipe that writes it. The child is
+merged over the parent key by key, engine tables and component tables alike; a component table starts afresh only
+when its ``name`` selects a different component. ``--set`` values are merged the same way, after the files. Every
+value remembers the file (and so the line) or ``--set`` it came from (``--dry-run --explain``).
 """
 
 from __future__ import annotations
@@ -11,16 +16,17 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from ._manager import Plugins, default_plugins
-from .config import check_config, to_dict
+from .config import check_config, is_path_option, to_dict
 from .engine.config import EvaluationConfig, LoggingConfig, RetrievalConfig, RunConfig, TrainConfig
 from .errors import RecipeError
+from .shipped import is_recipe_name, resolve_recipe_ref, shipped_names, shipped_path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -74,12 +80,13 @@ class Recipe:
     logging: LoggingConfig
     components: dict[str, ComponentSpec]
     requires: list[str]
+    origins: Any = attrs.field(default=None, eq=False, repr=False)  # _Origins: where each value was written
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str = "<dict>", plugins: Plugins | None = None) -> Recipe:
         """Validate an already-merged recipe dict (e.g. a run's saved ``recipe.json``)."""
         raw = {k: v for k, v in raw.items() if k != "source"}
-        return _validate(dict(raw), lambda path: source, source, plugins or default_plugins())
+        return _validate(dict(raw), _Origins({}, source), source, plugins or default_plugins())
 
     def build(self, path: str, **context: Any) -> Any:
         """Build the component of the table at ``path`` (e.g. ``"loss"``, ``"retrieval.backend"``) with ``cls.create``."""
@@ -112,8 +119,33 @@ class Recipe:
         }
         return out
 
-    def to_toml(self) -> str:
-        return dumps_toml(self.resolved())
+    def to_toml(self, explain: bool = False) -> str:
+        """The resolved recipe as TOML. Path values relative to the working directory get a comment with their
+        absolute form; with ``explain``, every value also says where it came from (``file:line``, ``--set`` or
+        ``default``)."""
+        paths = self.path_options()
+
+        def note(dotted: str, value: Any) -> str:
+            parts = [self.origins.of_value(dotted) if explain and self.origins is not None else ""]
+            if dotted in paths:
+                parts.append(f"-> {paths[dotted]}")
+            return "  ".join(p for p in parts if p)
+
+        return dumps_toml(self.resolved(), note=note)
+
+    def path_options(self) -> dict[str, str]:
+        """Options declared as paths (``option(path=True)``) with their absolute form: data, weights and outputs
+        are relative to the working directory. (Recipe references, ``extends`` and ``run.pretrain_recipe``, are
+        relative to the recipe file that wrote them and are resolved when the recipe is loaded.)"""
+        tables: list[tuple[str, Any]] = [(name, getattr(self, name)) for name in ENGINE_TABLES]
+        tables += [(path, spec.config) for path, spec in self.components.items()]
+        out = {}
+        for prefix, config in tables:
+            for field in attrs.fields(type(config)):
+                value = getattr(config, field.name)
+                if is_path_option(field) and isinstance(value, str) and value:
+                    out[f"{prefix}.{field.name}"] = str(Path(value).expanduser().absolute())
+        return out
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -131,15 +163,24 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise RecipeError(f"{path}: invalid TOML: {exc}") from None
 
 
+def _switches_component(path: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """A component table starts afresh when its ``name`` selects a different component (the old component's
+    options mean nothing to the new one); every other table, engine tables included, merges key by key."""
+    if path not in COMPONENT_TABLES or "name" not in new:
+        return False
+    return new["name"] != old.get("name", COMPONENT_TABLES[path][1])
+
+
 def _merge(base: dict[str, Any], over: Mapping[str, Any], sources: dict[str, str], source: str, prefix: str = "") -> None:
-    """Deep-merge ``over`` into ``base``; a component table whose ``name`` changes is replaced, not merged."""
+    """Deep-merge ``over`` into ``base``, recording in ``sources`` which file (or ``--set``) wrote each value."""
     for key, value in over.items():
         path = f"{prefix}{key}"
         old = base.get(key)
-        if isinstance(value, dict) and isinstance(old, dict) and old.get("name", value.get("name")) == value.get(
-                "name", old.get("name")):
+        if isinstance(value, dict) and isinstance(old, dict) and not _switches_component(path, old, value):
             _merge(old, value, sources, source, f"{path}.")
         else:
+            for stale in [p for p in sources if p.startswith(path + ".")]:
+                del sources[stale]  # a replaced table's old keys are gone, and so are their origins
             base[key] = _copy(value)
             for sub in _paths(value, path):
                 sources[sub] = source
@@ -157,6 +198,22 @@ def _paths(value: Any, path: str) -> Iterable[str]:
             yield from _paths(item, f"{path}.{key}")
 
 
+def _parent_file(path: Path, parent: Any) -> Path:
+    """The file ``extends`` names: a bare name is a shipped recipe, a path is relative to this recipe's file."""
+    if not isinstance(parent, str) or not parent:
+        raise RecipeError(f"{path}: extends: expected a shipped recipe name (\"how2_demo\") or a path relative to "
+                          f"this file, got {parent!r}")
+    try:
+        parent_path = resolve_recipe_ref(parent, path.parent)
+    except RecipeError as exc:
+        raise RecipeError(f"{path}: extends: {exc}") from None
+    if not parent_path.exists():
+        stem = Path(parent).stem
+        hint = f"; the shipped recipe is extends = \"{stem}\"" if stem in shipped_names() else ""
+        raise RecipeError(f"{path}: extends: {parent!r} not found (looked for {parent_path}){hint}")
+    return parent_path
+
+
 def _load_file(path: Path, sources: dict[str, str], chain: tuple[Path, ...]) -> dict[str, Any]:
     path = path.resolve()
     if path in chain:
@@ -166,12 +223,7 @@ def _load_file(path: Path, sources: dict[str, str], chain: tuple[Path, ...]) -> 
     merged: dict[str, Any] = {}
     parent = data.pop("extends", None)
     if parent is not None:
-        if not isinstance(parent, str):
-            raise RecipeError(f"{path}: extends: expected a relative path string, got {parent!r}")
-        parent_path = (path.parent / parent)
-        if not parent_path.exists():
-            raise RecipeError(f"{path}: extends: {parent!r} not found (looked for {parent_path})")
-        merged = _load_file(parent_path, sources, (*chain, path))
+        merged = _load_file(_parent_file(path, parent), sources, (*chain, path))
     _merge(merged, data, sources, str(path))
     return merged
 
@@ -225,37 +277,85 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return keys, parsed
 
 
+def _override(raw: dict[str, Any], text: str, sources: dict[str, str]) -> None:
+    """Apply one ``--set``: merged like one more recipe file on top (so ``--set loss.name=...`` that switches the
+    component starts that table afresh, exactly as a child recipe would)."""
+    keys, value = parse_override(text)
+    table: Any = raw
+    for key in keys[:-1]:
+        table = table.get(key, {}) if isinstance(table, dict) else table
+        if not isinstance(table, dict):
+            raise RecipeError(f"{SET_SOURCE} {text!r}: {key!r} is not a table")
+    nested: Any = value
+    for key in reversed(keys):
+        nested = {key: nested}
+    _merge(raw, nested, sources, SET_SOURCE)
+
+
+def _resolve_pretrain_recipe(raw: dict[str, Any], sources: dict[str, str]) -> None:
+    """``run.pretrain_recipe`` is found like ``extends``, from the file that wrote it (not from the child that
+    inherited it); the absolute path replaces it, so the run directory records which file was trained."""
+    run = raw.get("run")
+    value = run.get("pretrain_recipe") if isinstance(run, dict) else None
+    if not isinstance(value, str) or not value:
+        return
+    origin = sources.get("run.pretrain_recipe", SET_SOURCE)
+    base = Path.cwd() if origin == SET_SOURCE else Path(origin).parent
+    try:
+        run["pretrain_recipe"] = str(resolve_recipe_ref(value, base).resolve())
+    except RecipeError as exc:
+        raise RecipeError(f"{origin}: run.pretrain_recipe: {exc}") from None
+
+
+def recipe_file(ref: str | Path) -> Path:
+    """A recipe given on the command line: an existing path, else the shipped recipe of that name."""
+    path = Path(ref)
+    if not path.exists() and is_recipe_name(str(ref)):
+        return shipped_path(str(ref))
+    return path
+
+
 def load_recipe(path: str | Path, overrides: Sequence[str] = (), plugins: Plugins | None = None) -> Recipe:
     """Read, merge and validate a recipe file; raise :class:`RecipeError` listing every problem."""
-    path = Path(path)
+    path = recipe_file(path)
     sources: dict[str, str] = {}
     raw = _load_file(path, sources, ())
     for text in overrides:
-        keys, value = parse_override(text)
-        table = raw
-        for key in keys[:-1]:
-            table = table.setdefault(key, {})
-            if not isinstance(table, dict):
-                raise RecipeError(f"{SET_SOURCE} {text!r}: {key!r} is not a table")
-        table[keys[-1]] = value
-        for sub in _paths(value, ".".join(keys)):
-            sources[sub] = SET_SOURCE
+        _override(raw, text, sources)
+    _resolve_pretrain_recipe(raw, sources)
+    return _validate(raw, _Origins(sources, str(path.resolve())), str(path), plugins or default_plugins())
 
-    def source_of(dotted: str) -> str:
-        """``file:line`` where the key (or its nearest table) was written; ``--set`` for command-line values."""
-        key = dotted.split("[", 1)[0]
-        probe = key
-        while probe:
-            if probe in sources:
-                break
-            probe = probe.rpartition(".")[0]
-        where = sources.get(probe, str(path.resolve()))
-        if where == SET_SOURCE:
-            return where
-        line = _line_of(Path(where), key)
+
+class _Origins:
+    """Where each value of a merged recipe was written: ``file:line``, ``--set``, or nowhere (a default)."""
+
+    def __init__(self, sources: dict[str, str], fallback: str) -> None:
+        self.sources, self.fallback = dict(sources), fallback  # fallback: the top file (or a label, unlocated)
+        self._lines: dict[tuple[str, str], int | None] = {}
+
+    def _line(self, where: str, key: str) -> str:
+        if (where, key) not in self._lines:
+            self._lines[where, key] = _line_of(Path(where), key)
+        line = self._lines[where, key]
         return f"{where}:{line}" if line else where
 
-    return _validate(raw, source_of, str(path), plugins or default_plugins())
+    def __call__(self, dotted: str) -> str:
+        """For a problem: ``file:line`` of the key (or its nearest table); ``--set`` for command-line values."""
+        key = dotted.split("[", 1)[0]
+        probe = key
+        while probe and probe not in self.sources:
+            probe = probe.rpartition(".")[0]
+        if probe not in self.sources and not self.sources:
+            return self.fallback  # a dict recipe (a run's recipe.json): no lines to point at
+        where = self.sources.get(probe, self.fallback)
+        return where if where == SET_SOURCE else self._line(where, key)
+
+    def of_value(self, dotted: str) -> str:
+        """For ``--explain``: where this exact value was written, or ``default``."""
+        where = self.sources.get(dotted)
+        if where is None:
+            return "default"
+        return where if where == SET_SOURCE else self._line(where, dotted)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -263,7 +363,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), plugins: Plugin
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _validate(raw: dict[str, Any], source_of: Any, source: str, plugins: Plugins) -> Recipe:
+def _validate(raw: dict[str, Any], source_of: _Origins, source: str, plugins: Plugins) -> Recipe:
     problems: list[tuple[str, str]] = []
     registry = plugins.registry
     from .config import _did_you_mean  # the same hint style as option keys
@@ -335,7 +435,8 @@ def _validate(raw: dict[str, Any], source_of: Any, source: str, plugins: Plugins
         problems = list(dict.fromkeys(problems))  # NaN is caught by two checks; report it once
         lines = [f"{source_of(path)}: {path}: {message}" for path, message in problems]
         raise RecipeError(f"{len(lines)} problem(s) in recipe {source}:\n" + "\n".join(lines), problems=lines)
-    return Recipe(raw=raw, source=source, components=components, requires=list(requires), **engine)
+    return Recipe(raw=raw, source=source, components=components, requires=list(requires), origins=source_of,
+                  **engine)
 
 
 def _names(config: Any, key: str, raw: Any) -> list[str]:
@@ -455,14 +556,22 @@ def _toml_key(key: str) -> str:
     return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
 
 
-def dumps_toml(data: Mapping[str, Any], prefix: str = "") -> str:
-    """Write nested dicts as TOML; ``None`` values (unset optional keys) are left out."""
-    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict) and v is not None]
+def dumps_toml(data: Mapping[str, Any], prefix: str = "", note: Callable[[str, Any], str] | None = None,
+               dotted: str = "") -> str:
+    """Write nested dicts as TOML; ``None`` values (unset optional keys) are left out. ``note(dotted_key, value)``
+    may return a comment for each value (``--explain``)."""
+    lines = []
+    for key, value in data.items():
+        if isinstance(value, dict) or value is None:
+            continue
+        line = f"{_toml_key(key)} = {_toml_value(value)}"
+        comment = note(f"{dotted}{key}", value) if note else ""
+        lines.append(f"{line:<40} # {comment}" if comment else line)
     for key, value in data.items():
         if isinstance(value, dict):
             name = f"{prefix}{_toml_key(key)}"
             lines.append(f"\n[{name}]")
-            body = dumps_toml(value, f"{name}.")
+            body = dumps_toml(value, f"{name}.", note, f"{dotted}{key}.")
             if body:
                 lines.append(body)
     return "\n".join(lines)

@@ -44,6 +44,7 @@ def train(recipe: Any, *, resume: bool = False, overwrite: bool = False, allow_r
         if recipe.run.pretrain_recipe:
             from ..recipe import load_recipe
 
+            # loading resolved it from the file that wrote it; a recipe.json from an older run may hold it relative
             stage_path = Path(recipe.source).parent / recipe.run.pretrain_recipe
             # where runs and data live and what runs them follow this recipe (and its --set overrides)
             shared = [f"run.{key}={json.dumps(getattr(recipe.run, key))}"

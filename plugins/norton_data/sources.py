@@ -29,9 +29,9 @@ class How2Source(DataSource):
 
     @attrs.frozen
     class Config:
-        train: str = option(help="prepared store directory (holding manifest.json) for training")
-        val: str | None = option(None, help="prepared store directory for validation")
-        eval_root: str | None = option(None, help="directory of evaluation sets (youcook2/, htm_align/, msrvtt/)")
+        train: str = option(path=True, help="prepared store directory (holding manifest.json) for training")
+        val: str | None = option(None, path=True, help="prepared store directory for validation")
+        eval_root: str | None = option(None, path=True, help="directory of evaluation sets (youcook2/, htm_align/, msrvtt/)")
 
     def __init__(self, config: How2Source.Config, cache_dir: Path | None = None) -> None:
         self.config = config

@@ -70,7 +70,8 @@ def test_list_items_checked_with_index():
     assert problems == ["r.toml: train.betas[1]: expected number, got string 'x'"]
 
 
-def test_describe_lists_options_with_help():
-    rows = {row[0]: row for row in describe(Schema)}
-    assert rows["batch_size"] == ("batch_size", "integer", 64, "videos per batch")
-    assert rows["betas"][2] == [0.9, 0.98]
+def test_describe_lists_options_with_type_default_bounds_and_help():
+    rows = {row.key: row for row in describe(Schema)}
+    row = rows["batch_size"]
+    assert (row.type, row.default, row.bounds, row.help, row.required) == ("integer", 64, ">= 1", "videos per batch", False)
+    assert rows["betas"].default == [0.9, 0.98]

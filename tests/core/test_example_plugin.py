@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-EXAMPLE = Path(__file__).parents[1] / "example_plugin"
+from installed import install_example, run_with
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    target = tmp_path_factory.mktemp("site")
-    source = tmp_path_factory.mktemp("src") / "example_plugin"
-    shutil.copytree(EXAMPLE, source)  # build outside the checkout: setuptools writes build/ and *.egg-info
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-           "--target", str(target), str(source)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.fail(f"pip install of the example plugin failed:\n{result.stderr}")
-    return target
+    return install_example(tmp_path_factory, "example_plugin")
 
 
 def run(site, *args, **env):
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("NORTON_")}
-    full_env.update(PYTHONPATH=str(site), **env)
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=full_env, timeout=120)
+    return run_with(site, *args, **env)
 
 
 def test_installed_plugin_is_listed_with_its_version(site):

@@ -165,3 +165,87 @@ def test_light_entries_build_their_implementation_through_create():
     plugins.register(module, name="light")
     built = build("loss", "light-loss", {"beta": 0.2}, plugins=plugins, rank=3)
     assert isinstance(built, Heavy) and built.rank == 3 and built.config.beta == 0.2
+
+
+# -- the loading switches behave as llm/datasette users expect ----------------------------------------------------
+
+
+def test_an_empty_allowlist_keeps_the_builtins():
+    plugins = Plugins()
+    plugins.load_entrypoints({"NORTON_LOAD_PLUGINS": ""})
+    assert {"data", "aligners", "models", "losses", "retrieval", "evaluators"} <= set(plugins.infos)
+    assert ("loss", "norton") in plugins.registry
+
+
+def test_a_typo_in_the_switches_is_reported_by_name(fake_eps, capsys):
+    plugins = Plugins()
+    plugins.load_entrypoints({"NORTON_LOAD_PLUGINS": "norton-godo", "NORTON_DISABLE_PLUGINS": "brokn"})
+    err = capsys.readouterr().err
+    assert "NORTON_LOAD_PLUGINS names 'norton-godo', which is no installed norton plugin" in err
+    assert "NORTON_DISABLE_PLUGINS names 'brokn'" in err and "good [norton-good]" in err
+    assert not fake_eps[0].loaded
+
+
+@pytest.mark.parametrize(("env", "note"), [
+    ({"NORTON_DISABLE_PLUGINS": "good"}, "disabled by NORTON_DISABLE_PLUGINS: plugin `good` from norton-good"),
+    ({"NORTON_LOAD_PLUGINS": "broken"}, "not loaded: not in NORTON_LOAD_PLUGINS: plugin `good` from norton-good"),
+])
+def test_a_missing_component_says_which_switch_left_its_plugin_out(fake_eps, env, note):
+    plugins = Plugins()
+    plugins.load_entrypoints(env)
+    with pytest.raises(PluginError) as info:
+        build("loss", "good-loss", plugins=plugins)
+    assert "unknown loss 'good-loss'" in str(info.value) and note in str(info.value)
+
+
+def test_tracing_covers_registration_hooks_too(fake_eps, capsys):
+    plugins = Plugins()
+    plugins.load_entrypoints({"NORTON_DISABLE_PLUGINS": "broken", "NORTON_TRACE_PLUGINS": "1"})
+    assert ("loss", "good-loss") in plugins.registry
+    plugins.call("norton_epoch_start", run=None, epoch=1)
+    err = capsys.readouterr().err
+    assert "norton: hook norton_register_losses(register) -> ['good']" in err
+    assert "norton: hook norton_epoch_start(run, epoch)" in err
+
+
+def test_a_closed_pipe_ends_the_listing_quietly():
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader (`head`) is gone before norton writes
+    try:
+        result = subprocess.run([sys.executable, "-m", "norton_core.cli", "plugins", "--options"], stdout=write,
+                                stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert result.returncode == 141 and result.stderr == ""
+
+
+def test_install_runs_pip_in_nortons_own_interpreter(monkeypatch, capsys):
+    import subprocess
+    import sys
+
+    import norton_core.plugin_cli as plugin_cli
+    from norton_core.cli import main
+
+    calls = []
+    monkeypatch.setattr(plugin_cli.subprocess, "run", lambda cmd: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    assert main(["install", "-e", "some/dir"]) == 0
+    assert calls == [[sys.executable, "-m", "pip", "install", "-e", "some/dir"]]
+
+
+def test_options_listing_has_every_builtin_component_with_type_default_bounds_and_help(capsys):
+    from norton_core.cli import main
+
+    assert main(["plugins", "--options"]) == 0
+    out = capsys.readouterr().out
+    from norton_core.testing import builtin_plugins
+
+    for kind, name, _ in builtin_plugins().registry.items():
+        assert f"{kind} {name!r}  (plugin " in out
+    row = next(line for line in out.splitlines() if line.strip().startswith("beta "))
+    assert row.split()[:5] == ["beta", "number", "0.3", ">=", "0.0,"] and "weight of the OT plan" in row
+    assert main(["describe", "retrieval_backend", "faiss-ivf"]) == 0
+    assert "nlist" in capsys.readouterr().out

@@ -71,3 +71,15 @@ def test_readme_retrieval_backend_example_works_with_the_engine():
     for q, row in zip(queries, found, strict=True):
         row = row[row >= 0]
         assert row[0] == q and set(row // 25) == {q // 25}
+
+
+def test_readme_aligner_example_is_the_tested_example_aligner():
+    code = re.search(r"```python\n# norton_example_aligner/__init__.py\n(.*?)```", README, re.S).group(1)
+    source = (ROOT / "tests" / "example_aligner" / "norton_example_aligner" / "__init__.py").read_text()
+    assert code.strip() == source.split("from __future__ import annotations\n\n", 1)[1].strip()
+
+
+def test_readme_names_every_shipped_recipe():
+    section = README.split("## Recipes\n", 1)[1].split("\n## ", 1)[0]
+    for path in (ROOT / "recipes").glob("*.toml"):
+        assert f"`{path.stem}`" in section, path.stem

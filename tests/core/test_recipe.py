@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import attrs
 import core_fakes as fake_components
 import pytest
 from core_fakes import recipe_text
 
+from norton_core import hookimpl, option
 from norton_core._manager import Plugins
 from norton_core.cli import main
 from norton_core.errors import RecipeError
@@ -174,3 +176,78 @@ def test_dry_run_prints_resolved_toml(tmp_path, as_default, capsys):
     out = capsys.readouterr().out
     assert "[retrieval.backend]\nname = \"fake-backend\"\nnlist = 4" in out
     assert "lr = 0.5" in out
+
+
+# -- extends: engine tables merge key by key, a component table starts afresh only when its name changes ----------
+
+
+def _base_with_run_keys(tmp_path):
+    text = recipe_text(seed='seed = 3\noutput_dir = "out"\nthreads = 2\ninit_from = "w.safetensors"\n'
+                            'pretrain_recipe = "stage.toml"')
+    write(tmp_path, "", "stage.toml")
+    return write(tmp_path, text, "base.toml"), text
+
+
+def test_child_renaming_run_keeps_every_other_inherited_run_key(tmp_path, plugins):
+    base, _ = _base_with_run_keys(tmp_path)
+    child = write(tmp_path, 'extends = "base.toml"\n[run]\nname = "mine"\n[train]\nepochs = 5\n')
+    recipe = load_recipe(child, plugins=plugins)
+    run = recipe.resolved()["run"]
+    assert run["name"] == "mine"
+    assert (run["seed"], run["output_dir"], run["threads"], run["init_from"]) == (3, "out", 2, "w.safetensors")
+    assert run["pretrain_recipe"] == str((tmp_path / "stage.toml").resolve())
+    assert recipe.train.epochs == 5 and recipe.train.lr == 1e-4 and recipe.train.videos_per_batch == 8
+
+
+def test_a_component_table_without_a_new_name_merges(tmp_path, plugins):
+    _base_with_run_keys(tmp_path)
+    same = write(tmp_path, 'extends = "base.toml"\n[retrieval.backend]\nname = "fake-backend"\n', "same.toml")
+    recipe = load_recipe(same, plugins=plugins)
+    assert recipe.components["retrieval.backend"].config.nlist == 4  # the parent's option stays
+
+
+def test_switched_component_table_drops_parent_options(tmp_path, plugins):
+    class OtherLoss(fake_components.FakeLoss):
+        name = "other-loss"
+
+        @attrs.frozen
+        class Config:
+            margin: float = option(0.2)
+
+    import types
+
+    extra = types.ModuleType("extra")
+    extra.norton_register_losses = hookimpl(lambda register: register(OtherLoss))
+    plugins.register(extra, name="extra")
+    _base_with_run_keys(tmp_path)
+    child = write(tmp_path, 'extends = "base.toml"\n[loss]\nname = "other-loss"\nmargin = 0.5\n')
+    recipe = load_recipe(child, plugins=plugins)  # the parent's `beta = 0.5` would be an unknown key here
+    assert recipe.resolved()["loss"] == {"name": "other-loss", "margin": 0.5}
+    # the same rule for --set: naming another component replaces the table, later --set keys add to it
+    base = tmp_path / "base.toml"
+    recipe = load_recipe(base, ['loss.name="other-loss"', "loss.margin=0.1"], plugins=plugins)
+    assert recipe.resolved()["loss"] == {"name": "other-loss", "margin": 0.1}
+
+
+def test_explain_names_the_origin_file_and_line_of_every_value(tmp_path, as_default, capsys, monkeypatch):
+    base, base_text = _base_with_run_keys(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    child_text = 'extends = "base.toml"\n[run]\nname = "mine"\n'
+    child = write(tmp_path, child_text)
+    assert main(["run", str(child), "--dry-run", "--explain", "--set", "train.lr=0.5"]) == 0
+    out = capsys.readouterr().out
+    lines: dict[str, str] = {}
+    for ln in out.splitlines():
+        if "=" in ln and not ln.startswith("#"):
+            lines.setdefault(ln.split("=")[0].strip(), ln)  # the first of each key
+    assert lines["name"].endswith(f"# {at(child.resolve(), child_text, 'name =')}")  # the first `name`: [run]
+    assert lines["threads"].endswith(f"# {at(base.resolve(), base_text, 'threads =')}")
+    assert lines["lr"].endswith("# --set")
+    assert lines["deterministic"].endswith("# default")
+    # the rule for relative paths: data, weights and outputs are relative to the working directory; recipe
+    # references (extends, run.pretrain_recipe) to the file that wrote them. --dry-run prints both resolved.
+    assert lines["output_dir"].endswith(f"-> {elsewhere / 'out'}")
+    assert lines["init_from"].endswith(f"-> {elsewhere / 'w.safetensors'}")
+    assert lines["pretrain_recipe"].startswith(f'pretrain_recipe = "{(tmp_path / "stage.toml").resolve()}"')

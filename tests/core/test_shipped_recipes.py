@@ -21,3 +21,15 @@ def test_shipped_recipe_validates(path):
 def test_the_paper_and_demo_recipes_exist():
     names = {p.name for p in RECIPES}
     assert {"how2_pretrain.toml", "how2_demo.toml", "videoclip_pretrain.toml"} <= names
+
+
+def test_videoclip_pretrain_is_videoclips_own_setup():
+    recipe = load_recipe(Path(__file__).parents[2] / "recipes" / "videoclip_pretrain.toml", plugins=builtin_plugins())
+    out = recipe.resolved()
+    lengths = {"max_video_len": 32, "max_len": 96, "sampled_min_len": 8, "sampled_max_len": 64}
+    assert {k: out["aligner"][k] for k in lengths} == lengths
+    assert (out["aligner"]["sampled_video_min_len"], out["aligner"]["sampled_video_max_len"]) == (3, 32)
+    assert {k: out["retrieval"]["aligner"][k] for k in lengths} == lengths  # embedded with the same long clips
+    assert (out["train"]["videos_per_batch"], out["train"]["lr"], out["train"]["epochs"]) == (32, 5e-5, 25)
+    assert (out["loss"]["name"], out["model"]["freeze"], out["run"]["init_from"]) == ("videoclip-nce", "none", "")
+    assert out["retrieval"]["num_cands"] == 64
