@@ -53,6 +53,11 @@ class _Shard:
         self.starts: dict[str, np.ndarray] = {}
         self._maps: dict[str, np.ndarray] = {}
         self._fds: dict[str, int] = {}
+        #: per role, the manifest's sha256 of each chunk and which chunks this process has checked (1 byte each)
+        self.chunk_sha256: dict[str, list[str]] = {
+            role: f["chunk_sha256"] for role, f in entry["files"].items() if f.get("chunk_sha256")}
+        self._checked: dict[str, bytearray] = {role: bytearray(len(h)) for role, h in self.chunk_sha256.items()}
+        self.chunk_bytes = 0
 
     def check(self, entry: dict[str, Any], manifest: dict[str, Any]) -> None:
         n = len(self.video_ids)
@@ -132,7 +137,11 @@ class _Shard:
     # -- reading -------------------------------------------------------------------------------------------------
 
     def rows(self, role: str, a: int, b: int, read_mode: ReadMode) -> np.ndarray:
-        """Rows ``[a, b)`` of a data file (a view of the map, or a fresh array read with one ``preadv``)."""
+        """Rows ``[a, b)`` of a data file (a view of the map, or a fresh array read with one ``preadv``); with chunk
+        checks on, every chunk the rows touch is hashed first, the first time this process reads it."""
+        if self.chunk_bytes and b > a:
+            row_bytes = self.row_bytes(role)
+            self.check_chunks(role, self.offsets[role] + a * row_bytes, self.offsets[role] + b * row_bytes)
         if read_mode == "mmap":
             arr = self._maps.get(role)
             if arr is None:
@@ -150,6 +159,35 @@ class _Shard:
             out = out.astype(mf.ROLES[role])
         return out
 
+    def row_bytes(self, role: str) -> int:
+        shape = self.shapes[role]
+        return np.dtype(mf.ROLES[role]).itemsize * int(np.prod(shape[1:], dtype=np.int64))
+
+    def check_chunks(self, role: str, start: int, end: int) -> None:
+        """Hash the not yet checked chunks overlapping file bytes ``[start, end)`` against the manifest."""
+        checked = self._checked.get(role)
+        if checked is None:
+            return
+        size = self.chunk_bytes
+        for c in range(start // size, (end - 1) // size + 1):
+            if c < len(checked) and not checked[c]:
+                self._check_chunk(role, c)
+                checked[c] = 1
+
+    def _check_chunk(self, role: str, c: int) -> None:
+        fd = self._fds.get(role)
+        if fd is None:
+            fd = self._fds[role] = os.open(self.paths[role], os.O_RDONLY)
+        size = self.chunk_bytes
+        data = os.pread(fd, size, c * size)
+        if hashlib.sha256(data).hexdigest() != self.chunk_sha256[role][c]:
+            a, b = c * size, c * size + len(data)
+            where = locate_bytes(self, role, a, b)
+            raise DataError(
+                f"{self.paths[role]}: bytes [{a}, {b}) do not match the manifest's chunk hash ({where}): the file "
+                "changed after preparation; run `norton verify` on the store and re-prepare it"
+            )
+
     def _map(self, role: str) -> np.ndarray:
         arr = np.memmap(self.paths[role], dtype=self.dtypes[role], mode="r", offset=self.offsets[role],
                         shape=self.shapes[role])
@@ -164,6 +202,35 @@ class _Shard:
         self._maps.clear()
 
 
+def videos_in_rows(shard: _Shard, starts_role: str, r0: int, r1: int) -> str:
+    """The videos whose rows of a data file overlap ``[r0, r1)``, for error messages."""
+    starts = shard.starts[starts_role]
+    n = len(shard.video_ids)
+    if n == 0:
+        return "no videos"
+    i = int(np.searchsorted(starts, r0, side="right")) - 1
+    j = int(np.searchsorted(starts, max(r0, r1 - 1), side="right")) - 1
+    i, j = min(max(i, 0), n - 1), min(max(j, 0), n - 1)
+    if i == j:
+        return f"video {shard.video_ids[i]!r} (index {i})"
+    return f"videos {shard.video_ids[i]!r} (index {i}) to {shard.video_ids[j]!r} (index {j})"
+
+
+def locate_bytes(shard: _Shard, role: str, a: int, b: int) -> str:
+    """Describe the byte range ``[a, b)`` of a shard file as rows and videos."""
+    offset = shard.offsets[role]
+    if role.endswith("_starts"):
+        return f"offsets [{max(0, a - offset) // 8}, {max(0, b - offset + 7) // 8})"
+    if b <= offset:
+        return "the .npy header"
+    row_bytes = shard.row_bytes(role)
+    r0, r1 = max(0, a - offset) // row_bytes, min(shard.shapes[role][0], -(-(b - offset) // row_bytes))
+    starts_role = {"video_data": "video_starts", "times_data": "times_starts", "tokens_data": "tokens_starts"}[role]
+    if starts_role not in shard.starts:
+        return f"rows [{r0}, {r1})"
+    return f"rows [{r0}, {r1}) = {videos_in_rows(shard, starts_role, r0, r1)}"
+
+
 def _pread_into(fd: int, buf: memoryview, offset: int, path: Path) -> None:
     done = 0
     while done < len(buf):
@@ -176,12 +243,14 @@ def _pread_into(fd: int, buf: memoryview, offset: int, path: Path) -> None:
 class ShardStore:
     """A prepared shard set opened by its manifest (see the module docstring)."""
 
-    def __init__(self, path: Path, read_mode: ReadMode = "mmap", check_finite: bool = False) -> None:
+    def __init__(self, path: Path, read_mode: ReadMode = "mmap", check_finite: bool = False,
+                 check_chunks: bool = False) -> None:
         if read_mode not in ("mmap", "pread"):
             raise DataError(f"read_mode must be 'mmap' or 'pread', got {read_mode!r}")
         self.path = Path(path)
         self.read_mode: ReadMode = read_mode
         self.check_finite = check_finite
+        self.check_chunks = check_chunks
         self._digest: str | None = None
         self._pid = -1
         self._manifest: dict[str, Any] = {}
@@ -192,14 +261,18 @@ class ShardStore:
         self._index: dict[str, int] | None = None
 
     @classmethod
-    def open(cls, path: str | Path, read_mode: ReadMode = "mmap", *, check_finite: bool = False) -> ShardStore:
+    def open(cls, path: str | Path, read_mode: ReadMode = "mmap", *, check_finite: bool = False,
+             check_chunks: bool = False) -> ShardStore:
         """Open and check the store in directory ``path`` (holding ``manifest.json``).
 
         :param read_mode: ``"mmap"`` (page-cache resident data) or ``"pread"`` (data larger than RAM).
-        :param check_finite: also refuse, on each read, a video holding NaN/inf features (``norton verify``
-            checks the whole set once; prepared stores never contain them).
+        :param check_finite: also refuse, on each read, a video holding NaN/inf features, naming the file, video
+            and row (``norton verify`` checks the whole set once).
+        :param check_chunks: hash every chunk (the manifest's ``chunk_bytes``, 4 MiB) of a shard file the first
+            time this process reads from it and refuse one that differs from the manifest's ``chunk_sha256``; a
+            store whose manifest has no chunk hashes is refused (prepare it again with hashing on).
         """
-        store = cls(Path(path), read_mode, check_finite)
+        store = cls(Path(path), read_mode, check_finite, check_chunks)
         store._load()
         return store
 
@@ -216,6 +289,8 @@ class ShardStore:
         for k, entry in enumerate(manifest["shards"]):
             shard = _Shard(k, entry, data_dir)
             shard.check(entry, manifest)
+            if self.check_chunks:
+                self._enable_chunk_checks(shard, manifest)
             shards.append(shard)
         counts = [len(s.video_ids) for s in shards]
         self._firsts = [0, *itertools.accumulate(counts)]  # a list: bisect on it is faster than numpy per call
@@ -227,6 +302,22 @@ class ShardStore:
         if len(self.index_map()) != len(self):
             dup = next(v for v, c in collections.Counter(self.video_ids).items() if c > 1)
             raise DataError(f"{self.path / mf.MANIFEST}: video id {dup!r} appears in more than one place")
+
+    def _enable_chunk_checks(self, shard: _Shard, manifest: dict[str, Any]) -> None:
+        missing = [role for role in mf.ROLES if role not in shard.chunk_sha256]
+        if missing:
+            raise DataError(
+                f"{self.path / mf.MANIFEST}: no chunk hashes for {shard.paths[missing[0]].name} (and "
+                f"{len(missing) - 1} more file(s) of shard {shard.index}), so reads cannot be checked against "
+                "corruption; prepare the store again with hashing on (`norton prepare mmpt` without --no-hash), "
+                "or set train.check_chunks = false to train on unchecked shards"
+            )
+        if manifest["chunk_bytes"] < 1:
+            raise DataError(f"{self.path / mf.MANIFEST}: chunk_bytes is {manifest['chunk_bytes']}, expected >= 1")
+        shard.chunk_bytes = manifest["chunk_bytes"]
+        for role in ("video_starts", "times_starts", "tokens_starts"):  # read whole at open: check them now
+            shard.check_chunks(role, 0, shard.paths[role].stat().st_size)
+        shard.close()
 
     def _warn_extra_files(self, data_dir: Path) -> None:
         known = {p.name for s in self._shards for p in s.paths.values()}
@@ -248,10 +339,11 @@ class ShardStore:
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": str(self.path), "read_mode": self.read_mode, "check_finite": self.check_finite,
-                "digest": self._digest}
+                "check_chunks": self.check_chunks, "digest": self._digest}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(Path(state["path"]), state["read_mode"], state["check_finite"])  # type: ignore[misc]
+        self.__init__(Path(state["path"]), state["read_mode"], state["check_finite"],  # type: ignore[misc]
+                      state["check_chunks"])
         self._digest = state["digest"]
 
     def close(self) -> None:
@@ -324,6 +416,16 @@ class ShardStore:
         if self.check_finite:
             _check_finite(features, shard, j)
         return features
+
+    def content_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per video, in store order: its feature rows and its captions (two int64 arrays), from the shard offsets
+        alone. Nothing is read from the data files, so this stays cheap at a million videos in ``pread`` mode."""
+        self._ready()
+        if not self._shards:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        rows = np.concatenate([np.diff(s.starts["video_starts"]) for s in self._shards])
+        captions = np.concatenate([np.diff(s.starts["times_starts"]) for s in self._shards])
+        return rows, captions
 
     def unsampleable(self) -> dict[str, np.ndarray]:
         """Store indices (sorted int64) of the videos the manifest records as not sampleable, by reason

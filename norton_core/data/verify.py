@@ -16,35 +16,7 @@ import numpy as np
 
 from ..errors import DataError
 from . import manifest as mf
-from .store import ShardStore, _Shard
-
-
-def _videos_in_rows(shard: _Shard, starts_role: str, r0: int, r1: int) -> str:
-    starts = shard.starts[starts_role]
-    i = int(np.searchsorted(starts, r0, side="right")) - 1
-    j = int(np.searchsorted(starts, max(r0, r1 - 1), side="right")) - 1
-    n = len(shard.video_ids)
-    i, j = min(max(i, 0), n - 1), min(max(j, 0), n - 1)
-    if n == 0:
-        return "no videos"
-    if i == j:
-        return f"video {shard.video_ids[i]!r} (index {i})"
-    return f"videos {shard.video_ids[i]!r} (index {i}) to {shard.video_ids[j]!r} (index {j})"
-
-
-def _locate(shard: _Shard, role: str, a: int, b: int) -> str:
-    """Describe the byte range ``[a, b)`` of a file as rows and videos."""
-    if role.endswith("_starts"):
-        offset = shard.offsets[role]
-        return f"offsets [{max(0, a - offset) // 8}, {max(0, b - offset + 7) // 8})"
-    offset = shard.offsets[role]
-    if b <= offset:
-        return "the .npy header"
-    shape = shard.shapes[role]
-    row_bytes = np.dtype(mf.ROLES[role]).itemsize * int(np.prod(shape[1:], dtype=np.int64))
-    r0, r1 = max(0, a - offset) // row_bytes, min(shape[0], -(-(b - offset) // row_bytes))
-    starts_role = {"video_data": "video_starts", "times_data": "times_starts", "tokens_data": "tokens_starts"}[role]
-    return f"rows [{r0}, {r1}) = {_videos_in_rows(shard, starts_role, r0, r1)}"
+from .store import ShardStore, _Shard, locate_bytes, videos_in_rows
 
 
 def _check_hashes(shard: _Shard, role: str, entry: dict[str, Any], chunk_bytes: int) -> list[str]:
@@ -63,7 +35,7 @@ def _check_hashes(shard: _Shard, role: str, entry: dict[str, Any], chunk_bytes: 
                 a = c * chunk_bytes
                 problems.append(
                     f"{path}: content hash mismatch in bytes [{a}, {a + len(block)}): "
-                    f"{_locate(shard, role, a, a + len(block))}"
+                    f"{locate_bytes(shard, role, a, a + len(block))}"
                 )
             c += 1
     if "sha256" in entry and whole.hexdigest() != entry["sha256"] and not problems:
@@ -82,7 +54,7 @@ def _check_values(shard: _Shard, block_rows: int = 1 << 16) -> list[str]:
                 r = r0 + int(np.flatnonzero(bad)[0])
                 problems.append(
                     f"{shard.paths[role]}: non-finite values in row {r} "
-                    f"({_videos_in_rows(shard, starts_role, r, r + 1)}); {int(bad.sum())} such rows in this block"
+                    f"({videos_in_rows(shard, starts_role, r, r + 1)}); {int(bad.sum())} such rows in this block"
                 )
                 break
     shard.close()

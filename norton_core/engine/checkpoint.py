@@ -4,14 +4,19 @@ Layout (the run-directory contract in the README)::
 
     <run_dir>/recipe.json  plugins.json  metrics.jsonl  .lock
     <run_dir>/checkpoints/step-<N>/{model,optimizer,rng[,loss]}.safetensors state.json batches.npy manifest.json
-    <run_dir>/checkpoints/latest            # text: the newest committed "step-<N>"
+    <run_dir>/checkpoints/best/     # the same files for the step with the lowest validation loss + selection.json
+    <run_dir>/checkpoints/latest    # text: the newest committed "step-<N>"
+    <run_dir>/checkpoints/step-<N>.corrupt-<n>/   # an invalid checkpoint set aside on resume (never deleted)
 
-Commit: every file is written into ``checkpoints/.staging-step-<N>-<pid>-<rand>/`` and fsynced, then
-``manifest.json`` (size + sha256 of each file) last, then the directory is renamed to ``step-<N>`` and
-``latest`` is replaced (tmp + ``os.replace``); only then are old checkpoints purged. A checkpoint is valid iff its
-manifest exists and every file matches it, so a kill at any point leaves ``latest`` or the scan resolving to a
-complete checkpoint. Nothing is ever unpickled: tensors are safetensors, the rest JSON and ``.npy`` loaded with
-``allow_pickle=False``.
+Commit: every file is written into ``checkpoints/.staging-<name>-<pid>-<rand>/`` and fsynced, then
+``manifest.json`` (size + sha256 of each file) last, then the directory is renamed to its name and ``latest`` is
+replaced (tmp + ``os.replace``); only then are old checkpoints purged. A checkpoint is valid iff its manifest
+exists and every file matches it. A kill at any point leaves at least one complete copy of the newest committed
+step (under its name, or under a hidden name that :func:`recover` puts back before anything is removed).
+Nothing is ever unpickled: tensors are safetensors, the rest JSON and ``.npy`` loaded with ``allow_pickle=False``.
+
+Public for readers of run directories (``norton evaluate``): :func:`list_checkpoints`, :func:`read_checkpoint`,
+:func:`read_checkpoint_file`, :func:`find_latest` and :class:`CheckpointInfo`.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 
 from ..errors import CheckpointError
@@ -41,6 +47,8 @@ from ..fsutil import fsync_dir, replace_atomic, write_durable
 FORMAT_VERSION = 1
 STEP_DIR = re.compile(r"^step-(\d+)$")
 RUN_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+BEST = "best"
+SELECTION = "selection.json"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -181,45 +189,68 @@ def save_checkpoint(root: Path, step: int, files: Mapping[str, bytes], keep_last
 
     ``manifest.json`` is generated here. Returns the committed directory.
     """
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step}"
-    staging = root / f".staging-step-{step}-{os.getpid()}-{secrets.token_hex(4)}"
-    staging.mkdir()
-    manifest: dict[str, Any] = {"format_version": FORMAT_VERSION, "step": step, "files": {}}
-    try:
-        for name, data in files.items():
-            write_durable(staging / name, data)
-            manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-            fault_point(f"ckpt_{name.split('.')[0]}")
-        write_durable(staging / "manifest.json", json.dumps(manifest, indent=1).encode())
-        fault_point("ckpt_manifest")
-        fsync_dir(staging)
-    except OSError as exc:  # disk full, quota, I/O error: nothing was renamed, so the previous checkpoint stands
-        _remove_tree(staging)
-        latest = root / "latest"
-        previous = read_pointer(latest) if latest.exists() else "none"
-        code = errno.errorcode.get(exc.errno or 0, "OSError")
-        raise CheckpointError(f"saving checkpoint step-{step} failed: {code} ({exc.strerror or exc}) writing "
-                              f"{exc.filename or staging}; the latest checkpoint ({previous}) is intact and no "
-                              "older checkpoint was removed. Free space and continue with --resume") from exc
-    fault_point("ckpt_before_rename")
-    if final.exists() or final.is_symlink():
-        # a checkpoint of this step already exists (e.g. an invalid leftover): move it aside, never merge into it
-        aside = root / f".replaced-step-{step}-{secrets.token_hex(4)}"
-        os.rename(final, aside)
-        _remove_tree(aside)
-    os.rename(staging, final)
-    fsync_dir(root)
-    fault_point("ckpt_after_rename")
+    final = commit_dir(root, f"step-{step}", files, {"step": step}, points="ckpt")
     replace_atomic(root / "latest", f"{final.name}\n".encode())
     fault_point("ckpt_after_latest")
     purge(root, keep_last, keep=final, log=log)
     return final
 
 
+def save_best(root: Path, step: int, files: Mapping[str, bytes], selection: Mapping[str, Any]) -> Path:
+    """Commit ``root/best``: the files of step ``step``'s checkpoint plus ``selection.json`` (which metric chose it),
+    all listed in its manifest. ``best`` is never purged by ``keep_last``."""
+    files = {**files, SELECTION: json.dumps(dict(selection), indent=1).encode()}
+    return commit_dir(root, BEST, files, {"step": step}, points="best")
+
+
+def commit_dir(root: Path, name: str, files: Mapping[str, bytes], meta: Mapping[str, Any], points: str) -> Path:
+    """Write ``files`` plus a manifest into a staging directory, then make it ``root/<name>``.
+
+    Re-saving an existing ``name`` takes two renames (a directory cannot be replaced by one): the old one moves to
+    ``.replaced-<name>-<rand>``, then the staging directory becomes ``<name>``. A kill between them leaves two
+    complete copies under hidden names, and :func:`recover` puts the newer one back before anything is removed,
+    so a complete checkpoint of the step exists at every instant.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / name
+    staging = root / f".staging-{name}-{os.getpid()}-{secrets.token_hex(4)}"
+    staging.mkdir()
+    manifest: dict[str, Any] = {"format_version": FORMAT_VERSION, **meta, "files": {}}
+    try:
+        for file, data in files.items():
+            write_durable(staging / file, data)
+            manifest["files"][file] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            fault_point(f"{points}_{file.split('.')[0]}")
+        write_durable(staging / "manifest.json", json.dumps(manifest, indent=1).encode())
+        fault_point(f"{points}_manifest")
+        fsync_dir(staging)
+    except OSError as exc:  # disk full, quota, I/O error: nothing was renamed, so the previous checkpoint stands
+        _remove_tree(staging)
+        previous = read_latest(root) or "none"
+        code = errno.errorcode.get(exc.errno or 0, "OSError")
+        raise CheckpointError(f"saving checkpoint {name} failed: {code} ({exc.strerror or exc}) writing "
+                              f"{exc.filename or staging}; the latest checkpoint ({previous}) is intact and no "
+                              "older checkpoint was removed. Free space and continue with --resume") from exc
+    fault_point(f"{points}_before_rename")
+    aside = None
+    if final.exists() or final.is_symlink():
+        aside = root / f".replaced-{name}-{secrets.token_hex(4)}"
+        os.rename(final, aside)
+        fsync_dir(root)
+        fault_point(f"{points}_replace_aside")  # no <name> now: the old copy is aside, the new one staged
+    os.rename(staging, final)
+    fsync_dir(root)
+    if aside is not None:
+        fault_point(f"{points}_replace_renamed")  # the new <name> is in place; the old copy is still aside
+        _remove_tree(aside)
+    fault_point(f"{points}_after_rename")
+    return final
+
+
 def purge(root: Path, keep_last: int, keep: Path, log: Any = print) -> None:
     """Remove committed checkpoints beyond the newest ``keep_last``; never ``keep``. Only our own ``step-<N>``
-    names directly under ``root`` are touched; a failed delete is reported, not raised."""
+    names directly under ``root`` are touched (``best`` and ``*.corrupt-<n>`` never); a failed delete is reported,
+    not raised."""
     steps = sorted(committed_steps(root), reverse=True)
     for _, path in steps[keep_last:]:
         if path == keep:
@@ -237,26 +268,95 @@ def purge(root: Path, keep_last: int, keep: Path, log: Any = print) -> None:
             log(f"norton: warning: could not remove old checkpoint {path}: {exc}")
 
 
-def clean_leftovers(root: Path, log: Any = print) -> list[str]:
-    """Remove staging/purge leftovers of killed runs (hidden names only); report what was removed."""
-    removed = []
+# ----------------------------------------------------------------------------------------------------------------
+# recovering from an interrupted write
+# ----------------------------------------------------------------------------------------------------------------
+
+_LEFTOVER = re.compile(r"^\.(staging|replaced)-(step-\d+|best)-")
+
+
+def _complete(path: Path) -> str:
+    """``"ok"``, ``"incomplete"`` (no readable manifest: a write was cut short) or ``"corrupt"`` (a manifest whose
+    files do not match it)."""
+    try:
+        json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return "incomplete"
+    try:
+        read_checkpoint(path)
+    except CheckpointError:
+        return "corrupt"
+    return "ok"
+
+
+def quarantine(path: Path, log: Any = print, why: str = "") -> Path:
+    """Move an invalid checkpoint aside as ``<name>.corrupt-<n>`` (kept for inspection, never deleted by norton)."""
+    n = 1
+    while (path.parent / f"{path.name.lstrip('.')}.corrupt-{n}").exists():
+        n += 1
+    target = path.parent / f"{path.name.lstrip('.')}.corrupt-{n}"
+    os.rename(path, target)
+    fsync_dir(path.parent)
+    log(f"norton: warning: moved the invalid checkpoint {path.name} aside to {target}{f': {why}' if why else ''}; "
+        "norton never deletes it, inspect or remove it yourself")
+    return target
+
+
+def recover(root: Path, log: Any = print) -> list[str]:
+    """Finish or undo an interrupted checkpoint write; returns what was done, one line each.
+
+    For each checkpoint name (``step-<N>``, ``best``) with hidden leftovers, the copy kept under the final name is,
+    in order of preference: the final directory if it is complete, else a complete staging copy (written in full,
+    only its rename was missing), else the copy renamed aside by a re-save. The others are removed only when a
+    complete copy is in place (they are superseded) or when they are incomplete; a copy whose manifest exists but
+    does not match its files is moved aside as ``*.corrupt-<n>``. Purge leftovers (already superseded) and
+    temporary ``latest`` files are removed.
+    """
+    done: list[str] = []
     if not root.is_dir():
-        return removed
+        return done
+    slots: dict[str, list[Path]] = {}
     for entry in sorted(root.iterdir()):
-        if entry.name.startswith((".staging-", ".purge-", ".replaced-", ".latest.tmp")):
+        match = _LEFTOVER.match(entry.name)
+        if match:
+            slots.setdefault(match.group(2), []).append(entry)
+        elif entry.name.startswith((".purge-", ".latest.tmp")):
             _remove_tree(entry)
-            removed.append(entry.name)
-    if removed:
-        log(f"norton: removed {len(removed)} leftover(s) of an interrupted checkpoint write: {', '.join(removed)}")
-    return removed
+            done.append(f"removed {entry.name}")
+    for name, leftovers in slots.items():
+        final = root / name
+        status = {p: _complete(p) for p in leftovers}
+        if final.exists() and not final.is_symlink() and _complete(final) != "ok":
+            if any(s == "ok" for s in status.values()):
+                quarantine(final, log, "a complete copy of it was left by an interrupted save")
+        if not final.exists():
+            # a complete staging copy holds newer content than a copy a re-save had moved aside
+            order = sorted(leftovers, key=lambda p: not p.name.startswith(".staging-"))
+            winner = next((p for p in order if status[p] == "ok"), None)
+            if winner is not None:
+                os.rename(winner, final)
+                fsync_dir(root)
+                leftovers = [p for p in leftovers if p != winner]
+                done.append(f"restored {name} from {winner.name}")
+        for p in leftovers:
+            if status[p] == "corrupt":
+                quarantine(p, log, "it does not match its manifest")
+            else:  # superseded by the complete copy now in place, or cut short before its manifest
+                _remove_tree(p)
+                done.append(f"removed {p.name}")
+    if done:
+        log(f"norton: recovered from an interrupted checkpoint write: {'; '.join(done)}")
+    return done
+
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# finding and loading
+# finding and loading (public: ``norton evaluate`` reads checkpoints through these)
 # ----------------------------------------------------------------------------------------------------------------
 
 
 def committed_steps(root: Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every ``step-<N>`` directory under ``root``, oldest first (validity is not checked)."""
     if not root.is_dir():
         return []
     out = []
@@ -267,36 +367,41 @@ def committed_steps(root: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def read_checkpoint(path: Path, verify: bool = True) -> dict[str, bytes]:
-    """All files of a committed checkpoint, checked against its manifest. Raises CheckpointError naming the file,
-    what was expected and what was found."""
-    manifest_path = path / "manifest.json"
-    if path.is_symlink():
-        raise CheckpointError(f"{path}: is a symbolic link; checkpoints are plain directories")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no manifest.json (an incomplete checkpoint)") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{manifest_path}: unreadable manifest ({exc})") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{manifest_path}: checkpoint format {manifest.get('format_version')!r} is not "
-                              f"supported (this norton writes format {FORMAT_VERSION})")
-    out = {}
-    for name, meta in manifest.get("files", {}).items():
-        file = path / name
+@attrs.frozen
+class CheckpointInfo:
+    """One committed checkpoint of a run, as :func:`list_checkpoints` reports it.
+
+    :ivar label: ``"step-<N>"``, or ``"best"`` for the checkpoint kept by validation loss.
+    :ivar step: the optimizer step it holds.
+    :ivar path: its directory; read it with :func:`read_checkpoint`.
+    :ivar selection: for ``best``, its ``selection.json`` (``{"metric", "value", "step", "split"}``); else None.
+    :ivar latest: True for the checkpoint a resume would continue from.
+    """
+
+    label: str
+    step: int
+    path: Path
+    selection: dict[str, Any] | None = None
+    latest: bool = False
+
+
+def list_checkpoints(root: Path) -> list[CheckpointInfo]:
+    """The committed checkpoints in a run's ``checkpoints/`` directory: every ``step-<N>`` oldest first, then
+    ``best`` if there is one. Only names and manifests are read (cheap); :func:`read_checkpoint` verifies the
+    content. Invalid ones (no manifest, e.g. set aside as ``*.corrupt-<n>``) are left out."""
+    out: list[CheckpointInfo] = []
+    steps = [(s, p) for s, p in committed_steps(root) if (p / "manifest.json").is_file() and not p.is_symlink()]
+    newest = steps[-1][1] if steps else None
+    for step, path in steps:
+        out.append(CheckpointInfo(path.name, step, path, None, path == newest))
+    best = root / BEST
+    if (best / "manifest.json").is_file() and not best.is_symlink():
         try:
-            data = file.read_bytes()
-        except OSError as exc:
-            raise CheckpointError(f"{file}: missing or unreadable ({exc.strerror}) in checkpoint step "
-                                  f"{manifest.get('step')}") from None
-        if len(data) != meta["size"]:
-            raise CheckpointError(f"{file}: expected {meta['size']} bytes, found {len(data)} "
-                                  f"(checkpoint step {manifest.get('step')})")
-        if verify and hashlib.sha256(data).hexdigest() != meta["sha256"]:
-            raise CheckpointError(f"{file}: sha256 differs from the manifest (expected {meta['sha256'][:16]}..., "
-                                  f"checkpoint step {manifest.get('step')}): the file is corrupt")
-        out[name] = data
+            manifest = json.loads((best / "manifest.json").read_text())
+            selection = json.loads((best / SELECTION).read_text())
+            out.append(CheckpointInfo(BEST, int(manifest["step"]), best, selection, False))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # read_checkpoint(best) names what is wrong when it is asked for
     return out
 
 
@@ -308,23 +413,96 @@ def read_pointer(pointer: Path) -> str:
         return ""
 
 
-def find_latest(root: Path, log: Any = print) -> tuple[Path, dict[str, bytes]] | None:
-    """The newest valid checkpoint: ``latest`` if it resolves to a valid one, else a scan newest-first. Invalid
-    ones are reported and left in place (never deleted automatically)."""
-    candidates: list[Path] = []
-    pointer = root / "latest"
-    if pointer.is_file():
-        name = read_pointer(pointer)
-        if STEP_DIR.match(name):
-            candidates.append(root / name)
-        else:
-            log(f"norton: warning: {pointer} does not name a checkpoint ({name[:40]!r}); scanning for the newest")
-    candidates += [p for _, p in reversed(committed_steps(root)) if p not in candidates]
-    for path in candidates:
+def read_latest(root: Path) -> str | None:
+    """The name ``latest`` holds, or None when it is missing or not a ``step-<N>`` name (even non-UTF-8 bytes)."""
+    name = read_pointer(root / "latest")
+    return name if STEP_DIR.match(name) else None
+
+
+def _manifest_of(path: Path) -> dict[str, Any]:
+    manifest_path = path / "manifest.json"
+    if path.is_symlink():
+        raise CheckpointError(f"{path}: is a symbolic link; checkpoints are plain directories")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no manifest.json (an incomplete checkpoint)") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{manifest_path}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        version = manifest.get("format_version") if isinstance(manifest, dict) else None
+        raise CheckpointError(f"{manifest_path}: checkpoint format {version!r} is not "
+                              f"supported (this norton writes format {FORMAT_VERSION})")
+    if not isinstance(manifest.get("files"), dict):
+        raise CheckpointError(f"{manifest_path}: no file list")
+    return manifest
+
+
+def _check_bytes(file: Path, data: bytes, meta: Any, step: Any, verify: bool) -> None:
+    if not isinstance(meta, dict) or not isinstance(meta.get("size"), int) or not isinstance(meta.get("sha256"), str):
+        raise CheckpointError(f"{file}: the manifest's entry is malformed (checkpoint step {step})")
+    if len(data) != meta["size"]:
+        raise CheckpointError(f"{file}: expected {meta['size']} bytes, found {len(data)} (checkpoint step {step})")
+    if verify and hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        raise CheckpointError(f"{file}: sha256 differs from the manifest (expected {meta['sha256'][:16]}..., "
+                              f"checkpoint step {step}): the file is corrupt")
+
+
+def read_checkpoint(path: Path, verify: bool = True) -> dict[str, bytes]:
+    """All files of a committed checkpoint (``step-<N>`` or ``best``), checked against its manifest: sizes always,
+    sha256 when ``verify``. Raises CheckpointError naming the file, what was expected and what was found."""
+    manifest = _manifest_of(path)
+    out = {}
+    for name, meta in manifest["files"].items():
+        file = path / name
+        if "/" in name or name in ("", ".", ".."):
+            raise CheckpointError(f"{path / 'manifest.json'}: bad file name {name!r}")
         try:
-            return path, read_checkpoint(path)
+            data = file.read_bytes()
+        except OSError as exc:
+            raise CheckpointError(f"{file}: missing or unreadable ({exc.strerror}) in checkpoint step "
+                                  f"{manifest.get('step')}") from None
+        _check_bytes(file, data, meta, manifest.get("step"), verify)
+        out[name] = data
+    return out
+
+
+def read_checkpoint_file(file: Path) -> bytes:
+    """One file of a checkpoint directory, checked against the directory's manifest (size and sha256). A file
+    outside any checkpoint (no ``manifest.json`` beside it, e.g. converted weights) is returned unchecked."""
+    file = Path(file)
+    if not (file.parent / "manifest.json").is_file():
+        return file.read_bytes()
+    manifest = _manifest_of(file.parent)
+    if file.name not in manifest["files"]:
+        raise CheckpointError(f"{file}: not listed in {file.parent / 'manifest.json'}")
+    data = file.read_bytes()
+    _check_bytes(file, data, manifest["files"][file.name], manifest.get("step"), True)
+    return data
+
+
+def find_latest(root: Path, log: Any = print, set_aside: bool = False) -> tuple[Path, dict[str, bytes]] | None:
+    """The newest complete checkpoint (by step; ``latest`` only breaks no ties: a kill between a rename and the
+    pointer update leaves it one behind). Invalid ones are reported and skipped; with ``set_aside`` (the run's own
+    resume) they are moved aside as ``step-<N>.corrupt-<n>`` so that a later save of that step cannot overwrite
+    the evidence, and norton never deletes them."""
+    pointer = read_latest(root)
+    if pointer is None and (root / "latest").is_file():
+        text = read_pointer(root / "latest")
+        log(f"norton: warning: {root / 'latest'} does not name a checkpoint ({text[:40]!r}); scanning for the newest")
+    for _, path in reversed(committed_steps(root)):
+        try:
+            files = read_checkpoint(path)
         except CheckpointError as exc:
             log(f"norton: warning: skipping checkpoint {path.name}: {exc}")
+            if set_aside and not path.is_symlink():
+                quarantine(path, log)
+            continue
+        if set_aside and pointer != path.name:
+            if pointer:
+                log(f"norton: {root / 'latest'} names {pointer}, but {path.name} is the newest complete checkpoint")
+            replace_atomic(root / "latest", f"{path.name}\n".encode())
+        return path, files
     return None
 
 
@@ -358,7 +536,8 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 #: keys that may differ between a run and its resume without permission (where the run is, not what it does)
 FREE_KEYS = ("source", "run.output_dir", "run.cache_dir", "run.init_from", "run.pretrain_recipe", "run.threads",
-             "train.num_workers", "train.log_every", "train.read_mode", "train.check_finite", "evaluation", "logging")
+             "train.num_workers", "train.log_every", "train.read_mode", "train.check_finite",
+             "train.check_chunks", "train.validate", "evaluation", "logging")
 
 
 def recipe_changes(old: dict[str, Any], new: dict[str, Any], allowed: Iterable[str]) -> tuple[list[dict], list[str]]:

@@ -58,11 +58,20 @@ class TrainConfig:
     num_workers: int = option(0, ge=0, help="DataLoader worker processes")
     read_mode: Literal["mmap", "pread"] = option("mmap", help="shard reads: mmap (data fits the page cache) or "
                                                              "pread (explicit reads; datasets larger than RAM)")
-    check_finite: bool = option(False, help="refuse a video with NaN/inf features when it is read (else only "
-                                            "`norton verify` and preparation check)")
+    check_finite: bool = option(True, help="refuse a video with NaN/inf features when it is read, before it reaches "
+                                           "the model or the retrieval index, naming file, video and row; on by "
+                                           "default: it costs ~0.1% of a demo step (tests/benchmarks/integrity_bench.py)")
+    check_chunks: bool = option(True, help="hash each 4 MiB chunk of a shard file the first time a process reads it "
+                                           "and refuse content that differs from the manifest's chunk hashes; on by "
+                                           "default: ~0.1% of a demo step (integrity_bench.py); needs a store "
+                                           "prepared with hashes")
     log_every: int = option(10, ge=1, help="steps between JSONL metric lines")
     checkpoint_every: int = option(0, ge=0, help="steps between checkpoints; 0 = at epoch ends only")
-    keep_last: int = option(2, ge=1, help="checkpoints kept (older ones are removed after a new one commits)")
+    keep_last: int = option(2, ge=1, help="checkpoints kept (older ones are removed after a new one commits; "
+                                          "checkpoints/best is kept besides them)")
+    validate: bool = option(True, help="at each scheduled checkpoint compute the loss on the data source's validation "
+                                       "split (data.val; the same seeded clips every time, no gradient) and keep "
+                                       "the checkpoint with the lowest one in checkpoints/best")
     on_nonfinite: Literal["error", "skip"] = option("error", help="a non-finite loss or gradient stops or skips")
     max_consecutive_skips: int = option(10, ge=1)
 
@@ -92,6 +101,9 @@ class EvaluationConfig:
     before: bool = option(False, help="also evaluate the initial model, for a before/after table")
     after: bool = option(True)
     batch_size: int = option(256, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = option(
+        "fp32", help="evaluation precision, the same in the run's own evaluation and in norton evaluate (the "
+                     "reference evaluates in float32); the training autocast never applies")
 
 
 @attrs.frozen

@@ -7,7 +7,10 @@ sample does not depend on which worker drew it, on the batch it landed in, or on
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,15 +20,17 @@ import numpy as np
 from ..errors import DataError
 
 
-def open_store(path: Path, read_mode: str = "mmap", check_finite: bool = False) -> Any:
+def open_store(path: Path, read_mode: str = "mmap", check_finite: bool = True, check_chunks: bool = True) -> Any:
     """Open a prepared shard store (``norton_core.data.store.ShardStore``) read-only.
 
     ``mmap`` is fastest while the page cache holds the shards; ``pread`` reads each video's byte span explicitly and
     avoids mmap's ~9x read-ahead over-read when the dataset is larger than RAM (tests/benchmarks/io_bench.py).
+    ``check_finite`` refuses a video with NaN/inf features when it is read; ``check_chunks`` hashes each chunk of a
+    shard file the first time a process reads it (see ``train.check_finite`` / ``train.check_chunks``).
     """
     from ..data.store import ShardStore
 
-    return ShardStore.open(path, read_mode, check_finite=check_finite)
+    return ShardStore.open(path, read_mode, check_finite=check_finite, check_chunks=check_chunks)
 
 
 def sample_rng(seed: int, epoch: int, purpose: str, video: int) -> random.Random:
@@ -35,23 +40,32 @@ def sample_rng(seed: int, epoch: int, purpose: str, video: int) -> random.Random
 
 def sampleable_videos(store: Any, log: Callable[[str], None]) -> np.ndarray:
     """Store indices of the videos an aligner can sample (at least one caption with tokens and one feature row);
-    the others are counted and reported once, with examples."""
-    keep, no_caps, no_frames = [], [], []
-    for i in range(len(store)):
-        record = store.get(i)
-        if record.features.shape[0] == 0:
-            no_frames.append(record.video_id)
-        elif len(record.tokens) == 0 or not any(len(t) for t in record.tokens):
-            no_caps.append(record.video_id)
-        else:
-            keep.append(i)
-    for what, ids in (("no captions", no_caps), ("no feature rows", no_frames)):
-        if ids:
-            log(f"norton: skipping {len(ids)} video(s) with {what} (e.g. {', '.join(ids[:3])})")
-    if not keep:
+    the others are counted and reported once, with examples. The one place that decides it.
+
+    A shard store answers from its offsets and manifest alone (``content_counts``, ``unsampleable``): ``norton
+    prepare how2`` drops captions without tokens, and an adopted MMPT store records the videos whose captions have
+    none. Other stores are read video by video."""
+    if hasattr(store, "content_counts"):
+        rows, captions = store.content_counts()
+        no_frames, no_caps = rows == 0, captions == 0
+        for reason, indices in (store.unsampleable() if hasattr(store, "unsampleable") else {}).items():
+            (no_frames if reason == "no_feature_rows" else no_caps)[indices] = True
+        no_caps &= ~no_frames
+    else:
+        no_frames, no_caps = np.zeros(len(store), dtype=bool), np.zeros(len(store), dtype=bool)
+        for i in range(len(store)):
+            record = store.get(i)
+            no_frames[i] = record.features.shape[0] == 0
+            no_caps[i] = not no_frames[i] and not any(len(t) for t in record.tokens)
+    for what, mask in (("no captions", no_caps), ("no feature rows", no_frames)):
+        if mask.any():
+            examples = [store.get(int(i)).video_id for i in np.flatnonzero(mask)[:3]]
+            log(f"norton: skipping {int(mask.sum())} video(s) with {what} (e.g. {', '.join(examples)})")
+    keep = np.flatnonzero(~(no_frames | no_caps)).astype(np.int64)
+    if not len(keep):
         raise DataError(f"{getattr(store, 'path', 'the training store')}: no video can be sampled "
-                        f"({len(no_caps)} without captions, {len(no_frames)} without features)")
-    return np.asarray(keep, dtype=np.int64)
+                        f"({int(no_caps.sum())} without captions, {int(no_frames.sum())} without features)")
+    return keep
 
 
 class BatchDataset:
@@ -69,6 +83,18 @@ class BatchDataset:
         return len(self.batches)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        try:
+            return self._batch(i)
+        except DataError as exc:
+            import torch.utils.data
+
+            if torch.utils.data.get_worker_info() is None:
+                raise
+            # in a worker: hand the error over as the item, so the main process raises it with its one-line
+            # message (torch would re-raise it with the worker's whole traceback as the message)
+            return {WORKER_ERROR: str(exc)}
+
+    def _batch(self, i: int) -> dict[str, Any]:
         items, ids = [], []
         for video in self.batches[i]:
             record = self.store.get(video)
@@ -110,11 +136,55 @@ def make_loader(dataset: BatchDataset, num_workers: int, seed: int, pin_memory: 
 
     generator = torch.Generator()
     generator.manual_seed(seed)
-    return torch.utils.data.DataLoader(
+    return _Loader(torch.utils.data.DataLoader(
         dataset, batch_size=None, shuffle=False, num_workers=num_workers, generator=generator, pin_memory=pin_memory,
         prefetch_factor=2 if num_workers else None, persistent_workers=False,
-        timeout=600 if num_workers else 0,
-    )
+        timeout=600 if num_workers else 0, worker_init_fn=ignore_sigterm if num_workers else None,
+    ))
+
+
+#: the key of an item that carries a worker's DataError instead of a batch
+WORKER_ERROR = "norton_worker_error"
+
+
+class _Loader:
+    """Iterates a DataLoader and raises a DataError a worker handed over (see :meth:`BatchDataset.__getitem__`)."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Any:
+        for batch in self.loader:
+            if WORKER_ERROR in batch:
+                raise DataError(batch[WORKER_ERROR])
+            yield batch
+
+
+def ignore_sigterm(worker_id: int) -> None:
+    """DataLoader worker start-up: SIGTERM from anyone but the main process is ignored.
+
+    Schedulers (SLURM, Kubernetes, ``kill -- -PGID``) signal every process of the job; the main process commits
+    a checkpoint at the step boundary and stops its workers itself, whereas a worker dying of the signal would make
+    the main process fail before it gets there. The main process's own SIGTERM (``Process.terminate`` when it shuts
+    workers down) still ends the worker at once, as torch's worker handler does. Where the sender cannot be told
+    (no ``sigwaitinfo``), every SIGTERM is ignored and the worker ends when the main process stops it or dies.
+    """
+    if not hasattr(signal, "sigwaitinfo"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # inherited by the thread below
+
+    def wait() -> None:
+        while True:
+            info = signal.sigwaitinfo({signal.SIGTERM})
+            if info.si_pid == parent:
+                os._exit(0)
+
+    threading.Thread(target=wait, name="norton-sigterm", daemon=True).start()
 
 
 def random_batches(videos: np.ndarray, per_batch: int, seed: int, epoch: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
@@ -59,9 +59,39 @@ def barrier(dist: Dist) -> None:
         torch.distributed.barrier()
 
 
+class DataParallel:
+    """The model as the training step calls it under torchrun: ``DistributedDataParallel`` over the model's
+    ``forward_batch``, so that gradients are averaged in buckets while the backward pass still runs (frozen
+    parameters take no part). ``no_sync()`` wraps the accumulation batches before a step's last one."""
+
+    def __init__(self, model: torch.nn.Module, dist: Dist) -> None:
+        import torch
+
+        from .forward import forward_batch
+
+        class _Batch(torch.nn.Module):
+            def __init__(self, inner: torch.nn.Module) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, batch: dict) -> dict:  # type: ignore[type-arg]
+                return forward_batch(self.inner, batch)
+
+        cuda = dist.device.startswith("cuda")
+        # every rank built and loaded the same weights: buffers need no re-broadcast at each forward
+        self.ddp = torch.nn.parallel.DistributedDataParallel(
+            _Batch(model), device_ids=[dist.local_rank] if cuda else None, broadcast_buffers=False)
+
+    def forward_batch(self, batch: dict) -> dict:  # type: ignore[type-arg]
+        return self.ddp(batch)  # type: ignore[no-any-return]
+
+    def no_sync(self) -> Any:
+        return self.ddp.no_sync()
+
+
 def all_reduce_mean_grads(params: list[torch.nn.Parameter], dist: Dist) -> None:
-    """Average gradients over ranks in one flat buffer (what DDP does, without its hooks: simpler to reason about
-    with gradient accumulation, and the same arithmetic as one process accumulating every rank's batches)."""
+    """Average gradients over ranks in one flat buffer: for parameters outside the model (a loss's learnable
+    temperature), which :class:`DataParallel` does not see."""
     if not dist.enabled:
         return
     import torch

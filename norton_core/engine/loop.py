@@ -12,6 +12,7 @@ every rank's loss terms and the gradient norm are finite; the logged values come
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -33,6 +34,7 @@ from .retrieval import retrieval_round
 from .schedule import learning_rate
 from .setup import apply_determinism, plugin_list, resolve_precision
 from .state import RunResult
+from .validation import validate
 
 __all__ = ["resolve_precision", "run"]
 
@@ -100,7 +102,12 @@ def _train(run: Run) -> RunResult:
         while state.cursor < steps_in_epoch and not run.finished():
             t0 = time.perf_counter()
             # -- 3. forward/backward over grad_accum batches; the terms stay on the device ---------------------------
-            sums, per_batch, clips = _forward_backward(run, batches)
+            try:
+                sums, per_batch, clips = _forward_backward(run, batches)
+            except _WorkerLost as exc:  # preempted and a worker died of the signal anyway: still the step boundary
+                save_state(run)
+                raise Preempted(f"SIGTERM: stopped after step {state.step} with its checkpoint committed in "
+                                f"{run.ckpt_root} (a DataLoader worker died: {exc}); continue with --resume") from None
             # -- 4. numerical health, agreed by every rank: a non-finite term or gradient stops before any update ----
             bad_term, grad_norm, values = _check_step(run, sums, per_batch)
             if bad_term:
@@ -124,6 +131,7 @@ def _train(run: Run) -> RunResult:
             fault_point("step")
             scheduled = bool(tcfg.checkpoint_every) and state.step % tcfg.checkpoint_every == 0
             if scheduled:
+                validate(run)
                 save_state(run)
             # -- 7. preemption: SIGTERM on any rank -> every rank commits this step (once) and stops ---------------
             if not _all_ranks_agree(not run.preempt.requested, run.dist):
@@ -135,6 +143,7 @@ def _train(run: Run) -> RunResult:
         # -- 8. end of epoch (or of max_steps): checkpoint, then the hooks -------------------------------------------
         if state.cursor >= steps_in_epoch:
             state.epoch, state.cursor, state.batches = epoch + 1, 0, None
+        validate(run)
         save_state(run)
         epoch_means = {k: v / max(epoch_count, 1) for k, v in epoch_sums.items()}
         run.metrics.write({"event": "epoch_end", "epoch": epoch, "step": state.step, **epoch_means})
@@ -214,20 +223,34 @@ def _forward_backward(run: Run, batches: Any) -> tuple[dict[str, Any], list[dict
     sums: dict[str, Any] = {}
     per_batch: list[dict[str, Any]] = []
     clips = 0
-    for _ in range(run.tcfg.grad_accum):
-        batch = {k: (v.to(run.device, non_blocking=True) if hasattr(v, "to") else v) for k, v in next(batches).items()}
+    for a in range(run.tcfg.grad_accum):
+        try:
+            raw = next(batches)
+        except RuntimeError as exc:  # torch reports a dead DataLoader worker as RuntimeError
+            if a == 0 and run.preempt.requested:
+                raise _WorkerLost(str(exc).strip()) from exc
+            raise
+        batch = {k: (v.to(run.device, non_blocking=True) if hasattr(v, "to") else v) for k, v in raw.items()}
         clips += int(batch["caps"].shape[0])
-        # the model sees the whole batch; the loss runs under autocast only if it says so (Loss.autocast)
-        _, raw_terms = forward_and_loss(run.model, run.loss_fn, batch, run.autocast)
-        terms = guards.loss_terms(raw_terms, run.recipe, run.plugins)
-        # float32 values summed in float64: the same numbers Python floats gave when every term was read each batch
-        values = {key: value.detach().float().reshape(()).double() for key, value in terms.items()}
-        for key, value in values.items():
-            sums[key] = sums[key] + value if key in sums else value
-        per_batch.append(values)
-        scaled = terms["loss"] / run.tcfg.grad_accum
-        (run.scaler.scale(scaled) if run.scaler else scaled).backward()
+        # under torchrun, DDP averages the gradients during the step's last backward (not during accumulation)
+        last = a == run.tcfg.grad_accum - 1
+        with contextlib.nullcontext() if run.parallel is None or last else run.parallel.no_sync():
+            # the model sees the whole batch; the loss runs under autocast only if it says so (Loss.autocast)
+            _, raw_terms = forward_and_loss(run.parallel or run.model, run.loss_fn, batch, run.autocast)
+            terms = guards.loss_terms(raw_terms, run.recipe, run.plugins)
+            # float32 values summed in float64: the same numbers Python floats gave when each term was read per batch
+            values = {key: value.detach().float().reshape(()).double() for key, value in terms.items()}
+            for key, value in values.items():
+                sums[key] = sums[key] + value if key in sums else value
+            per_batch.append(values)
+            scaled = terms["loss"] / run.tcfg.grad_accum
+            (run.scaler.scale(scaled) if run.scaler else scaled).backward()
     return sums, per_batch, clips
+
+
+class _WorkerLost(Exception):
+    """A DataLoader worker died while SIGTERM was pending, before this step read anything: workers ignore the
+    job's SIGTERM, but one can die of it in the moment between its start and that set-up."""
 
 
 def _is_loss_term(key: str) -> bool:
@@ -244,7 +267,8 @@ def _check_step(run: Run, sums: dict[str, Any], per_batch: list[dict[str, Any]])
     keys = sorted(sums)
     # a sum is non-finite exactly when one of its batches' values is (float64 sums of float32 values cannot overflow)
     loss_ok = torch.isfinite(torch.stack([sums[k] for k in keys if _is_loss_term(k)])).all()
-    distributed.all_reduce_mean_grads(run.params, dist)
+    # the model's gradients were averaged by DDP; a loss's learnable parameters are averaged here
+    distributed.all_reduce_mean_grads(run.loss_params if run.parallel is not None else run.params, dist)
     if scaler is not None:
         # fp16: unscaling commits the scaler to this step, so the ranks agree on the loss terms first (a second sync)
         if not _all_ranks_agree(bool(loss_ok), dist):
@@ -328,8 +352,7 @@ def _retrieval(run: Run, epoch: int) -> tuple[Any, dict[str, Any]]:
 def handle_nonfinite(run: Run, term: str, epoch: int) -> None:
     """Stop (policy "error") or count a skipped step (policy "skip"); the optimizer never saw the bad values."""
     state, tcfg = run.state, run.tcfg
-    latest = run.ckpt_root / "latest"
-    where = ckpt.read_pointer(latest) if latest.exists() else "none yet"
+    where = ckpt.read_latest(run.ckpt_root) or "none yet"
     # under "skip" the advice cannot be to set "skip"
     advice = ("Lower train.lr, use precision fp32, or set train.on_nonfinite = 'skip'" if tcfg.on_nonfinite == "error"
               else "Lower train.lr or use precision fp32")
@@ -365,10 +388,10 @@ def evaluate_model(run: Run) -> dict[str, float]:
     options = {task: run.recipe.components[f"evaluation.task_options.{task}"].config for task in ecfg.tasks}
     was_training = model.training
     model.eval()
-    try:
-        with run.autocast():
-            return run_evaluation(model, ecfg.tasks, run.paths.eval_root, options=options, batch_size=ecfg.batch_size,
-                                  device=run.device, progress=sys.stderr.isatty(), plugins=run.plugins)
+    try:  # at evaluation.precision (fp32 by default), not the training autocast: the numbers norton evaluate gives
+        return run_evaluation(model, ecfg.tasks, run.paths.eval_root, options=options, batch_size=ecfg.batch_size,
+                              device=run.device, progress=sys.stderr.isatty(), plugins=run.plugins,
+                              precision=ecfg.precision)
     finally:
         model.train(was_training)
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import CheckpointError, DataError, TrainingError
 from . import data as dataio
+from . import distributed
 from .distributed import Dist
 from .guards import check_data_bounds
 from .metrics_log import MetricsLog
@@ -29,6 +30,7 @@ from .setup import (
     read_json,
 )
 from .state import RunContext, TrainState
+from .validation import open_validation
 
 
 @attrs.define(eq=False)
@@ -42,9 +44,13 @@ class Run:
     :ivar found: the checkpoint this run resumes from (directory, files), or None for a fresh start.
     :ivar allow: recipe keys allowed to differ from the checkpoint's.
     :ivar paths: the data source's prepared paths; ``store`` the training shard store; ``videos`` the store
-        indices that can be sampled.
+        indices that can be sampled; ``val_store`` / ``val_batches`` the validation store (``data.val``) and its
+        fixed batches (empty without one; see :mod:`.validation`).
     :ivar model / loss_fn / aligner / embed_aligner: the components (the embed aligner lays out retrieval rounds).
-    :ivar params: what the optimizer updates (the model's trainable parameters and a loss's learnable ones).
+    :ivar params: what the optimizer updates (the model's trainable parameters and a loss's learnable ones);
+        ``loss_params`` the loss's share of them.
+    :ivar parallel: under torchrun, the model wrapped in ``DistributedDataParallel`` (the training step's forward
+        goes through it); None on one process.
     :ivar scaler: fp16's ``GradScaler`` or None; ``autocast`` a factory of the precision's autocast context.
     :ivar state: the resumable training state; ``metrics`` the records' fan-out to the ``[logging]`` sinks;
         ``ctx`` what hooks see.
@@ -71,6 +77,8 @@ class Run:
     aligner: Any
     embed_aligner: Any
     params: list[Any]
+    loss_params: list[Any]
+    parallel: Any
     optimizer: Any
     scaler: Any
     autocast: Callable[[], Any]
@@ -79,6 +87,8 @@ class Run:
     prior_evaluation: dict[str, Any]
     state: TrainState = attrs.field(factory=TrainState)
     evaluation: dict[str, Any] = attrs.field(factory=dict)
+    val_store: Any = None
+    val_batches: list[list[int]] = attrs.field(factory=list)
 
     @property
     def cfg(self) -> Any:
@@ -121,8 +131,9 @@ def assemble(recipe: Any, plugins: Any, *, dist: Dist, log: Callable[[str], None
         raise CheckpointError(f"run.init_from = {init_from!r} does not exist. The paper's setup starts from VideoCLIP "
                               "weights converted to safetensors (`norton convert-videoclip`); set run.init_from = \"\" "
                               f"to start from the text encoder alone; {DEMO_HINT}")
-    store = dataio.open_store(paths.train, tcfg.read_mode, tcfg.check_finite)
+    store = dataio.open_store(paths.train, tcfg.read_mode, tcfg.check_finite, tcfg.check_chunks)
     videos = dataio.sampleable_videos(store, log)
+    val_store, val_batches = open_validation(paths, tcfg, dist, log)
     check_data_bounds(recipe, len(videos), store, dist.world_size)  # before any retrieval round or batch
 
     # -- components: the same seed on every rank gives identical initial weights ----------------------------------
@@ -138,8 +149,8 @@ def assemble(recipe: Any, plugins: Any, *, dist: Dist, log: Callable[[str], None
     if isinstance(loss_fn, torch.nn.Module):
         loss_fn.to(dist.device)
     params = list(model.trainable_parameters())
-    if isinstance(loss_fn, torch.nn.Module):  # a learnable temperature must really be trained
-        params += [p for p in loss_fn.parameters() if p.requires_grad]
+    loss_params = [p for p in loss_fn.parameters() if p.requires_grad] if isinstance(loss_fn, torch.nn.Module) else []
+    params += loss_params  # a learnable temperature must really be trained
     if not params:
         raise TrainingError("the model has no trainable parameters (check model.freeze)")
     opt_cls = torch.optim.AdamW if tcfg.optimizer == "adamw" else torch.optim.Adam
@@ -157,11 +168,12 @@ def assemble(recipe: Any, plugins: Any, *, dist: Dist, log: Callable[[str], None
     run = Run(recipe=recipe, plugins=plugins, dist=dist, log=log, preempt=preempt, precision=precision,
               run_dir=run_dir, ckpt_root=ckpt_root, found=found, allow=allow, resolved=resolved, paths=paths,
               store=store, videos=videos, model=model, loss_fn=loss_fn, aligner=aligner, embed_aligner=embed_aligner,
-              params=params, optimizer=optimizer,
+              params=params, loss_params=loss_params,
+              parallel=distributed.DataParallel(model, dist) if dist.enabled else None, optimizer=optimizer,
               scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None,
               autocast=autocast_factory(precision, dist.device),
               metrics=metrics, ctx=ctx,
-              prior_evaluation=prior_evaluation)
+              prior_evaluation=prior_evaluation, val_store=val_store, val_batches=val_batches)
 
     # -- resume: tensors, RNG streams, the epoch's batches and the cursor ------------------------------------------
     if found is not None:

@@ -29,7 +29,7 @@ def open_run_dir(run_dir: Path, ckpt_root: Path, resume: bool, overwrite: bool, 
     Without ``resume``, a run that ``train`` (the recipe's ``[train]``) says is complete is reported, not refused."""
     name = b""
     if dist.is_main:
-        ckpt.clean_leftovers(ckpt_root, log)
+        ckpt.recover(ckpt_root, log)
         existing = (run_dir / "recipe.json").exists() or bool(ckpt.committed_steps(ckpt_root))
         found = None
         if existing and overwrite:
@@ -39,7 +39,7 @@ def open_run_dir(run_dir: Path, ckpt_root: Path, resume: bool, overwrite: bool, 
                     ckpt._remove_tree(run_dir / item)
             log(f"norton: --overwrite: removed the previous run in {run_dir}")
         elif existing:
-            found = ckpt.find_latest(ckpt_root, log)
+            found = ckpt.find_latest(ckpt_root, log, set_aside=resume)
             # a complete run is reported, not refused: the same command can be run twice (both stages of a demo)
             if not resume and not (found is not None and _complete(found, train)):
                 raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
@@ -100,6 +100,7 @@ def save_state(run: Run) -> Path | None:
                 "plugins": plugin_list(run.plugins)}
         files["state.json"] = json.dumps(meta, indent=1, default=jsonable).encode()
         path = ckpt.save_checkpoint(run.ckpt_root, state.step, files, tcfg.keep_last, run.log)
+        update_best(run.ckpt_root, state, files)
     distributed.barrier(dist)
     return path
 
@@ -146,6 +147,54 @@ def restore_state(run: Run, found: tuple[Path, dict[str, bytes]]) -> TrainState:
         state.recipe_changes = [*state.recipe_changes, {"step": state.step, "changes": changes}]
         run.log(f"norton: allowed recipe changes: {', '.join(c['key'] for c in changes)}")
     run.log(f"norton: resumed at step {state.step}, epoch {state.epoch}, batch cursor {state.cursor}")
+    if dist.is_main:
+        reconcile_best(run.ckpt_root, state, run.log)
     return state
 
 
+# ------------------------------------------------------------------------------------------------------------------
+# the best checkpoint (see .validation)
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def best_step(root: Path) -> int | None:
+    """The step ``best/`` holds according to its manifest, or None (missing or unreadable)."""
+    try:
+        return int(json.loads((root / ckpt.BEST / "manifest.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def update_best(root: Path, state: TrainState, files: dict[str, bytes]) -> None:
+    """Right after ``step-<N>`` is committed: when the state's best record names step N and ``best/`` does not
+    hold it yet, commit ``best/`` from the same files (a re-save of step N leaves it alone)."""
+    if state.best is None or state.best["step"] != state.step or best_step(root) == state.step:
+        return
+    ckpt.save_best(root, state.step, files, state.best)
+
+
+def reconcile_best(root: Path, state: TrainState, log: Callable[[str], None]) -> None:
+    """On resume: a kill between committing ``step-<N>`` and ``best/`` leaves ``best/`` one selection behind the
+    resumed state; rebuild it from ``step-<N>``. A ``best/`` that fails its manifest is set aside, never deleted.
+    A ``best/`` newer than the state (a resume from an older checkpoint) is kept: training replaces it when it
+    gets there again."""
+    want = state.best
+    if want is None:
+        return
+    have = best_step(root)
+    if have is not None:
+        try:
+            ckpt.read_checkpoint(root / ckpt.BEST)
+            if have >= want["step"]:
+                return
+        except CheckpointError as exc:
+            ckpt.quarantine(root / ckpt.BEST, log, str(exc))
+    source = root / f"step-{want['step']}"
+    try:
+        files = ckpt.read_checkpoint(source)
+    except CheckpointError as exc:
+        log(f"norton: warning: the best checkpoint (step {want['step']}, {want['metric']} {want['value']:.6g}) "
+            f"cannot be rebuilt: {exc}")
+        return
+    ckpt.save_best(root, want["step"], files, want)
+    log(f"norton: rebuilt the best checkpoint from {source.name} (its save had been interrupted)")

@@ -17,36 +17,24 @@ import numpy as np
 
 from ..errors import PluginError
 from ..faults import fault_point
+from ..neighbours import exact_knn
 from . import distributed
 
-
-def exact_knn(vectors: np.ndarray, queries: np.ndarray, k: int, metric: str = "l2", chunk: int = 1024) -> np.ndarray:
-    """Exact k nearest rows of ``vectors`` for each query row: (Q, k) int64, nearest first, -1 padded when
-    ``k > len(vectors)``. Ties break by index (a stable sort), so results are deterministic."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    queries = np.asarray(queries, dtype=np.float32)
-    n = len(vectors)
-    kk = min(k, n)
-    out = np.full((len(queries), k), -1, dtype=np.int64)
-    norms = (vectors.astype(np.float64) ** 2).sum(1)
-    for a in range(0, len(queries), chunk):
-        q = queries[a:a + chunk]
-        sims = q.astype(np.float64) @ vectors.T.astype(np.float64)
-        score = norms[None, :] - 2 * sims if metric == "l2" else -sims  # smaller is nearer
-        part = np.argpartition(score, kk - 1, axis=1)[:, :kk] if kk < n else np.tile(np.arange(n), (len(q), 1))
-        ordered = np.take_along_axis(part, np.lexsort((part, np.take_along_axis(score, part, 1)), axis=1), 1)
-        out[a:a + len(q), :kk] = ordered
-    return out
+#: the timed phases of rank 0's part of a round (:func:`plan_batches`), logged with the round's statistics
+PHASES = ("index_seconds", "search_seconds", "batching_seconds", "recall_seconds")
 
 
-def embed_videos(model: Any, loader: Any, device: str, autocast: Any) -> tuple[np.ndarray, np.ndarray]:
+def embed_videos(model: Any, loader: Any, device: str, autocast: Any, count: int) -> tuple[np.ndarray, np.ndarray]:
     """One vector per video: the mean over its clips of (pooled_video + pooled_text) / 2 (float32).
 
-    ``loader`` yields collated batches with ``video_index`` and ``store_index``. Returns (vectors, store indices).
+    ``loader`` yields collated batches with ``video_index`` and ``store_index``, ``count`` videos in all. Returns
+    (vectors, store indices). The vectors fill one (count, d) matrix as they come: a list concatenated at the
+    end would hold every vector twice.
     """
     import torch
 
-    vectors, ids = [], []
+    matrix = np.zeros((0, 0), dtype=np.float32)
+    ids, filled = [], 0
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -58,13 +46,18 @@ def embed_videos(model: Any, loader: Any, device: str, autocast: Any) -> tuple[n
             n = int(batch["store_index"].shape[0])
             sums = torch.zeros((n, h.shape[1]), dtype=torch.float32).index_add_(0, index, h)
             counts = torch.bincount(index, minlength=n).clamp(min=1).unsqueeze(1).float()
-            vectors.append((sums / counts).numpy())
+            if not ids:
+                matrix = np.empty((count, h.shape[1]), dtype=np.float32)
+            if filled + n > count:
+                raise RuntimeError(f"retrieval round: the loader yielded more than the {count} videos it was given")
+            matrix[filled:filled + n] = (sums / counts).numpy()
+            filled += n
             ids.append(batch["store_index"].numpy())
             fault_point("retrieval_embed")
     model.train(was_training)
-    if not vectors:
-        return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
-    return np.concatenate(vectors), np.concatenate(ids)
+    if not ids:
+        return matrix, np.zeros(0, dtype=np.int64)
+    return matrix[:filled], np.concatenate(ids)
 
 
 def check_results(result: Any, queries: int, k: int, n: int, backend: Any) -> np.ndarray:
@@ -172,13 +165,14 @@ def retrieval_round(*, model: Any, make_loader: Callable[[list[list[int]]], Any]
     # 1. each rank embeds a strided share: every video exactly once across ranks
     share = videos[dist.rank::dist.world_size]
     chunks = [share[i:i + embed_per_batch].tolist() for i in range(0, len(share), embed_per_batch)]
-    vectors, ids = embed_videos(model, make_loader(chunks), dist.device, autocast)
+    vectors, ids = embed_videos(model, make_loader(chunks), dist.device, autocast, len(share))
     if len(share) and vectors.shape[0] != len(share):
         raise RuntimeError(f"retrieval round: embedded {vectors.shape[0]} of {len(share)} videos on rank {dist.rank}")
     dims = distributed.broadcast_array(np.asarray([vectors.shape[1] if len(share) else 0]), dist)
     if not len(share):
         vectors = np.zeros((0, int(dims[0])), dtype=np.float32)
-    all_vectors = distributed.all_gather_rows(vectors.astype(np.float32), dist)
+    all_vectors = distributed.all_gather_rows(np.asarray(vectors, dtype=np.float32), dist)
+    del vectors
     all_ids = distributed.all_gather_rows(ids.astype(np.int64), dist)
     embedded = [len(i) for i in all_ids]
     t_embed = time.perf_counter() - t0
@@ -187,42 +181,77 @@ def retrieval_round(*, model: Any, make_loader: Callable[[list[list[int]]], Any]
     stats: dict[str, Any] = {"videos": int(sum(embedded)), "embedded_per_rank": embedded, "epoch": epoch}
     if dist.is_main:
         # 2. one index over every video, addressed by position in the store-sorted order
-        store_ids = np.concatenate(all_ids)
-        order = np.argsort(store_ids, kind="stable")
-        store_ids, matrix = store_ids[order], np.concatenate(all_vectors)[order]
-        if len(np.unique(store_ids)) != len(store_ids) or len(store_ids) != len(videos):
+        store_ids, matrix = gathered_matrix(all_vectors, all_ids)
+        del all_vectors  # the matrix holds them now (or is the only part itself)
+        if len(store_ids) != len(videos):
             raise RuntimeError("retrieval round: the gathered video set does not cover each video exactly once")
         if index_scope == "per_rank":
             positions, backend, searched, filled = per_share_batches(
                 matrix, build_backend, per_batch, num_cands, shares or dist.world_size, keep_short, seed, epoch)
             fault_point("retrieval_index")
+            batches = np.where(positions >= 0, store_ids[np.maximum(positions, 0)], -1)
+            metric = getattr(getattr(backend, "config", None), "metric", "l2")
+            recall = neighbour_recall(backend, searched, min(num_cands, len(searched)), recall_sample,
+                                      random.Random(f"{seed}:{epoch}:recall"), metric) if backend is not None else 0.0
+            stats.update(recall=recall, filled=filled, backend=getattr(backend, "name", type(backend).__name__))
         else:
-            backend = build_backend()
-            backend.build(matrix, np.arange(len(matrix), dtype=np.int64))
-            fault_point("retrieval_index")
-            # 3. N/V random queries; each neighbourhood becomes one batch
-            rng = random.Random(f"{seed}:{epoch}:retrieval")
-            n = len(matrix)
-            queries = np.asarray(rng.sample(range(n), n // per_batch), dtype=np.int64)
-            found = check_results(backend.search(queries, min(num_cands, n)), len(queries), min(num_cands, n), n,
-                                  backend)
-            positions = neighbour_batches(found, queries, per_batch, n, rng, keep_short)
-            searched, filled = matrix, float((found >= 0).mean()) if found.size else 0.0
-        batches = np.where(positions >= 0, store_ids[np.maximum(positions, 0)], -1)
-        metric = getattr(getattr(backend, "config", None), "metric", "l2")
-        recall = neighbour_recall(backend, searched, min(num_cands, len(searched)), recall_sample,
-                                  random.Random(f"{seed}:{epoch}:recall"), metric) if backend is not None else 0.0
+            batches, planned = plan_batches(matrix, store_ids, build_backend(), per_batch=per_batch,
+                                            num_cands=num_cands, recall_sample=recall_sample, seed=seed, epoch=epoch,
+                                            keep_short=keep_short)
+            stats.update(planned)
         stats["short_batches"] = int((batches < 0).any(axis=1).sum())
-        stats.update(batches=int(len(batches)), recall=recall, filled=filled,
-                     backend=getattr(backend, "name", type(backend).__name__))
     batches = distributed.broadcast_array(batches, dist)
     # every rank's hooks see the same statistics
-    summary = np.asarray([stats.get("recall", 0.0), stats.get("filled", 0.0), stats.get("short_batches", 0)],
-                         dtype=np.float64)
-    recall, filled, short = distributed.broadcast_array(summary if dist.is_main else None, dist, np.dtype(np.float64))
+    shared = ("recall", "filled", "short_batches", *PHASES)
+    summary = np.asarray([stats.get(key, 0.0) for key in shared], dtype=np.float64)
+    summary = distributed.broadcast_array(summary if dist.is_main else None, dist, np.dtype(np.float64))
     name = distributed.broadcast_bytes(str(stats.get("backend", "")).encode() if dist.is_main else None, dist)
     fault_point("retrieval_batches")
-    stats.update(batches=int(len(batches)), recall=float(recall), filled=float(filled), backend=name.decode(),
-                 short_batches=int(short),
+    stats.update({key: float(v) for key, v in zip(shared, summary, strict=True)})
+    stats.update(batches=int(len(batches)), backend=name.decode(), short_batches=int(stats["short_batches"]),
                  seconds=time.perf_counter() - t0, embed_seconds=t_embed)
     return batches, stats
+
+
+def gathered_matrix(parts: list[np.ndarray], part_ids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Every rank's vectors as one (N, d) matrix in store-index order, and the sorted store indices. A single part
+    already in order is returned as it is; otherwise each part is copied once into its rows."""
+    store_ids = np.concatenate(part_ids)
+    order = np.argsort(store_ids, kind="stable")
+    store_ids = store_ids[order]
+    if len(np.unique(store_ids)) != len(store_ids):
+        raise RuntimeError("retrieval round: the gathered video set does not cover each video exactly once")
+    if len(parts) == 1 and np.array_equal(order, np.arange(len(order))):
+        return store_ids, parts[0]
+    dim = max((p.shape[1] for p in parts if p.ndim == 2), default=0)
+    matrix = np.empty((len(store_ids), dim), dtype=np.float32)
+    for part, ids in zip(parts, part_ids, strict=True):
+        matrix[np.searchsorted(store_ids, ids)] = part
+    return store_ids, matrix
+
+
+def plan_batches(matrix: np.ndarray, store_ids: np.ndarray, backend: Any, *, per_batch: int, num_cands: int,
+                 recall_sample: int, seed: int, epoch: int, keep_short: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+    """Rank 0's part of a round: index the (N, d) vectors, search N/V random query videos' neighbourhoods, turn each
+    into one batch of store indices (-1 pads a short one with ``keep_short``), and measure the backend's recall
+    against exact search on a sample."""
+    times = [time.perf_counter()]
+    backend.build(matrix, np.arange(len(matrix), dtype=np.int64))
+    fault_point("retrieval_index")
+    times.append(time.perf_counter())
+    # N/V random queries; each neighbourhood becomes one batch
+    rng = random.Random(f"{seed}:{epoch}:retrieval")
+    n = len(matrix)
+    queries = np.asarray(rng.sample(range(n), n // per_batch), dtype=np.int64)
+    k = min(num_cands, n)
+    found = check_results(backend.search(queries, k), len(queries), k, n, backend)
+    times.append(time.perf_counter())
+    positions = neighbour_batches(found, queries, per_batch, n, rng, keep_short)
+    batches = np.where(positions >= 0, store_ids[np.maximum(positions, 0)], -1)
+    times.append(time.perf_counter())
+    metric = getattr(getattr(backend, "config", None), "metric", "l2")
+    recall = neighbour_recall(backend, matrix, k, recall_sample, random.Random(f"{seed}:{epoch}:recall"), metric)
+    times.append(time.perf_counter())
+    phases = dict(zip(PHASES, np.diff(times).tolist(), strict=True))
+    return batches, {"batches": int(len(batches)), "recall": recall, "filled": float((found >= 0).mean()) if found.size
+                     else 0.0, "backend": getattr(backend, "name", type(backend).__name__), **phases}

@@ -82,17 +82,19 @@ def check_tokenizer(model: Any, store: Any) -> None:
 def load_init_weights(model: Any, spec: str, log: Callable[[str], None]) -> None:
     """Weights from another run, a checkpoint directory or a ``.safetensors`` file (never a pickle)."""
     path = Path(spec).expanduser()
+    # checkpoints are checked against their manifests: a corrupt one is refused naming the file, never replaced
     if (path / "checkpoints").is_dir():
-        hit = ckpt.find_latest(path / "checkpoints", log)
-        if hit is None:
-            raise CheckpointError(f"run.init_from {spec!r}: the run has no valid checkpoint")
-        tensors = ckpt.bytes_to_tensors(hit[1]["model.safetensors"], str(hit[0] / "model.safetensors"))
-        where = hit[0]
+        steps = ckpt.committed_steps(path / "checkpoints")
+        if not steps:
+            raise CheckpointError(f"run.init_from {spec!r}: the run has no checkpoint")
+        where = steps[-1][1]  # the run's final weights
+        tensors = ckpt.bytes_to_tensors(ckpt.read_checkpoint(where)["model.safetensors"],
+                                        str(where / "model.safetensors"))
     elif (path / "manifest.json").is_file():
-        tensors = ckpt.bytes_to_tensors(ckpt.read_checkpoint(path)["model.safetensors"], str(path / "model.safetensors"))
-        where = path
-    elif path.is_file() and path.suffix == ".safetensors":
-        tensors, where = ckpt.bytes_to_tensors(path.read_bytes(), str(path)), path
+        tensors, where = ckpt.bytes_to_tensors(ckpt.read_checkpoint(path)["model.safetensors"],
+                                               str(path / "model.safetensors")), path
+    elif path.is_file() and path.suffix == ".safetensors":  # inside a checkpoint directory: checked too
+        tensors, where = ckpt.bytes_to_tensors(ckpt.read_checkpoint_file(path), str(path)), path
     elif path.exists():
         raise CheckpointError(f"run.init_from {spec!r}: expected a run directory, a checkpoint directory or a "
                               ".safetensors file; pickled checkpoints (.pt/.pth/.bin) are never loaded — convert "

@@ -47,6 +47,8 @@ class TrainState:
     :ivar consecutive_skips / skipped_steps: the non-finite "skip" policy's counters.
     :ivar metrics_offset: bytes of ``metrics.jsonl`` written up to this state (a resume truncates the rest).
     :ivar recipe_changes: keys allowed to differ on earlier resumes (with old -> new), for the record.
+    :ivar validated_step: the step of the last validation (-1: none yet); a re-save of that step does not repeat it.
+    :ivar best: the lowest validation loss so far as ``best/selection.json`` records it, or None.
     """
 
     step: int = 0
@@ -58,6 +60,8 @@ class TrainState:
     metrics_offset: int = 0
     recipe_changes: list[dict[str, Any]] = attrs.field(factory=list)
     scaler: dict[str, Any] | None = None
+    validated_step: int = -1
+    best: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = attrs.asdict(self, filter=lambda a, _: a.name != "batches")

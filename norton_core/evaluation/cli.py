@@ -1,10 +1,13 @@
-"""``norton evaluate TARGET``: zero-shot tables for a run directory, a checkpoint or converted weights.
+"""``norton evaluate TARGET [TARGET ...]``: zero-shot tables for runs, checkpoints or converted weights.
 
-TARGET is one of:
-- a run directory (holds ``recipe.json``): its newest checkpoint (``checkpoints/latest``) is evaluated;
+Each TARGET is one of:
+- a run directory (holds ``recipe.json``): the checkpoint(s) ``--checkpoints`` selects (default ``latest``);
 - a checkpoint directory (holds ``model.safetensors``): the recipe is ``--recipe`` or the run's ``../../recipe.json``;
 - a ``.safetensors`` file (e.g. converted VideoCLIP weights): ``--recipe`` is required;
 - an export directory (``norton export``): its own model and training recipe.
+
+Several targets (or ``--checkpoints all``) are scored side by side, one column each, labelled with what it is and
+how it was selected. By default the table shows the rows a paper reports, with a chance column.
 """
 
 from __future__ import annotations
@@ -17,17 +20,31 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError, DataError, NortonError, RecipeError
+from .report import FORMATS
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("evaluate", help="zero-shot evaluation of a run, checkpoint or weights file",
+    p = subparsers.add_parser("evaluate", help="zero-shot evaluation of runs, checkpoints or weights files",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("target", help="run directory, checkpoint directory or .safetensors file")
+    p.add_argument("targets", nargs="+", metavar="TARGET",
+                   help="run directory, checkpoint directory or .safetensors file")
     p.add_argument("--recipe", help="recipe (.toml or a run's recipe.json) describing the model and data")
     p.add_argument("--tasks", help="comma-separated tasks (default: the recipe's evaluation.tasks, else all four)")
     p.add_argument("--eval-root", help="directory holding youcook2/, htm_align/, msrvtt/ (default: the recipe's "
                                        "data source)")
-    p.add_argument("--json", action="store_true", help="print one JSON object {\"task/metric\": value}")
+    p.add_argument("--checkpoints", choices=("latest", "best", "all"), default="latest",
+                   help="which checkpoints of a run directory: the latest, the best by validation loss, or every "
+                        "saved one (default: latest)")
+    p.add_argument("--select-by-test-metric", metavar="TASK/METRIC",
+                   help="with --checkpoints all: mark the checkpoint that scores best on this test metric "
+                        "(test-set selection; labelled as such)")
+    p.add_argument("--format", choices=FORMATS, default="table",
+                   help="table (default), markdown, latex, or json (every metric)")
+    p.add_argument("--json", action="store_true", help="same as --format json")
+    p.add_argument("--rows", choices=("paper", "all"), default="paper",
+                   help="paper: the rows a paper reports, zero skip counters hidden (default); all: every metric")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                   help="evaluation precision (default: the recipe's evaluation.precision, fp32 unless set)")
     p.add_argument("--batch-size", type=int, help="clips per forward pass (default: evaluation.batch_size)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -37,37 +54,6 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
 # ----------------------------------------------------------------------------------------------------------------
 # what to evaluate
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def resolve_target(target: Path, recipe: str | None) -> tuple[Path, Path]:
-    """``(weights file, recipe file)`` for a run directory, checkpoint directory, weights file or export."""
-    from ..export import is_export
-
-    if is_export(target):
-        return target / "model.safetensors", Path(recipe) if recipe else target / "recipe.json"
-    if target.is_dir() and (target / "recipe.json").is_file():
-        latest = target / "checkpoints" / "latest"
-        if not latest.is_file():
-            raise CheckpointError(f"{target}: run directory without a committed checkpoint ({latest} is missing)")
-        name = latest.read_text(encoding="utf-8").strip()
-        weights = target / "checkpoints" / name / "model.safetensors"
-        if not name or not weights.is_file():
-            raise CheckpointError(f"{latest}: names checkpoint {name!r}, but {weights} does not exist")
-        return weights, Path(recipe) if recipe else target / "recipe.json"
-    if target.is_dir():
-        weights = target / "model.safetensors"
-        if not weights.is_file():
-            raise CheckpointError(f"{target}: expected a run directory (with recipe.json) or a checkpoint directory "
-                                  f"(with model.safetensors); found neither")
-        run_recipe = target.parent.parent / "recipe.json"
-        if recipe is None and not run_recipe.is_file():
-            raise RecipeError(f"{target}: no --recipe given and no run recipe at {run_recipe}")
-        return weights, Path(recipe) if recipe else run_recipe
-    if target.is_file() and target.suffix == ".safetensors":
-        if recipe is None:
-            raise RecipeError(f"{target}: a weights file needs --recipe to say which model it holds")
-        return target, Path(recipe)
-    raise CheckpointError(f"{target}: not found, or not a run directory, checkpoint directory or .safetensors file")
 
 
 def load_recipe_any(path: Path) -> Any:
@@ -88,28 +74,28 @@ def load_recipe_any(path: Path) -> Any:
     return load_recipe(path)
 
 
-def load_weights(model: Any, path: Path) -> None:
-    """Load a safetensors state dict into ``model`` strictly; mismatches name the file and the keys."""
+def load_weights(model: Any, data: bytes, source: Path) -> None:
+    """Load safetensors bytes into ``model`` strictly; mismatches name the file and the keys."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     try:
-        state = load_file(str(path))
+        state = load(data)
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from exc
+        raise CheckpointError(f"{source}: unreadable safetensors file ({exc})") from exc
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
     problems = []
     if missing:
-        problems.append(f"{path}: {len(missing)} missing key(s), e.g. {', '.join(missing[:5])}")
+        problems.append(f"{source}: {len(missing)} missing key(s), e.g. {', '.join(missing[:5])}")
     if unexpected:
-        problems.append(f"{path}: {len(unexpected)} unexpected key(s), e.g. {', '.join(unexpected[:5])}")
+        problems.append(f"{source}: {len(unexpected)} unexpected key(s), e.g. {', '.join(unexpected[:5])}")
     for k in shapes[:5]:
-        problems.append(f"{path}: {k}: expected shape {tuple(own[k].shape)}, found {tuple(state[k].shape)}")
+        problems.append(f"{source}: {k}: expected shape {tuple(own[k].shape)}, found {tuple(state[k].shape)}")
     if problems:
-        raise CheckpointError(f"{path} does not match the recipe's model", problems=problems)
+        raise CheckpointError(f"{source} does not match the recipe's model", problems=problems)
     model.load_state_dict(state, strict=True)
 
 
@@ -145,24 +131,52 @@ def tasks_and_options(recipe: Any, tasks_arg: str | None) -> tuple[list[str], di
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .runner import format_table, run_evaluation
+    from .report import render_report
+    from .runner import run_evaluation
+    from .targets import resolve_targets, unique_labels
 
-    weights, recipe_path = resolve_target(Path(args.target), args.recipe)
-    recipe = load_recipe_any(recipe_path)
-    tasks, options = tasks_and_options(recipe, args.tasks)
-    eval_root = eval_root_of(recipe, args.eval_root)
-    batch_size = args.batch_size or recipe.evaluation.batch_size
-    if batch_size < 1:
-        raise NortonError(f"--batch-size must be >= 1, got {batch_size}")
-    model = recipe.build("model")
-    load_weights(model, weights)
-    model.to(args.device)
+    if args.select_by_test_metric and args.checkpoints != "all":
+        raise NortonError("--select-by-test-metric chooses among checkpoints: use it with --checkpoints all")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise NortonError(f"--batch-size must be >= 1, got {args.batch_size}")
+    targets = unique_labels([t for name in args.targets
+                             for t in resolve_targets(Path(name), args.recipe, args.checkpoints)])
     progress = not args.no_progress and sys.stderr.isatty()
-    print(f"norton: evaluating {weights} on {', '.join(tasks)} from {eval_root}", file=sys.stderr)
-    results = run_evaluation(model, tasks, eval_root, options=options, batch_size=batch_size, device=args.device,
-                             progress=progress)
-    if args.json:
-        print(json.dumps({k: (None if math.isnan(v) else v) for k, v in results.items()}))
-    else:
-        print(format_table(results))
+    columns: dict[str, dict[str, float]] = {}
+    built: dict[Path, tuple[Any, Any]] = {}  # one model per recipe, reloaded for each of its checkpoints
+    for target in targets:
+        if target.recipe not in built:
+            recipe = load_recipe_any(target.recipe)
+            built[target.recipe] = (recipe, recipe.build("model"))
+        recipe, model = built[target.recipe]
+        tasks, options = tasks_and_options(recipe, args.tasks)
+        eval_root = eval_root_of(recipe, args.eval_root)
+        precision = args.precision or recipe.evaluation.precision
+        load_weights(model, target.read(), target.source)
+        model.to(args.device)
+        print(f"norton: evaluating {target.label} on {', '.join(tasks)} from {eval_root} ({precision})",
+              file=sys.stderr)
+        columns[target.label] = run_evaluation(
+            model, tasks, eval_root, options=options, batch_size=args.batch_size or recipe.evaluation.batch_size,
+            device=args.device, progress=progress, precision=precision)
+    if args.select_by_test_metric:
+        columns = select_by_test_metric(columns, args.select_by_test_metric)
+    fmt = "json" if args.json else args.format
+    print(render_report(columns, fmt=fmt, rows=args.rows))
     return 0
+
+
+def select_by_test_metric(columns: dict[str, dict[str, float]], key: str) -> dict[str, dict[str, float]]:
+    """``columns`` with the one that scores best on the test metric ``key`` relabelled as chosen by it (lower is
+    better for a median rank, higher for everything else); says so on stderr."""
+    scored = {label: col[key] for label, col in columns.items() if key in col and not math.isnan(col[key])}
+    if not scored:
+        known = sorted({k for col in columns.values() for k in col})
+        raise NortonError(f"--select-by-test-metric {key}: no checkpoint has that metric (known: "
+                          f"{', '.join(known[:12])}{', ...' if len(known) > 12 else ''})")
+    lower = key.partition("/")[2].endswith("MR")
+    chosen = (min if lower else max)(scored, key=lambda label: scored[label])
+    print(f"norton: test-set selection: {chosen} has the {'lowest' if lower else 'highest'} {key} "
+          f"({scored[chosen]:.2f}); numbers of a checkpoint chosen on the test set are optimistic and not "
+          f"comparable with a validation-selected one", file=sys.stderr)
+    return {(f"{label} [chosen by test {key}]" if label == chosen else label): col for label, col in columns.items()}

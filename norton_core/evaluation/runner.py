@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .._manager import Plugins, default_plugins
 from ..config import parse_config
@@ -14,6 +15,8 @@ from ..errors import DataError, PluginError, RecipeError
 from ..interfaces import EvalContext, Evaluator, Model
 
 log = logging.getLogger("norton.evaluation")
+
+Precision = Literal["fp32", "bf16", "fp16"]
 
 #: every built-in task, in the order tables show them
 DEFAULT_TASKS = ("youcook2-clip", "youcook2-video", "htm-align", "msrvtt")
@@ -64,10 +67,14 @@ def build_evaluators(tasks: Sequence[str], options: Mapping[str, Any] | None = N
 
 def run_evaluation(model: Model, tasks: Sequence[str], eval_root: Path, *,
                    options: Mapping[str, Any] | None = None, batch_size: int = 256, device: str = "cpu",
-                   progress: bool = True, plugins: Plugins | None = None) -> dict[str, float]:
+                   progress: bool = True, plugins: Plugins | None = None,
+                   precision: Precision = "fp32") -> dict[str, float]:
     """Evaluate ``model`` on each task's set under ``eval_root``; returns ``{"<task_key>/<metric>": value}``.
 
     :param options: per task, a config instance or a mapping of its options.
+    :param precision: ``"fp32"`` (the default, as the reference) or an autocast dtype, ``"bf16"`` / ``"fp16"``.
+        Whatever autocast the caller is in is switched off first, so a training loop's mixed precision never
+        leaks into the numbers: the same weights give the same table wherever they are evaluated.
     :raises PluginError: an unknown task. :raises RecipeError: invalid options. :raises DataError: a task's
         directory is missing or its files are malformed.
     """
@@ -81,7 +88,8 @@ def run_evaluation(model: Model, tasks: Sequence[str], eval_root: Path, *,
     from .embed import shared_cache  # imports torch: only once there is something to evaluate
 
     results: dict[str, float] = {}
-    with shared_cache():  # tasks on the same set (YouCook2 clip and video) encode each caption and clip once
+    # tasks on the same set (YouCook2 clip and video) share the cache: each caption and clip is encoded once
+    with _precision(precision, device), shared_cache():
         for ev in evaluators:
             ctx = EvalContext(root=eval_root / ev.dataset, batch_size=batch_size, device=device, progress=progress)
             began = time.perf_counter()
@@ -90,6 +98,18 @@ def run_evaluation(model: Model, tasks: Sequence[str], eval_root: Path, *,
             for metric, value in metrics.items():
                 results[f"{task_key(ev.name)}/{metric}"] = float(value)
     return results
+
+
+def _precision(precision: Precision, device: str) -> contextlib.AbstractContextManager[Any]:
+    """Autocast to ``precision`` on ``device``'s kind, or no autocast at all for fp32 (also inside a caller's)."""
+    import torch
+
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    if precision == "fp32":
+        return torch.autocast(kind, enabled=False)
+    if precision not in ("bf16", "fp16"):
+        raise RecipeError(f"evaluation precision {precision!r}: expected fp32, bf16 or fp16")
+    return torch.autocast(kind, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ class FakeData(DataSource):
     @attrs.frozen
     class Config:
         videos: int = option(24, ge=1)
+        val_videos: int = option(0, ge=0, help="a validation store of this many other videos (data.val)")
         missing: bool = option(False, help="behave like a source whose data is not there")
 
     def __init__(self, config: Any, cache_dir: Path | None = None) -> None:
@@ -64,11 +65,13 @@ class FakeData(DataSource):
 
         if self.config.missing:
             raise DataError("fake-data: the training data is not prepared")
-        return DataPaths(train=Path(f"fake://{self.config.videos}"))
+        val = Path(f"fake://val/{self.config.val_videos}") if self.config.val_videos else None
+        return DataPaths(train=Path(f"fake://{self.config.videos}"), val=val)
 
 
-def open_fake_store(path: Path, read_mode: str = "mmap", check_finite: bool = False) -> FakeStore:
-    return FakeStore(int(str(path).split("//")[-1].split("/")[-1]))
+def open_fake_store(path: Path, read_mode: str = "mmap", check_finite: bool = True,
+                    check_chunks: bool = True) -> FakeStore:
+    return FakeStore(int(str(path).split("//")[-1].split("/")[-1]), seed=1 if "/val/" in str(path) else 0)
 
 
 class FakeAligner(Aligner):

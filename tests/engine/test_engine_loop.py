@@ -149,6 +149,20 @@ def test_init_from_another_run(tmp_path, plugins, capsys):
     assert f"initialised from {first.run_dir / 'checkpoints' / 'step-2'}" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("target", ["run", "checkpoint", "file"])
+def test_init_from_refuses_a_checkpoint_with_one_flipped_byte(tmp_path, plugins, target):
+    """Issue 10 #4: run.init_from checks the manifest's hashes and names the corrupt file."""
+    first = _run(tmp_path, plugins, train={"max_steps": 2})
+    step = first.run_dir / "checkpoints" / "step-2"
+    weights = step / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-7] ^= 0x02
+    weights.write_bytes(bytes(data))
+    spec = {"run": first.run_dir, "checkpoint": step, "file": weights}[target]
+    with pytest.raises(CheckpointError, match=rf"^{weights}: sha256 differs from the manifest"):
+        _run(tmp_path, plugins, run={"name": "second", "init_from": str(spec)}, train={"max_steps": 1})
+
+
 def test_a_locked_run_directory_is_refused(tmp_path, plugins):
     """H1 (in-process part; the lock's release on SIGKILL is covered by the resume test)."""
     run_dir = tmp_path / "runs" / "fake"
@@ -203,3 +217,36 @@ def test_lifecycle_hooks_fire_at_their_boundaries(tmp_path, plugins):
     assert calls[7:10] == [("epoch_end", 1, True), ("retrieval", 2, 22, "faiss-ivf"), ("epoch_start", 2)]
     assert calls[-2:] == [("epoch_end", 2, True), ("run_end", 10)]
 
+
+def test_a_worker_lost_to_a_preemption_still_commits_the_step(tmp_path, plugins, monkeypatch):
+    """Issue 10 #2: if a DataLoader worker dies of the job's SIGTERM anyway (in the moment before it ignores the
+    signal), the next fetch fails; the loop still commits the step boundary and stops as preempted."""
+    import os
+    import signal
+
+    import norton_core.engine.data as dataio
+    from norton_core.errors import Preempted
+
+    real = dataio.make_loader
+    calls = {"n": 0}
+
+    class Dying:
+        def __init__(self, loader):
+            self.inner = iter(loader)
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            calls["n"] += 1
+            if calls["n"] == 4:
+                os.kill(os.getpid(), signal.SIGTERM)  # the engine's handler only records it
+                raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")
+            return next(self.inner)
+
+    monkeypatch.setattr(dataio, "make_loader", lambda *a, **k: Dying(real(*a, **k)))
+    with pytest.raises(Preempted, match="stopped after step 3.*worker died"):
+        _run(tmp_path, plugins, run={"name": "lost"})
+    root = tmp_path / "runs" / "lost" / "checkpoints"
+    assert ckpt.read_latest(root) == "step-3"
+    assert json.loads(ckpt.read_checkpoint(root / "step-3")["state.json"])["cursor"] == 3

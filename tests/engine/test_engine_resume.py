@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,13 +25,14 @@ def _spawn(recipe: Path, *args: str, fault: str | None = None) -> subprocess.Com
     env["NORTON_LOAD_PLUGINS"] = "norton"
     if fault:
         env["NORTON_FAULT"] = fault
+    # a session of its own: a SIGTERM to "the job's process group" reaches this run and its workers only
     return subprocess.run([sys.executable, str(DRIVER), str(recipe), *args], env=env, capture_output=True,
-                          text=True, timeout=180)
+                          text=True, timeout=180, start_new_session=True)
 
 
-def _write(tmp: Path, name: str) -> Path:
+def _write(tmp: Path, name: str, **tables: dict) -> Path:
     # exact search keeps faiss out of the many short processes (its determinism is tested in-process)
-    raw = recipe_dict(tmp, run={"name": name})
+    raw = recipe_dict(tmp, run={"name": name}, **tables)
     raw["retrieval"]["backend"] = {"name": "exact"}
     path = tmp / f"{name}.json"
     path.write_text(json.dumps(raw))
@@ -130,3 +132,137 @@ def test_sigterm_commits_a_checkpoint_and_resume_is_bit_exact(tmp_path):
         ta, tb = ckpt.bytes_to_tensors(a[name]), ckpt.bytes_to_tensors(b[name])
         assert all(torch.equal(ta[k], tb[k]) for k in ta)
     assert _step_lines(root.parent) == _step_lines(ref_root.parent)
+
+
+def _assert_same_end(ref_root: Path, root: Path, step: str = "step-15") -> None:
+    a, b = ckpt.read_checkpoint(ref_root / step), ckpt.read_checkpoint(root / step)
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        ta, tb = ckpt.bytes_to_tensors(a[name]), ckpt.bytes_to_tensors(b[name])
+        assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta), name
+    assert a["rng.json"] == b["rng.json"]
+    assert _step_lines(root.parent) == _step_lines(ref_root.parent)
+
+
+def test_sigterm_to_the_process_group_with_workers_is_a_graceful_preemption(tmp_path):
+    """Issue 10 #2: schedulers signal every process of the job. With a DataLoader worker, SIGTERM to the whole
+    group at step 3 still commits step 3 and exits 143 (the worker ignores the signal), and --resume ends
+    bit-identical to an uninterrupted run."""
+    workers = {"train": {"num_workers": 1}}
+    reference = _spawn(_write(tmp_path, "reference", **workers))
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    recipe = _write(tmp_path, "victim", **workers)
+    stopped = _spawn(recipe, fault="step:3:TERMGROUP")
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert "stopped after step 3" in stopped.stdout
+    root = tmp_path / "runs" / "victim" / "checkpoints"
+    assert ckpt.read_latest(root) == "step-3"
+    final = _spawn(recipe, "--resume")
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert "resumed at step 3" in final.stdout
+    _assert_same_end(tmp_path / "runs" / "reference" / "checkpoints", root)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# kills inside the replace window of a re-saved step and of the best checkpoint (issue 10 #1, issue 9 #7)
+# ------------------------------------------------------------------------------------------------------------------
+
+#: keep_last = 1 (the severe case), a checkpoint every 5 steps = every epoch end, so each epoch end re-saves its
+#: step; lr 1e-3 makes the validation loss fall at steps 5, 10 and 15, so best is replaced twice
+WINDOW = {"train": {"keep_last": 1, "checkpoint_every": 5, "lr": 1e-3}, "data": {"val_videos": 10}}
+
+
+@pytest.fixture(scope="module")
+def window_reference(tmp_path_factory):
+    """The uninterrupted run (in this process: the same deterministic numbers, without a process start)."""
+    from engine_fakes import build_recipe, fake_plugins, open_fake_store
+
+    import norton_core.engine.data as dataio
+    from norton_core.engine import train
+
+    tmp = tmp_path_factory.mktemp("window")
+    raw = json.loads(_write(tmp, "reference", **WINDOW).read_text())
+    real, dataio.open_store = dataio.open_store, open_fake_store
+    try:
+        plugins = fake_plugins()
+        train(build_recipe(raw, plugins), plugins=plugins)
+    finally:
+        dataio.open_store = real
+    return tmp / "runs" / "reference" / "checkpoints"
+
+
+def _newest_complete(root: Path) -> int:
+    """The newest step of which a complete copy exists anywhere (under its name or a hidden one)."""
+    steps = [-1]
+    for entry in root.iterdir() if root.is_dir() else ():
+        name = entry.name.split("-", 1)[-1] if entry.name.startswith(".") else entry.name
+        match = re.match(r"(?:staging-|replaced-)?step-(\d+)", name)
+        if match and (entry / "manifest.json").is_file():
+            try:
+                ckpt.read_checkpoint(entry)
+            except ckpt.CheckpointError:
+                continue
+            steps.append(int(match.group(1)))
+    return max(steps)
+
+
+def _kill_sequence(tmp_path: Path, faults: list[str], check) -> Path:  # noqa: ANN001
+    recipe = _write(tmp_path, "victim", **WINDOW)
+    root = tmp_path / "runs" / "victim" / "checkpoints"
+    for i, fault in enumerate([*faults, None]):
+        committed = _newest_complete(root)
+        proc = _spawn(recipe, *(("--resume",) if i else ()), fault=fault)
+        if i:  # never an earlier step than the newest complete one
+            resumed = re.search(r"resumed at step (\d+)", proc.stdout)
+            assert resumed and int(resumed.group(1)) >= committed, (fault, committed, proc.stdout[-1500:])
+        if fault is None:
+            assert proc.returncode == 0, proc.stderr[-3000:]
+        else:
+            assert proc.returncode == -9, f"{fault}: {proc.stderr[-3000:]}"
+            check(fault, root)
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]
+    return root
+
+
+def _assert_best_equal(ref_root: Path, root: Path) -> None:
+    a, b = ckpt.read_checkpoint(ref_root / "best"), ckpt.read_checkpoint(root / "best")
+    assert json.loads(a["selection.json"]) == json.loads(b["selection.json"])
+    ta, tb = ckpt.bytes_to_tensors(a["model.safetensors"]), ckpt.bytes_to_tensors(b["model.safetensors"])
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def _validations(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if '"validation"' in x]
+
+
+def test_kills_inside_a_re_save_never_lose_the_step(tmp_path, window_reference):
+    """SIGKILL with the old step-5 renamed aside and the new one still staged (no step-5 under its name), then
+    with the new step-10 in place and the old one still aside: each resume continues from that step, and the
+    run ends bit-identical to the uninterrupted one, best checkpoint included."""
+
+    def check(fault: str, root: Path) -> None:
+        if fault.startswith("ckpt_replace_aside"):  # the window the issue found: two hidden complete copies only
+            assert not (root / "step-5").exists()
+            assert {p.name.split("-")[0] for p in root.iterdir() if p.name.startswith(".")} >= {".replaced",
+                                                                                              ".staging"}
+
+    root = _kill_sequence(tmp_path, ["ckpt_replace_aside:1", "ckpt_replace_renamed:1"], check)
+    _assert_same_end(window_reference, root)
+    _assert_best_equal(window_reference, root)
+    assert _validations(root.parent) == _validations(window_reference.parent)
+
+
+def test_kills_while_best_is_replaced_leave_a_complete_best(tmp_path, window_reference):
+    """SIGKILL with the old best renamed aside and the new one staged, then between committing step-15 and its
+    best, then with the new best in place and the old one aside: a complete best (old or new) exists after each
+    recovery, and the run ends with the uninterrupted run's best."""
+
+    def check(fault: str, root: Path) -> None:
+        ckpt.recover(root, log=lambda m: None)  # what the next start does first
+        files = ckpt.read_checkpoint(root / "best")
+        assert json.loads(files["selection.json"])["step"] in (5, 10, 15)
+
+    root = _kill_sequence(tmp_path, ["best_replace_aside:1", "ckpt_after_latest:2", "best_replace_renamed:1"],
+                          check)
+    _assert_same_end(window_reference, root)
+    _assert_best_equal(window_reference, root)
+    assert json.loads((root / "best" / "selection.json").read_text())["step"] == 15

@@ -115,7 +115,7 @@ def test_staging_leftovers_are_cleaned_and_reported(tmp_path):
     (root / ".staging-step-7-123-abcd").mkdir(parents=True)
     (root / ".staging-step-7-123-abcd" / "model.safetensors").write_bytes(b"partial")
     messages: list[str] = []
-    assert ckpt.clean_leftovers(root, log=messages.append) == [".staging-step-7-123-abcd"]
+    assert ckpt.recover(root, log=messages.append) == ["removed .staging-step-7-123-abcd"]
     assert messages and not any(root.iterdir())
 
 
@@ -270,6 +270,34 @@ def test_builtin_backends_find_cluster_mates():
     tiny = FaissIVF(FaissIVFConfig(nlist=512), seed=0)  # more lists than vectors: capped, still answers
     tiny.build(x[:5], np.arange(5))
     assert (tiny.search(np.arange(5), 3)[:, 0] == np.arange(5)).all()
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_ivf_searches_cells_as_faiss_does_without_a_copy_of_the_vectors(metric, monkeypatch):
+    """nprobe = 1: each cell's queries scored in one product give faiss IndexIVFFlat's own neighbours; nprobe > 1
+    goes through faiss with the queries read from the index's storage. Exact search over many blocks agrees too."""
+    from norton_retrieval import Exact, ExactConfig, FaissIVF, FaissIVFConfig
+
+    import norton_core.neighbours as nb
+
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(6, 24)) * 3
+    x = (centres[np.arange(900) % 6] + rng.normal(size=(900, 24))).astype(np.float32)
+    queries = np.asarray(sorted(rng.choice(900, 80, replace=False)))
+    for nprobe in (1, 3):
+        ivf = FaissIVF(FaissIVFConfig(nlist=16, nprobe=nprobe, metric=metric), seed=0)
+        ivf.build(x, np.arange(900))
+        assert not any(np.shares_memory(x, v) for _, v in ivf.cells) and not hasattr(ivf, "vectors")
+        _, labels = ivf.index.search(x[queries], 40)
+        assert (ivf.search(queries, 40) == labels).all()
+    monkeypatch.setattr(nb, "_SCORE_ELEMENTS", 1 << 12)  # many database blocks and query chunks
+    exact = Exact(ExactConfig(metric=metric))
+    exact.build(x, np.arange(900))
+    assert exact.vectors is x  # the caller's matrix, not a copy
+    s = -(x[queries].astype(np.float64) @ x.T.astype(np.float64))
+    if metric == "l2":
+        s = s * 2 + (x.astype(np.float64) ** 2).sum(1)
+    assert (exact.search(queries, 50) == np.argsort(s, axis=1, kind="stable")[:, :50]).all()
 
 
 def test_disk_full_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -62,6 +62,7 @@ class FakeModel(Model, torch.nn.Module):
         self.proj = torch.nn.Parameter(proj)
         self.calls = 0
         self.attend_cls_seen: set[bool] = set()
+        self.autocast_seen: set[torch.dtype | None] = set()  # the CPU autocast dtype of each forward_video, or None
 
     def _extra(self, x: torch.Tensor, value: float) -> torch.Tensor:
         return torch.cat([x, torch.full((*x.shape[:-1], 1), value)], dim=-1)
@@ -71,6 +72,7 @@ class FakeModel(Model, torch.nn.Module):
         assert not torch.is_grad_enabled() and not self.training  # the evaluators must ask for inference mode
         self.calls += 1
         self.attend_cls_seen.add(attend_cls)
+        self.autocast_seen.add(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
         tokens = self._extra(vfeats @ self.proj, 1.0)
         m = vmasks.float().unsqueeze(-1)
         pooled = (tokens * m).sum(1) / m.sum(1).clamp(min=1)

@@ -354,3 +354,35 @@ def test_a_clip_list_that_disagrees_with_the_annotations_is_an_error(tmp_path, p
         _run(FakeModel(FakeModel.Config()), tmp_path, plugins, tasks=["youcook2-clip"],
              options={"youcook2-clip": {"clips": "clips.txt"}})
     assert needle in "\n".join(err.value.lines())
+
+
+def test_evaluation_runs_in_float32_even_inside_a_training_autocast(eval_root, plugins):
+    """The run's own evaluation is called inside the training loop; fp32 (the default) switches any autocast off,
+    so it computes what ``norton evaluate`` computes. bf16 is there when asked for."""
+    import torch
+
+    plain, inside, bf16 = (FakeModel(FakeModel.Config(noise=0.05)) for _ in range(3))
+    expected = _run(plain, eval_root, plugins, tasks=["youcook2-clip", "msrvtt"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = _run(inside, eval_root, plugins, tasks=["youcook2-clip", "msrvtt"])
+    _run(bf16, eval_root, plugins, tasks=["msrvtt"], precision="bf16")
+    assert got == expected
+    assert plain.autocast_seen == inside.autocast_seen == {None} and bf16.autocast_seen == {torch.bfloat16}
+
+
+def test_the_paper_recipe_evaluates_with_the_reference_protocol(norton_plugins):
+    """Every shipped recipe leaves youcook2-video at its defaults, which are the reference's protocol under the
+    plain names (see the test above), and evaluates in float32."""
+    from pathlib import Path
+
+    from norton_core.recipe import load_recipe
+
+    recipes = Path(__file__).resolve().parents[2] / "recipes"
+    for path in sorted(recipes.glob("*.toml")):
+        recipe = load_recipe(path, plugins=norton_plugins)
+        assert recipe.evaluation.precision == "fp32", path.name
+        spec = recipe.components.get("evaluation.task_options.youcook2-video")
+        if spec is not None:
+            cfg = spec.config
+            assert (cfg.exact, cfg.centred, cfg.bg_attend_cls, cfg.bg_dtw_offset, cfg.select_ratio) == (
+                True, True, False, 3.0, 1.3), path.name
