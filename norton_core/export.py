@@ -205,7 +205,8 @@ class ExportedModel:
         options = model_options(self.path, self.meta)
         name = options.pop("name")
         self.model = build("model", name, options)
-        load_weights(self.model, self.path / "model.safetensors")
+        weights = self.path / "model.safetensors"
+        load_weights(self.model, weights.read_bytes(), weights)
         self.model.to(device)
         self.model.eval()
         self.max_video_seconds = int(self.meta.get("max_video_seconds", MAX_VIDEO_SECONDS))

@@ -139,9 +139,9 @@ class Aligner(Component):
 
         Returns numpy arrays with a leading clip axis C: ``caps`` (C, Lc) int64, ``cmasks`` (C, Lc) bool,
         ``vfeats`` (C, Lv, 512) float16 (the store's dtype; the collate converts once per batch), ``vmasks``
-        (C, Lv) bool, ``video_start``, ``video_end``, ``text_start``, ``text_end`` (C,) int64. Clips are in
-        temporal order. Deterministic given ``rng``'s state. Any further array with the leading clip axis (say
-        per-clip weights) is carried into the batch by the default :meth:`collate`.
+        (C, Lv) bool; the built-ins add ``video_start``, ``video_end``, ``text_start``, ``text_end`` (C,) int64.
+        Clips are in temporal order. Deterministic given ``rng``'s state. Any further array with the leading clip
+        axis (say per-clip weights) is carried into the batch by the default :meth:`collate`.
         """
 
     def collate(self, items: list[dict[str, np.ndarray]], video_ids: list[str]) -> dict[str, Any]:

@@ -102,10 +102,15 @@ def compare_recipes(runs: list[RunSummary], names: list[str], markdown: bool = F
     keys = sorted(set().union(*flat))
     differ = [k for k in keys if not any(k == i or k.startswith(i + ".") for i in _IGNORED)
               and len({repr(f.get(k, "<absent>")) for f in flat}) > 1]
+    # where the runs use different components (loss "videoclip-nce" vs "norton"), their options are not comparable:
+    # the name row says it, and the options are left out (with a note)
+    swapped = [k[: -len(".name")] for k in differ if k.endswith(".name")]
+    differ = [k for k in differ if not any(k.startswith(t + ".") and k != t + ".name" for t in swapped)]
     if not differ:
         return "the recipes agree (apart from where the runs are)"
     rows = [[k, *(setting(f.get(k, "<absent>")) for f in flat)] for k in differ]
-    return render(["recipe setting", *names], rows, markdown)
+    note = "".join(f"\n({t}: different components, so their options are not compared)" for t in swapped)
+    return render(["recipe setting", *names], rows, markdown) + (f"\n{note}" if note else "")
 
 
 def unique_names(runs: list[RunSummary]) -> list[str]:

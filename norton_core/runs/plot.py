@@ -42,10 +42,10 @@ def plot_runs(runs: list[RunSummary], names: list[str], out: Path) -> Path:
         if panel == "evaluation":
             _bars(ax, evaluated, metrics)
             continue
-        for name, run in zip(names, runs, strict=True):
+        for i, (name, run) in enumerate(zip(names, runs, strict=True)):
             points = [(s["step"], s[panel]) for s in run.steps if isinstance(s.get(panel), (int, float))]
-            if points:
-                ax.plot(*zip(*points, strict=True), label=name, linewidth=1.2)
+            if points:  # a run keeps its colour in every panel, also where another run has no such term
+                ax.plot(*zip(*points, strict=True), label=name, linewidth=1.2, color=f"C{i % 10}")
         ax.set_title(panel)
         ax.set_xlabel("step")
         if panel == "lr":
@@ -53,12 +53,14 @@ def plot_runs(runs: list[RunSummary], names: list[str], out: Path) -> Path:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if len(runs) > 1 and handles:
-        fig.legend(handles, labels, loc="upper center", ncol=min(len(runs), 4), frameon=False)
+    if len(runs) > 1:
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=f"C{i % 10}", label=name) for i, name in enumerate(names)]
+        fig.legend(handles=handles, loc="upper center", ncol=min(len(runs), 4), frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.94 if len(runs) > 1 else 1))
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
+    fig.savefig(out, dpi=72)
     plt.close(fig)
     return out
 
@@ -67,7 +69,8 @@ def _bars(ax: object, evaluated: list[tuple[str, dict[str, float]]], metrics: li
     width = 0.8 / max(len(evaluated), 1)
     for i, (name, results) in enumerate(evaluated):
         xs = [m + (i - (len(evaluated) - 1) / 2) * width for m in range(len(metrics))]
-        ax.bar(xs, [results.get(m, 0.0) for m in metrics], width, label=name)  # type: ignore[attr-defined]
+        ax.bar(xs, [results.get(m, 0.0) for m in metrics], width, label=name,  # type: ignore[attr-defined]
+               color=f"C{i % 10}")
     ax.set_xticks(range(len(metrics)))  # type: ignore[attr-defined]
     ax.set_xticklabels([m.replace("/", "\n") for m in metrics], fontsize=7)  # type: ignore[attr-defined]
     ax.set_title("evaluation (%)")  # type: ignore[attr-defined]

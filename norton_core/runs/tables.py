@@ -27,6 +27,8 @@ def setting(value: Any) -> str:
     """A recipe value as the recipe would write it (``0.001``, ``"norton"`` without quotes, ``[0.9, 0.98]``)."""
     if isinstance(value, float):
         return f"{value:g}"
+    if value == "":
+        return '""'
     return cell(value)
 
 

@@ -14,9 +14,6 @@ import numpy as np
 from norton_core import RetrievalBackend, hookimpl, option
 from norton_core.neighbours import exact_knn, scores
 
-#: multiply-adds below which a cell's product runs on one thread
-SMALL_PRODUCT = 1 << 24
-
 
 @attrs.frozen
 class FaissIVFConfig:
@@ -97,22 +94,15 @@ class FaissIVF(RetrievalBackend):
         import torch
 
         out = np.full((len(query_ids), k), -1, dtype=np.int64)
-        threads = torch.get_num_threads()
-        try:
-            with torch.no_grad():
-                for c, rows in self._by_cell(query_ids):
-                    member_ids, vectors = self.cells[c]
-                    # most cells are small products: one thread, since every parallel region waits for its slowest
-                    # thread (on a shared machine often a descheduled one); large cells use every thread
-                    torch.set_num_threads(threads if len(rows) * vectors.size > SMALL_PRODUCT else 1)
-                    members = torch.from_numpy(vectors)
-                    part = scores(members[torch.from_numpy(self.row_of[query_ids[rows]])], members, self.config.metric)
-                    kk = min(k, len(member_ids))
-                    top = torch.topk(part, kk, dim=1, largest=False, sorted=False)
-                    found, value = member_ids[top.indices.numpy()], top.values.numpy()
-                    out[rows, :kk] = np.take_along_axis(found, np.lexsort((found, value), axis=1), 1)
-        finally:
-            torch.set_num_threads(threads)
+        with torch.no_grad():
+            for c, rows in self._by_cell(query_ids):
+                member_ids, vectors = self.cells[c]
+                members = torch.from_numpy(vectors)
+                part = scores(members[torch.from_numpy(self.row_of[query_ids[rows]])], members, self.config.metric)
+                kk = min(k, len(member_ids))
+                top = torch.topk(part, kk, dim=1, largest=False, sorted=False)
+                found, value = member_ids[top.indices.numpy()], top.values.numpy()
+                out[rows, :kk] = np.take_along_axis(found, np.lexsort((found, value), axis=1), 1)
         return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from norton_core import PluginError, RecipeError, build
 from norton_core.engine.state import RunContext
 from norton_core.metrics import scalars
 
+SMOKE = str(Path(__file__).resolve().parents[2] / "recipes" / "smoke_cpu.toml")
 RECIPE = {"run": {"name": "sinks"}, "train": {"lr": 1e-3, "betas": [0.9, 0.98]}, "loss": {"name": "norton"}}
 RECORDS = [
     {"event": "start", "step": 0, "total_steps": 4},
@@ -68,8 +70,11 @@ def test_tensorboard_sink_writes_steps_evaluations_retrieval_and_hparams(tmp_pat
 def test_wandb_sink_logs_offline_without_network(tmp_path, norton_plugins, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    import wandb
+
     where = run_sink("wandb", {"project": "norton-test"}, tmp_path, norton_plugins)
     assert "offline" in where
+    wandb.teardown()  # the W&B service writes the run file in the background; at process exit it would do this
     files = list((tmp_path / "wandb").glob("offline-run-*/*.wandb"))
     assert len(files) == 1  # what `wandb sync` would upload: the history rows and the recipe as config
     data = files[0].read_bytes()
@@ -110,7 +115,3 @@ def test_a_chosen_sink_that_is_not_installed_says_which_extra(tmp_path, norton_p
     with pytest.raises(PluginError, match=r"pip install 'norton\[wandb\]'"):
         build("metric_sink", "wandb", {}, plugins=norton_plugins, run_dir=tmp_path)
 
-
-from pathlib import Path  # noqa: E402
-
-SMOKE = str(Path(__file__).resolve().parents[2] / "recipes" / "smoke_cpu.toml")
