@@ -18,9 +18,9 @@ from ._manager import default_plugins
 from .errors import NortonError
 
 #: core modules that add their own subcommands (data preparation, evaluation, reading runs back, shipped recipes,
-#: plugin options and installs)
+#: plugin options and installs, studies)
 _CORE_COMMANDS = ("norton_core.data.cli", "norton_core.evaluation.cli", "norton_core.runs.cli", "norton_core.recipe_cli",
-                  "norton_core.plugin_cli")
+                  "norton_core.plugin_cli", "norton_core.study.cli")
 
 
 def _add_recipe_args(parser: argparse.ArgumentParser) -> None:

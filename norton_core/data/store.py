@@ -160,8 +160,9 @@ class _Shard:
         return out
 
     def row_bytes(self, role: str) -> int:
+        """Bytes of one row of a data file as stored on disk (float32 features of adopted MMPT shards: 2048)."""
         shape = self.shapes[role]
-        return np.dtype(mf.ROLES[role]).itemsize * int(np.prod(shape[1:], dtype=np.int64))
+        return self.dtypes[role].itemsize * int(np.prod(shape[1:], dtype=np.int64))
 
     def check_chunks(self, role: str, start: int, end: int) -> None:
         """Hash the not yet checked chunks overlapping file bytes ``[start, end)`` against the manifest."""

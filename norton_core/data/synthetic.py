@@ -15,6 +15,7 @@ get no caption.
 The same code generates a *family* of such datasets: every knob of the world and of the noise is an option (number
 of tasks and of steps per task, vocabulary sizes, step lengths, feature noise and slow drift, the caption template
 set, a pool of chatter lines that repeats across videos, chatter that names an ingredient without showing it,
+chatter said over the talking-head intro and outro,
 shift, skip and drop rates, and the world's own seed). With every option at its default the output is byte for
 byte what it was before the family existed.
 
@@ -149,6 +150,7 @@ class SyntheticOptions:
     caption_templates: str = "default"
     chatter_pool: int = 12
     chatter_mentions_prob: float = 0.0
+    chatter_at_edges_prob: float = 0.0
 
     def check(self) -> None:
         problems = []
@@ -165,7 +167,7 @@ class SyntheticOptions:
                             f"({self.actions} x {self.objects})")
         if self.caption_templates not in TEMPLATE_SETS:
             problems.append(f"caption_templates must be one of {sorted(TEMPLATE_SETS)}, got {self.caption_templates!r}")
-        for name in ("skip_step_prob", "chatter_mentions_prob"):
+        for name in ("skip_step_prob", "chatter_mentions_prob", "chatter_at_edges_prob"):
             if not 0.0 <= getattr(self, name) <= 0.9:
                 problems.append(f"{name} must be in [0, 0.9], got {getattr(self, name)}")
         if not 0.0 <= self.feature_drift <= 100.0:
@@ -345,6 +347,10 @@ def _asr_captions(
     for _ in range(n_chatter):
         cs = float(rng.uniform(0, max(0.5, length - 3)))
         text = world.chatter[int(rng.integers(len(world.chatter)))]
+        if opts.chatter_at_edges_prob > 0 and rng.random() < opts.chatter_at_edges_prob:
+            # greetings and sign-offs: said over the talking-head intro or outro, as on real channels
+            s, e = segs[0][:2] if rng.random() < 0.5 else segs[-1][:2]
+            cs = float(rng.uniform(s, max(s, e - 2)))
         if opts.chatter_mentions_prob > 0 and rng.random() < opts.chatter_mentions_prob:
             # names one of the task's ingredients, but nothing on screen shows it then
             steps = world.tasks[task]

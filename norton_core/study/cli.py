@@ -1,0 +1,59 @@
+"""``norton study FILE``: train every cell of a study (finished cells are skipped) and write its report.
+
+The report is ``<output_dir>/report.md`` (plus ``plots/*.png`` when matplotlib is installed: the ``plot`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("study", help="run a paired-arm study (resumable) and write its report",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study", help="path of a study TOML file")
+    p.add_argument("--seeds", help="comma-separated seeds instead of the file's (e.g. a reduced run: 0,1)")
+    p.add_argument("--values", help="comma-separated variant values (TOML) instead of the file's")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                   help="an override for every stage of every cell, after the file's own")
+    p.add_argument("--output", help="output directory instead of the file's output_dir")
+    p.add_argument("--report-only", action="store_true", help="aggregate the finished cells, train nothing")
+    p.add_argument("--note", default="", help="a line put at the top of the report (e.g. what was reduced)")
+    p.set_defaults(func=cmd_study)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from ..errors import RecipeError
+    from .report import build_report, write_plots
+    from .runner import collect, run_study
+    from .spec import load_study
+
+    seeds = None
+    if args.seeds:
+        try:
+            seeds = tuple(int(s) for s in args.seeds.split(","))
+        except ValueError:
+            raise RecipeError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    values = None
+    if args.values:
+        from ..recipe import parse_override
+
+        values = tuple(parse_override(f"v={v}")[1] for v in args.values.split(","))
+    study = load_study(args.study, seeds=seeds, values=values, extra_set=tuple(args.overrides),
+                       output_dir=args.output)
+    if not args.report_only:
+        run_study(study, log=lambda m: print(m, flush=True))
+    results = collect(study)
+    out = Path(study.output_dir)
+    plots = write_plots(study, results, out / "plots")
+    text = build_report(study, results, note=args.note)
+    if plots is None:
+        print("norton study: matplotlib is not installed: no plots (install the 'plot' extra)", flush=True)
+    else:
+        text += "\n## Plots\n\n" + "\n".join(f"![{p.stem}](plots/{p.name})" for p in plots) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(text)
+    print(text)
+    print(f"norton study: report written to {out / 'report.md'}", flush=True)
+    return 0

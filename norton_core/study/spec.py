@@ -1,0 +1,176 @@
+"""Study files: a base recipe, arms (overrides of its last stage), seeds and data variants, read strictly.
+
+::
+
+    name = "noise_robustness"
+    base = "../recipes/how2_demo.toml"     # relative to this file; a two-stage recipe keeps its first stage
+    seeds = [0, 1, 2]                      # each seed sets run.seed and data.seed of every stage
+    baseline = "norton"                    # paired differences are "arm - baseline", seed by seed
+    metrics = ["youcook2_clip/R@1", "htm_align/recall", "htm_align/auc"]
+    set = ["data.val_videos=16"]           # applied to every stage of every cell
+    diagnostics = true                     # ground-truth diagnostics per epoch (synthetic data only)
+
+    [variants]                             # one data variant per value of one key (the x axis of the plots)
+    key = "data.shift_prob"
+    values = [0.0, 0.3, 0.6, 0.9]
+
+    [[arms]]
+    name = "norton"
+    set = []                               # --set overrides of the base recipe's last stage
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ..errors import RecipeError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+TOP_KEYS = ("name", "base", "output_dir", "seeds", "baseline", "metrics", "set", "diagnostics", "variants", "arms")
+
+
+@attrs.frozen
+class Arm:
+    name: str
+    set: tuple[str, ...]
+
+
+@attrs.frozen
+class Study:
+    source: Path
+    name: str
+    base: Path
+    output_dir: Path
+    seeds: tuple[int, ...]
+    baseline: str
+    metrics: tuple[str, ...]
+    set: tuple[str, ...]
+    diagnostics: bool
+    variant_key: str
+    variant_values: tuple[Any, ...]
+    arms: tuple[Arm, ...]
+
+    def variant_label(self, value: Any) -> str:
+        if not self.variant_key:
+            return "base"
+        return f"{self.variant_key.rsplit('.', 1)[-1]}={json.dumps(value)}"
+
+    def variant_set(self, value: Any) -> tuple[str, ...]:
+        return (f"{self.variant_key}={json.dumps(value)}",) if self.variant_key else ()
+
+    def arm(self, name: str) -> Arm:
+        return next(a for a in self.arms if a.name == name)
+
+
+def _strings(value: Any, where: str, problems: list[str]) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        problems.append(f"{where}: expected a list of strings, got {value!r}")
+        return ()
+    for text in value:
+        if "=" not in text:
+            problems.append(f"{where}: {text!r} is not table.key=value")
+    return tuple(value)
+
+
+def load_study(path: str | Path, *, seeds: tuple[int, ...] | None = None, values: tuple[Any, ...] | None = None,
+               extra_set: tuple[str, ...] = (), output_dir: str | None = None) -> Study:
+    """Read and check a study file; every problem is reported at once as ``<file>: <key>: <problem>``.
+
+    ``seeds``, ``values``, ``extra_set`` and ``output_dir`` override the file's (``norton study --seeds/--values/
+    --set/--output``)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such study file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path}: not valid TOML: {exc}") from None
+    problems: list[str] = []
+    for key in raw:
+        if key not in TOP_KEYS:
+            problems.append(f"{key}: unknown key; allowed keys: {', '.join(TOP_KEYS)}")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        problems.append(f"name: expected a plain name (letters, digits, . _ -), got {name!r}")
+        name = path.stem
+    base = raw.get("base")
+    base_path = path.parent
+    if not isinstance(base, str):
+        problems.append("base: required: the recipe the arms modify (a path relative to the study file)")
+    else:
+        base_path = (path.parent / base).resolve()
+        if not base_path.is_file():
+            problems.append(f"base: {base!r}: no such recipe ({base_path})")
+    raw_seeds = list(seeds) if seeds is not None else raw.get("seeds", [0])
+    if not (isinstance(raw_seeds, list) and raw_seeds and all(type(s) is int for s in raw_seeds)):
+        problems.append(f"seeds: expected a non-empty list of integers, got {raw_seeds!r}")
+        raw_seeds = [0]
+    if len(set(raw_seeds)) != len(raw_seeds):
+        problems.append(f"seeds: repeated seeds in {raw_seeds}")
+    metrics = raw.get("metrics", ["youcook2_clip/R@1", "htm_align/recall", "htm_align/auc"])
+    if not (isinstance(metrics, list) and metrics and all(isinstance(m, str) and "/" in m for m in metrics)):
+        problems.append(f"metrics: expected a list of 'task/metric' names, got {metrics!r}")
+        metrics = []
+    common = _strings(raw.get("set", []), "set", problems) + tuple(extra_set)
+    diagnostics = raw.get("diagnostics", False)
+    if type(diagnostics) is not bool:
+        problems.append(f"diagnostics: expected true or false, got {diagnostics!r}")
+    variants = raw.get("variants", {})
+    given, values = values, [None]  # no variants: one cell per seed and arm, nothing overridden
+    key = ""
+    if not isinstance(variants, dict):
+        problems.append("variants: expected a table with key and values")
+    elif variants:
+        for k in variants:
+            if k not in ("key", "values"):
+                problems.append(f"variants.{k}: unknown key; allowed keys: key, values")
+        key = variants.get("key")
+        values = list(given) if given is not None else variants.get("values")
+        if not isinstance(key, str) or "." not in key:
+            problems.append(f"variants.key: expected a dotted recipe key such as 'data.shift_prob', got {key!r}")
+            key = "data.?"
+        if not (isinstance(values, list) and values and all(isinstance(v, (int, float, str, bool)) for v in values)):
+            problems.append(f"variants.values: expected a non-empty list of numbers or strings, got {values!r}")
+            values = [None]
+    arms_raw = raw.get("arms", [])
+    arms: list[Arm] = []
+    if not (isinstance(arms_raw, list) and arms_raw):
+        problems.append("arms: expected at least one [[arms]] table with a name")
+        arms_raw = []
+    for i, arm in enumerate(arms_raw):
+        if not isinstance(arm, dict):
+            problems.append(f"arms[{i}]: expected a table")
+            continue
+        for k in arm:
+            if k not in ("name", "set"):
+                problems.append(f"arms[{i}].{k}: unknown key; allowed keys: name, set")
+        arm_name = arm.get("name")
+        if not isinstance(arm_name, str) or not _NAME.fullmatch(arm_name):
+            problems.append(f"arms[{i}].name: expected a plain name, got {arm_name!r}")
+            continue
+        if any(a.name == arm_name for a in arms):
+            problems.append(f"arms[{i}].name: {arm_name!r} appears twice")
+        arms.append(Arm(arm_name, _strings(arm.get("set", []), f"arms[{i}].set", problems)))
+    baseline = raw.get("baseline", arms[0].name if arms else "")
+    if arms and baseline not in {a.name for a in arms}:
+        problems.append(f"baseline: {baseline!r} is not an arm ({', '.join(a.name for a in arms)})")
+    out = output_dir if output_dir is not None else raw.get("output_dir", f"runs/studies/{name}")
+    if not isinstance(out, str) or not out:
+        problems.append(f"output_dir: expected a directory path, got {out!r}")
+        out = f"runs/studies/{name}"
+    if problems:
+        raise RecipeError(problems=[f"{path}: {p}" for p in problems])
+    return Study(source=path, name=name, base=base_path, output_dir=Path(out), seeds=tuple(raw_seeds),
+                 baseline=str(baseline), metrics=tuple(metrics), set=common, diagnostics=bool(diagnostics),
+                 variant_key=key, variant_values=tuple(values), arms=tuple(arms))
