@@ -206,7 +206,7 @@ class ExportedModel:
         name = options.pop("name")
         self.model = build("model", name, options)
         weights = self.path / "model.safetensors"
-        load_weights(self.model, weights.read_bytes(), weights)
+        load_weights(self.model, weights, weights.read_bytes())
         self.model.to(device)
         self.model.eval()
         self.max_video_seconds = int(self.meta.get("max_video_seconds", MAX_VIDEO_SECONDS))
