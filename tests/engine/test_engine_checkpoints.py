@@ -167,3 +167,19 @@ def test_single_files_are_checked_against_the_manifest(tmp_path):
     loose.write_bytes(b"x")
     assert ckpt.read_checkpoint_file(loose) == b"x"  # converted weights: no manifest to check against
 
+
+def test_evaluate_refuses_a_checkpoint_with_one_flipped_byte(tmp_path):
+    """Issue 10 #4: `norton evaluate` loads weights through the manifest check."""
+    from engine_fakes import FakeModel
+
+    from norton_core.evaluation.cli import load_weights
+
+    model = FakeModel(FakeModel.Config())
+    files = {"model.safetensors": ckpt.tensors_to_bytes(model.state_dict()), "state.json": b"{}"}
+    path = ckpt.save_checkpoint(tmp_path / "checkpoints", 3, files, keep_last=2, log=lambda m: None)
+    load_weights(FakeModel(FakeModel.Config()), path / "model.safetensors")
+    data = bytearray((path / "model.safetensors").read_bytes())
+    data[-5] ^= 0x01  # a low mantissa bit of the last weight: a silent change without the check
+    (path / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: sha256 differs from the manifest"):
+        load_weights(FakeModel(FakeModel.Config()), path / "model.safetensors")
