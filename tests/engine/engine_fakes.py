@@ -280,3 +280,12 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+def run_fake(tmp_path: Path, plugins: Any, **kw: Any) -> Any:
+    """Train the fake recipe: dict keywords are recipe tables, the others ``train`` flags (``resume=True`` ...)."""
+    from norton_core.engine import train
+
+    tables = {k: v for k, v in kw.items() if isinstance(v, dict)}
+    flags = {k: v for k, v in kw.items() if not isinstance(v, dict)}
+    return train(build_recipe(recipe_dict(tmp_path, **tables), plugins), plugins=plugins, **flags)

@@ -8,21 +8,11 @@ import os
 import attrs
 import pytest
 import torch
-from engine_fakes import FakeLoss, build_recipe, fake_plugins, recipe_dict
+from engine_fakes import FakeLoss, build_recipe, recipe_dict
 
 from norton_core import Loss, hookimpl
 from norton_core.engine import train
 from norton_core.errors import PluginError, RecipeError, TrainingError
-
-
-@pytest.fixture
-def plugins(monkeypatch):
-    from engine_fakes import open_fake_store
-
-    import norton_core.engine.data as dataio
-
-    monkeypatch.setattr(dataio, "open_store", open_fake_store)
-    return fake_plugins()
 
 
 def _run(tmp_path, plugins, **tables):

@@ -7,27 +7,10 @@ import json
 import pickle
 
 import pytest
-from engine_fakes import build_recipe, fake_plugins, recipe_dict
+from engine_fakes import run_fake as _run
 
 from norton_core.engine import checkpoint as ckpt
-from norton_core.engine import train
 from norton_core.errors import CheckpointError
-
-
-@pytest.fixture
-def plugins(monkeypatch):
-    from engine_fakes import open_fake_store
-
-    import norton_core.engine.data as dataio
-
-    monkeypatch.setattr(dataio, "open_store", open_fake_store)
-    return fake_plugins()
-
-
-def _run(tmp_path, plugins, **kw):
-    tables = {k: v for k, v in kw.items() if isinstance(v, dict)}
-    flags = {k: v for k, v in kw.items() if not isinstance(v, dict)}
-    return train(build_recipe(recipe_dict(tmp_path, **tables), plugins), plugins=plugins, **flags)
 
 
 def test_a_non_utf8_latest_pointer_falls_back_to_the_scan(tmp_path):

@@ -8,28 +8,11 @@ import pickle
 
 import numpy as np
 import pytest
-from engine_fakes import build_recipe, fake_plugins, recipe_dict
+from engine_fakes import run_fake as _run
 
 from norton_core import hookimpl
 from norton_core.engine import checkpoint as ckpt
-from norton_core.engine import train
 from norton_core.errors import CheckpointError, DataError, TrainingError
-
-
-@pytest.fixture
-def plugins(monkeypatch):
-    from engine_fakes import open_fake_store
-
-    import norton_core.engine.data as dataio
-
-    monkeypatch.setattr(dataio, "open_store", open_fake_store)
-    return fake_plugins()
-
-
-def _run(tmp_path, plugins, **kw):
-    tables = {k: v for k, v in kw.items() if isinstance(v, dict)}
-    flags = {k: v for k, v in kw.items() if not isinstance(v, dict)}
-    return train(build_recipe(recipe_dict(tmp_path, **tables), plugins), plugins=plugins, **flags)
 
 
 def _steps(run_dir):

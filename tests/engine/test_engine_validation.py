@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
-from engine_fakes import build_recipe, fake_plugins, recipe_dict
+from engine_fakes import build_recipe, recipe_dict
 
 from norton_core.engine import checkpoint as ckpt
 from norton_core.engine import train
 from norton_core.engine.validation import validation_batches
-
-
-@pytest.fixture
-def plugins(monkeypatch):
-    from engine_fakes import open_fake_store
-
-    import norton_core.engine.data as dataio
-
-    monkeypatch.setattr(dataio, "open_store", open_fake_store)
-    return fake_plugins()
 
 
 def _run(tmp_path, plugins, name, **tables):
