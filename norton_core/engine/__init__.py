@@ -51,6 +51,10 @@ def train(recipe: Any, *, resume: bool = False, overwrite: bool = False, allow_r
                       for key in ("output_dir", "cache_dir", "device", "threads")]
             stage = load_recipe(stage_path, overrides=shared, plugins=plugins)
             print(f"norton: stage 1/2: {stage_path} (run {stage.run.name})", flush=True)
+            kept = _stage_only_overrides(recipe, {s.split("=", 1)[0] for s in shared})
+            if kept:
+                print(f"norton: stage 1/2 does not receive --set {', '.join(kept)} (they apply to stage 2 only; "
+                      "set them in the first stage's recipe to change it too)", flush=True)
             done = train(stage, resume=True, plugins=plugins)
             prior = {f"{stage.run.name}/{label}": res for label, res in done.evaluation.items()
                      if "/" not in label}
@@ -62,6 +66,17 @@ def train(recipe: Any, *, resume: bool = False, overwrite: bool = False, allow_r
         _depth -= 1
         if _depth == 0:
             distributed.shutdown(distributed.Dist(world_size=_world_size()))
+
+
+def _stage_only_overrides(recipe: Any, passed_on: set[str]) -> list[str]:
+    """The ``--set`` keys of ``recipe`` that its first stage does not receive (said, so none is dropped silently)."""
+    from ..recipe import SET_SOURCE
+
+    sources = getattr(recipe.origins, "sources", {}) or {}
+    keys = {key for key, where in sources.items() if where == SET_SOURCE}
+    # a table is recorded beside the keys set inside it: name the keys, not their tables
+    leaves = {key for key in keys if not any(other.startswith(key + ".") for other in keys)}
+    return sorted(leaves - passed_on)
 
 
 def _world_size() -> int:
