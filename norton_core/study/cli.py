@@ -14,7 +14,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study", help="path of a study TOML file")
     p.add_argument("--seeds", help="comma-separated seeds instead of the file's (e.g. a reduced run: 0,1)")
-    p.add_argument("--values", help="comma-separated variant values (TOML) instead of the file's")
+    p.add_argument("--values", help="comma-separated variant values (TOML) or case names instead of the file's")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="an override for every stage of every cell, after the file's own")
     p.add_argument("--output", help="output directory instead of the file's output_dir")
@@ -39,7 +39,9 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.values:
         from ..recipe import parse_override
 
-        values = tuple(parse_override(f"v={v}")[1] for v in args.values.split(","))
+        texts = tuple(v.strip() for v in args.values.split(","))
+        # named variants are picked by name; a key's values are TOML (0.3, "default", true)
+        values = texts if load_study(args.study).variant_cases else tuple(parse_override(f"v={v}")[1] for v in texts)
     study = load_study(args.study, seeds=seeds, values=values, extra_set=tuple(args.overrides),
                        output_dir=args.output)
     if not args.report_only:

@@ -56,10 +56,15 @@ def build_report(study: Study, results: dict[Any, dict[str, Any]], *, note: str 
     lines = [f"# Study `{study.name}`", ""]
     if note:
         lines += [note, ""]
-    lines += [f"Base recipe `{study.base.name}`; seeds {list(study.seeds)}; variants of `{study.variant_key or '-'}`: "
+    lines += [f"Base recipe `{study.base.name}`; seeds {list(study.seeds)}; variants of `{study.variant_key or 'named cases'}`: "
               f"{', '.join(labels)}. Values are means ± the 95 % interval over seeds (Student t); "
               f"`arm − {study.baseline}` is the paired per-seed difference. Cells finished: "
               f"{sum(1 for k in results if k[2] != PRETRAIN)} of {len(labels) * len(study.seeds) * len(arms)}.", ""]
+    if study.variant_cases:
+        lines += ["Variants (overrides of every stage):", ""]
+        for label in labels:
+            lines.append(f"- `{label}`: {', '.join(f'`{s}`' for s in study.variant_cases[label]) or 'none'}")
+        lines.append("")
     lines += ["Arms (overrides of the last stage):", ""]
     for arm in study.arms:
         lines.append(f"- `{arm.name}`: {', '.join(f'`{s}`' for s in arm.set) or 'the base recipe'}")

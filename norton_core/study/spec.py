@@ -14,6 +14,11 @@
     key = "data.shift_prob"
     values = [0.0, 0.3, 0.6, 0.9]
 
+    # or named variants, each a set of overrides (for whole generator configurations):
+    # [variants.cases]
+    # many_tasks = ["data.world_seed=1", "data.tasks=24"]
+    # short_steps = ["data.world_seed=2", "data.step_seconds_max=6"]
+
     [[arms]]
     name = "norton"
     set = []                               # --set overrides of the base recipe's last stage
@@ -60,13 +65,19 @@ class Study:
     variant_key: str
     variant_values: tuple[Any, ...]
     arms: tuple[Arm, ...]
+    #: named variants (``[variants.cases]``): name -> overrides; then variant_values are the names
+    variant_cases: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
 
     def variant_label(self, value: Any) -> str:
+        if self.variant_cases:
+            return str(value)
         if not self.variant_key:
             return "base"
         return f"{self.variant_key.rsplit('.', 1)[-1]}={json.dumps(value)}"
 
     def variant_set(self, value: Any) -> tuple[str, ...]:
+        if self.variant_cases:
+            return self.variant_cases[value]
         return (f"{self.variant_key}={json.dumps(value)}",) if self.variant_key else ()
 
     def arm(self, name: str) -> Arm:
@@ -129,12 +140,24 @@ def load_study(path: str | Path, *, seeds: tuple[int, ...] | None = None, values
     variants = raw.get("variants", {})
     given, values = values, [None]  # no variants: one cell per seed and arm, nothing overridden
     key = ""
+    cases: dict[str, tuple[str, ...]] = {}
     if not isinstance(variants, dict):
         problems.append("variants: expected a table with key and values")
+    elif "cases" in variants:
+        for k in variants:
+            if k != "cases":
+                problems.append(f"variants.{k}: not allowed beside variants.cases (named variants have no key)")
+        cases = _cases(variants["cases"], problems)
+        values = list(cases)
+        if given is not None:
+            unknown = [v for v in given if v not in cases]
+            if unknown:
+                problems.append(f"--values {unknown}: not among the study's cases ({', '.join(cases)})")
+            values = [v for v in given if v in cases]
     elif variants:
         for k in variants:
             if k not in ("key", "values"):
-                problems.append(f"variants.{k}: unknown key; allowed keys: key, values")
+                problems.append(f"variants.{k}: unknown key; allowed keys: key, values (or cases alone)")
         key = variants.get("key")
         values = list(given) if given is not None else variants.get("values")
         if not isinstance(key, str) or "." not in key:
@@ -173,4 +196,18 @@ def load_study(path: str | Path, *, seeds: tuple[int, ...] | None = None, values
         raise RecipeError(problems=[f"{path}: {p}" for p in problems])
     return Study(source=path, name=name, base=base_path, output_dir=Path(out), seeds=tuple(raw_seeds),
                  baseline=str(baseline), metrics=tuple(metrics), set=common, diagnostics=bool(diagnostics),
-                 variant_key=key, variant_values=tuple(values), arms=tuple(arms))
+                 variant_key=key, variant_values=tuple(values), arms=tuple(arms), variant_cases=cases)
+
+
+def _cases(raw: Any, problems: list[str]) -> dict[str, tuple[str, ...]]:
+    """``[variants.cases]``: each name (a plain name: it becomes a directory) maps to a list of overrides."""
+    if not isinstance(raw, dict) or not raw:
+        problems.append("variants.cases: expected a table of name = [\"table.key=value\", ...]")
+        return {}
+    cases = {}
+    for name, sets in raw.items():
+        if not _NAME.fullmatch(name):
+            problems.append(f"variants.cases.{name}: expected a plain name (letters, digits, . _ -)")
+            continue
+        cases[name] = _strings(sets, f"variants.cases.{name}", problems)
+    return cases

@@ -1,0 +1,67 @@
+"""Named study variants (``[variants.cases]``): each case is a set of overrides for every stage, for comparing
+whole generator configurations rather than one key's values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from norton_core.errors import RecipeError
+from norton_core.study.report import build_report
+from norton_core.study.runner import _common, cell_dir
+from norton_core.study.spec import load_study
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def _write(tmp_path: Path, variants: str) -> Path:
+    path = tmp_path / "worlds.toml"
+    path.write_text(f'name = "worlds"\nbase = "{RECIPES / "smoke_cpu.toml"}"\noutput_dir = "{tmp_path / "out"}"\n'
+                    f'seeds = [0, 1]\n{variants}\n[[arms]]\nname = "norton"\n')
+    return path
+
+
+def test_cases_override_every_stage_and_name_the_cells(tmp_path: Path) -> None:
+    study = load_study(_write(tmp_path, '[variants.cases]\nwide = ["data.world_seed=1", "data.tasks=24"]\n'
+                                        'short = ["data.step_seconds_max=6"]\n'))
+    assert study.variant_values == ("wide", "short")
+    overrides = _common(study, "wide", 1, tmp_path / "cell", "first")
+    assert "data.world_seed=1" in overrides and "data.tasks=24" in overrides and "data.seed=1" in overrides
+    assert "data.step_seconds_max=6" not in overrides
+    assert cell_dir(study, "short", 0) == tmp_path / "out" / "cells" / "short" / "seed0"
+    report = build_report(study, {})
+    assert "- `wide`: `data.world_seed=1`, `data.tasks=24`" in report and "named cases" in report
+    # --values picks cases by name
+    reduced = load_study(_write(tmp_path, '[variants.cases]\nwide = ["data.tasks=24"]\nshort = ["data.tasks=6"]\n'),
+                         values=("short",))
+    assert reduced.variant_values == ("short",)
+
+
+@pytest.mark.parametrize(("variants", "problem"), [
+    ('[variants]\nkey = "data.tasks"\n[variants.cases]\na = ["data.tasks=3"]\n', "variants.key: not allowed beside"),
+    ('[variants.cases]\n"a/b" = ["data.tasks=3"]\n', "variants.cases.a/b: expected a plain name"),
+    ('[variants.cases]\na = ["tasks"]\n', "variants.cases.a: 'tasks' is not table.key=value"),
+    ('[variants]\ncases = []\n', "variants.cases: expected a table"),
+])
+def test_bad_cases_are_reported(tmp_path: Path, variants: str, problem: str) -> None:
+    with pytest.raises(RecipeError) as err:
+        load_study(_write(tmp_path, variants))
+    assert problem in str(err.value)
+
+
+def test_values_that_are_not_cases_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match=r"--values \['tall'\]: not among the study's cases \(wide\)"):
+        load_study(_write(tmp_path, '[variants.cases]\nwide = ["data.tasks=24"]\n'), values=("tall",))
+
+
+def test_cli_values_name_cases(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from norton_core.cli import main
+
+    study = _write(tmp_path, '[variants.cases]\nwide = ["data.tasks=24"]\nshort = ["data.tasks=6"]\n')
+    # a case name is taken as it is (not as TOML): the study loads and only then finds nothing trained
+    assert main(["study", str(study), "--values", "short", "--report-only"]) == 2
+    err = capsys.readouterr().err
+    assert "no finished cells" in err and "not TOML" not in err
+    assert main(["study", str(study), "--values", "tall", "--report-only"]) == 2
+    assert "not among the study's cases" in capsys.readouterr().err
