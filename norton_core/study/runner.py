@@ -69,11 +69,9 @@ def _train_cell(recipe_path: Path, overrides: list[str], record: Path, diagnosti
 def run_study(study: Study, plugins: Any = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train every missing cell; return ``{(label, seed, arm): record}`` with ``"pretrain"`` for first stages."""
     from .._manager import default_plugins
-    from ..recipe import load_recipe
 
     plugins = plugins or default_plugins()
-    base = load_recipe(study.base, plugins=plugins)
-    stage1 = Path(study.base).parent / base.run.pretrain_recipe if base.run.pretrain_recipe else None
+    stage1 = check_cells(study, plugins)
     results: dict[Any, dict[str, Any]] = {}
     total = len(study.variant_values) * len(study.seeds) * (len(study.arms) + (stage1 is not None))
     n = 0
@@ -95,6 +93,32 @@ def run_study(study: Study, plugins: Any = None, log: Callable[[str], None] = pr
                 results[study.variant_label(value), seed, arm.name] = _train_cell(
                     study.base, overrides, where / f"{arm.name}.json", study.diagnostics, plugins, log, after)
     return results
+
+
+def check_cells(study: Study, plugins: Any) -> Path | None:
+    """Resolve every cell's recipe before anything trains, so that a typo in the last arm or variant is an error in
+    seconds rather than after an hour; all problems at once. Returns the first stage's recipe (None: one stage)."""
+    from ..recipe import load_recipe
+
+    base = load_recipe(study.base, plugins=plugins)
+    stage1 = Path(study.base).parent / base.run.pretrain_recipe if base.run.pretrain_recipe else None
+    problems: dict[str, list[str]] = {}
+    for value in study.variant_values:
+        for seed in study.seeds:
+            where = cell_dir(study, value, seed)
+            todo = [(a.name, study.base, [*_common(study, value, seed, where, a.name), *a.set,
+                                          'run.pretrain_recipe=""']) for a in study.arms]
+            if stage1 is not None:
+                todo.insert(0, ("first stage", stage1, _common(study, value, seed, where, PRETRAIN)))
+            for what, recipe, overrides in todo:
+                try:
+                    load_recipe(recipe, overrides, plugins=plugins)
+                except RecipeError as exc:
+                    problems.setdefault(f"{what}: {exc}", []).append(f"{study.variant_label(value)} seed {seed}")
+    if problems:
+        raise RecipeError(problems=[f"{study.source}: {msg} (cells: {', '.join(cells)})"
+                                    for msg, cells in problems.items()])
+    return stage1
 
 
 def collect(study: Study) -> dict[Any, dict[str, Any]]:
