@@ -94,6 +94,8 @@ def build_report(study: Study, results: dict[Any, dict[str, Any]], *, note: str 
                 mean, half, n = paired_diff(vals, base_vals)
                 row.append(fmt(mean, half) if n else "n/a")
             lines.append("| " + " | ".join(row) + " |")
+        if len(labels) > 1:
+            lines.append("| " + " | ".join(_pooled_row(study, results, labels, metric, arms, others, has_pre)) + " |")
         lines.append("")
     if study.diagnostics:
         lines += ["## Ground-truth diagnostics (held-out generated videos, last epoch; start of the stage → end)", "",
@@ -113,6 +115,28 @@ def build_report(study: Study, results: dict[Any, dict[str, Any]], *, note: str 
                 lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _pooled_row(study: Study, results: dict[Any, dict[str, Any]], labels: list[str], metric: str, arms: list[str],
+                others: list[str], has_pre: bool) -> list[str]:
+    """Every variant together: means over all (variant, seed) cells, differences paired cell by cell. This asks
+    whether an arm is ahead across the variants, not within one of them."""
+    def cells(arm: str, stage: str = "after") -> dict[Any, float | None]:
+        return {(label, s): final_value(results[label, s, arm], metric, stage)
+                for label in labels for s in study.seeds if (label, s, arm) in results}
+
+    chances = [chance_of(metric, r.get("evaluation", {}).get("after", {}))
+               for (lab, _, arm), r in results.items() if lab in labels and arm != PRETRAIN]
+    chances = [c for c in chances if c is not None]
+    row = ["all variants (paired by cell)", fmt(*mean_ci(chances)[:2]) if chances else "-"]
+    if has_pre:
+        row += [fmt(*mean_ci(list(cells(PRETRAIN, stage).values()))[:2]) for stage in ("before", "after")]
+    row += [fmt(*mean_ci(list(cells(arm).values()))[:2]) for arm in arms]
+    base = cells(study.baseline)
+    for arm in others:
+        mean, half, n = paired_diff(cells(arm), base)
+        row.append(fmt(mean, half) if n else "n/a")
+    return row
 
 
 def write_plots(study: Study, results: dict[Any, dict[str, Any]], out_dir: Path) -> list[Path] | None:

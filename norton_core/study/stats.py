@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 #: two-sided 97.5 % quantiles of Student's t for 1..30 degrees of freedom
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -29,8 +30,9 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, int]:
     return mean, t975(n - 1) * sd / math.sqrt(n), n
 
 
-def paired_diff(a: dict[int, float | None], b: dict[int, float | None]) -> tuple[float, float, int]:
-    """Mean and 95 % interval of ``a[seed] - b[seed]`` over the seeds where both are defined."""
+def paired_diff(a: Mapping[Any, float | None], b: Mapping[Any, float | None]) -> tuple[float, float, int]:
+    """Mean and 95 % interval of ``a[k] - b[k]`` over the keys (seeds, or (variant, seed) cells) where both are
+    defined."""
     diffs = [float(a[s]) - float(b[s]) for s in a if s in b and a[s] is not None and b[s] is not None
              and math.isfinite(float(a[s])) and math.isfinite(float(b[s]))]
     return mean_ci(diffs)

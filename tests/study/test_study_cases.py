@@ -65,3 +65,19 @@ def test_cli_values_name_cases(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "no finished cells" in err and "not TOML" not in err
     assert main(["study", str(study), "--values", "tall", "--report-only"]) == 2
     assert "not among the study's cases" in capsys.readouterr().err
+
+
+def test_report_pools_every_case_paired_by_cell(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[variants.cases]\nwide = ["data.tasks=24"]\nshort = ["data.tasks=6"]\n')
+    path.write_text(path.read_text() + '[[arms]]\nname = "nce"\n')
+    study = load_study(path)
+    results = {}
+    for i, (case, seed) in enumerate([("wide", 0), ("wide", 1), ("short", 0), ("short", 1)]):
+        for arm, value in (("norton", 10.0 * (i + 1)), ("nce", 10.0 * (i + 1) + i + 1)):
+            after = {"youcook2_clip/R@1": value, "youcook2_clip/pairs": 100}
+            results[case, seed, arm] = {"evaluation": {"after": after}}
+    report = build_report(study, results)
+    row = next(line for line in report.splitlines() if line.startswith("| all variants"))
+    # norton 10..40: mean 25, sd 12.91, t(3) 3.182 (nce 11..44: sd 14.20);
+    # nce - norton = 1..4 cell by cell: mean 2.5 ± 3.182 * 1.291 / 2
+    assert row == "| all variants (paired by cell) | 1.00 ± 0.00 | 25.00 ± 20.54 | 27.50 ± 22.59 | 2.50 ± 2.05 |"
