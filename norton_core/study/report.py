@@ -56,7 +56,8 @@ def build_report(study: Study, results: dict[Any, dict[str, Any]], *, note: str 
     lines = [f"# Study `{study.name}`", ""]
     if note:
         lines += [note, ""]
-    lines += [f"Base recipe `{study.base.name}`; seeds {list(study.seeds)}; variants of `{study.variant_key or 'named cases'}`: "
+    kind = "named variants" if study.variant_cases else f"variants of `{study.variant_key or '-'}`"
+    lines += [f"Base recipe `{study.base.name}`; seeds {list(study.seeds)}; {kind}: "
               f"{', '.join(labels)}. Values are means ± the 95 % interval over seeds (Student t); "
               f"`arm − {study.baseline}` is the paired per-seed difference. Cells finished: "
               f"{sum(1 for k in results if k[2] != PRETRAIN)} of {len(labels) * len(study.seeds) * len(arms)}.", ""]

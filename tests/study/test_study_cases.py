@@ -31,7 +31,7 @@ def test_cases_override_every_stage_and_name_the_cells(tmp_path: Path) -> None:
     assert "data.step_seconds_max=6" not in overrides
     assert cell_dir(study, "short", 0) == tmp_path / "out" / "cells" / "short" / "seed0"
     report = build_report(study, {})
-    assert "- `wide`: `data.world_seed=1`, `data.tasks=24`" in report and "named cases" in report
+    assert "- `wide`: `data.world_seed=1`, `data.tasks=24`" in report and "; named variants: wide, short." in report
     # --values picks cases by name
     reduced = load_study(_write(tmp_path, '[variants.cases]\nwide = ["data.tasks=24"]\nshort = ["data.tasks=6"]\n'),
                          values=("short",))
