@@ -82,7 +82,7 @@ def neighbour_batches(neighbours: np.ndarray, queries: np.ndarray, per_batch: in
     list stays a short batch: its row is padded with -1, which the data loader skips."""
     out = np.full((len(queries), per_batch), -1, dtype=np.int64)
     for row, q in enumerate(queries):
-        cands = list(dict.fromkeys([int(q)] + [int(x) for x in neighbours[row] if x >= 0]))
+        cands = list(dict.fromkeys([int(q)] + [x for x in neighbours[row].tolist() if x >= 0]))  # ints, fast
         if len(cands) > per_batch:
             cands = rng.sample(cands, per_batch)
         taken = set(cands)

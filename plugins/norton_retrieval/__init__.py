@@ -6,32 +6,39 @@ these videos" (see :class:`norton_core.interfaces.RetrievalBackend`). The engine
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 import attrs
 import numpy as np
 
 from norton_core import RetrievalBackend, hookimpl, option
-from norton_core.neighbours import exact_knn, scores
+from norton_core.neighbours import exact_knn, knn_scores, row_norms
 
 
 @attrs.frozen
 class FaissIVFConfig:
     nlist: int = option(512, ge=1, help="inverted lists (k-means centroids); capped at the number of videos")
     nprobe: int = option(1, ge=1, help="lists visited per query; 1 (the reference) = the query's own cell only")
-    train_per_centroid: int = option(48, ge=1, help="training vectors per centroid (the reference: 512 x 48)")
+    train_per_centroid: int = option(48, ge=1, help="k-means training vectors per centroid, a seeded sample "
+                                     "(the reference: 512 x 48 = 24,576, whatever the number of videos)")
     metric: Literal["l2", "ip"] = option("l2", help="l2 (the reference) or inner product")
     kmeans_iterations: int = option(10, ge=1)
 
 
 class FaissIVF(RetrievalBackend):
-    """faiss ``IndexIVFFlat``: k-means cells, search within the ``nprobe`` nearest cells.
+    """faiss ``IndexIVFFlat``'s neighbours without faiss holding a copy of every vector.
 
-    With the reference's ``nprobe = 1`` the "neighbours" are the query's cell mates, i.e. a hard-negative cluster
-    rather than a true k-NN list; short lists come back padded with -1 (the engine tops batches up). The queries
-    are indexed videos, so each is looked up in the index's own storage (no second copy of the vectors), and with
-    ``nprobe = 1`` each cell's queries are scored against its members in one matrix product, instead of faiss's
-    memory-bound scan per query (the same neighbours: exact L2 or inner product within the cell, ties by id).
+    faiss trains the k-means centroids (on ``nlist x train_per_centroid`` sampled vectors: the training cost does
+    not grow with the number of videos) and assigns every vector to its nearest centroid, exactly as
+    ``IndexIVFFlat.add`` does. The cells are then lists of rows of the caller's matrix, which the backend keeps
+    a reference to (not a copy: the index costs ~30 bytes per video, plus one cell's gathered rows while it is
+    searched, so a round peaks near 1x the vectors instead of 2x; do not modify the matrix while searching).
+    A search visits each query's ``nprobe`` nearest cells, as faiss does, and scores all the queries of a cell
+    against its members in blocked matrix products instead of faiss's memory-bound scan per query: the same
+    neighbours (exact L2 or inner product, ties by id) up to float32 rounding of near-ties. With the reference's
+    ``nprobe = 1`` the "neighbours" are the query's cell mates, i.e. a hard-negative cluster rather than a true
+    k-NN list; short lists come back padded with -1 (the engine tops batches up).
     """
 
     name = "faiss-ivf"
@@ -39,88 +46,96 @@ class FaissIVF(RetrievalBackend):
 
     def __init__(self, config: FaissIVFConfig, seed: int = 0) -> None:
         self.config, self.seed = config, seed
-        self.index = None
-        self.cells: list[tuple[np.ndarray, np.ndarray]] = []
-        self.cell_of = self.row_of = np.zeros(0, dtype=np.int64)
+        self.quantizer = None  # the trained faiss flat index over the centroids
+        self.build_info: dict[str, float] = {}
+        self.vectors = np.zeros((0, 0), dtype=np.float32)
+        self.norms: np.ndarray | None = None
+        self.ids = self.members = self.starts = self.cell_of = self.row_of = np.zeros(0, dtype=np.int64)
 
     def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         import faiss
 
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # the caller's matrix itself when float32
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
         n, dim = vectors.shape
         # faiss refuses to train k-means with fewer points than centroids; small runs get fewer, fuller cells
         nlist = max(1, min(self.config.nlist, n))
         metric = faiss.METRIC_L2 if self.config.metric == "l2" else faiss.METRIC_INNER_PRODUCT
         quantizer = faiss.IndexFlatL2(dim) if self.config.metric == "l2" else faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, metric)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, metric)  # only trained: it never holds the vectors
         index.cp.seed = self.seed
         index.cp.niter = self.config.kmeans_iterations
         index.cp.min_points_per_centroid = 1  # silence the warning: small demo sets are expected
         train_size = min(n, nlist * self.config.train_per_centroid)
+        # faiss would otherwise quietly subsample a training set above 256 per centroid: ours is already the sample
+        index.cp.max_points_per_centroid = max(1, -(-train_size // nlist))
         # a seeded sample rather than the reference's "first vectors seen", which depends on the embedding order
         sample = np.sort(np.random.default_rng(self.seed).choice(n, size=train_size, replace=False))
+        started = time.perf_counter()
         index.train(vectors[sample])
-        index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
-        index.nprobe = min(self.config.nprobe, nlist)
-        self.index, self.cells = index, _cells(index, dim)
-        # where each indexed video sits: its cell and its row there
+        trained = time.perf_counter()
+        # every vector's cell: the quantizer's nearest centroid, the assignment IndexIVFFlat.add makes
+        cell = quantizer.assign(vectors, 1).reshape(n) if n else np.zeros(0, dtype=np.int64)
+        self.members = np.argsort(cell, kind="stable")  # rows by cell, in row order within a cell as faiss's lists
+        self.starts = np.concatenate([[0], np.cumsum(np.bincount(cell, minlength=nlist))])
+        self.quantizer, self.vectors, self.ids = quantizer, vectors, ids
+        self.norms = row_norms(vectors) if self.config.metric == "l2" else None  # 4 bytes per video
+        #: what the last build did, for logs and benchmarks
+        self.build_info = {"train_vectors": train_size, "cells": nlist, "kmeans_seconds": trained - started,
+                           "assign_seconds": time.perf_counter() - trained}
+        # where each indexed video sits: its row and its cell
         size = int(np.max(ids)) + 1 if len(ids) else 0
-        self.cell_of, self.row_of = np.full(size, -1, dtype=np.int64), np.full(size, -1, dtype=np.int64)
-        for c, (members, _) in enumerate(self.cells):
-            self.cell_of[members], self.row_of[members] = c, np.arange(len(members))
+        self.row_of, self.cell_of = np.full(size, -1, dtype=np.int64), np.full(size, -1, dtype=np.int64)
+        self.row_of[ids], self.cell_of[ids] = np.arange(n), cell
+
+    @property
+    def nprobe(self) -> int:
+        return min(self.config.nprobe, len(self.starts) - 1)
 
     def search(self, query_ids: np.ndarray, k: int) -> np.ndarray:
-        if self.index is None:
+        if self.quantizer is None:
             raise RuntimeError("faiss-ivf: search() before build()")
         query_ids = np.asarray(query_ids, dtype=np.int64)
-        if self.index.nprobe == 1:
-            return self._search_own_cells(query_ids, k)
-        queries = np.empty((len(query_ids), self.index.d), dtype=np.float32)
-        for c, rows in self._by_cell(query_ids):
-            queries[rows] = self.cells[c][1][self.row_of[query_ids[rows]]]
-        _, labels = self.index.search(queries, k)
-        return labels.astype(np.int64)
+        known = (query_ids >= 0) & (query_ids < len(self.row_of))
+        rows = np.full(len(query_ids), -1, dtype=np.int64)
+        rows[known] = self.row_of[query_ids[known]]
+        if (rows < 0).any():
+            raise KeyError(f"faiss-ivf: video id {int(query_ids[np.flatnonzero(rows < 0)[0]])} is not indexed")
+        if self.nprobe == 1:
+            probes = self.cell_of[query_ids][:, None]  # its own cell is a query's nearest centroid
+        else:
+            probes = self.quantizer.assign(self.vectors[rows], self.nprobe)  # what IndexIVFFlat.search probes
+        return self._search_cells(rows, probes, k)
 
-    def _by_cell(self, query_ids: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        """(cell, positions in ``query_ids``) for each cell holding queries."""
-        cells = self.cell_of[query_ids]
-        if (cells < 0).any():
-            raise KeyError(f"faiss-ivf: video id {int(query_ids[np.flatnonzero(cells < 0)[0]])} is not indexed")
-        order = np.argsort(cells, kind="stable")
-        starts = np.flatnonzero(np.diff(cells[order])) + 1
-        return [(int(cells[group[0]]), group) for group in np.split(order, starts) if len(group)]
-
-    def _search_own_cells(self, query_ids: np.ndarray, k: int) -> np.ndarray:
-        import torch
-
-        out = np.full((len(query_ids), k), -1, dtype=np.int64)
-        with torch.no_grad():
-            for c, rows in self._by_cell(query_ids):
-                member_ids, vectors = self.cells[c]
-                members = torch.from_numpy(vectors)
-                part = scores(members[torch.from_numpy(self.row_of[query_ids[rows]])], members, self.config.metric)
-                kk = min(k, len(member_ids))
-                top = torch.topk(part, kk, dim=1, largest=False, sorted=False)
-                found, value = member_ids[top.indices.numpy()], top.values.numpy()
-                out[rows, :kk] = np.take_along_axis(found, np.lexsort((found, value), axis=1), 1)
-        return out
-
-
-def _cells(index: object, dim: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each inverted list's (ids, (m, d) float32 vectors) as numpy views of the index's own storage."""
-    import faiss
-
-    invlists = index.invlists  # type: ignore[attr-defined]
-    out = []
-    for c in range(invlists.nlist):
-        m = invlists.list_size(c)
-        if m == 0:
-            out.append((np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)))
-            continue
-        ids = faiss.rev_swig_ptr(invlists.get_ids(c), m).view(np.int64)
-        codes = faiss.rev_swig_ptr(invlists.get_codes(c), m * dim * 4)
-        out.append((ids, codes.view(np.float32).reshape(m, dim)))
-    return out
+    def _search_cells(self, rows: np.ndarray, probes: np.ndarray, k: int) -> np.ndarray:
+        """Top ``k`` ids among the members of each query's probed cells: every probed cell's queries are searched
+        exactly among its members (blocked products, :func:`knn_scores`), then the per-cell lists are merged."""
+        q, probe = probes.shape
+        best_s = np.full((q * probe, k), np.inf, dtype=np.float32)
+        best_i = np.full((q * probe, k), -1, dtype=np.int64)
+        flat = probes.ravel()
+        order = np.argsort(flat, kind="stable")
+        bounds = np.flatnonzero(np.diff(flat[order])) + 1
+        # one cell's members at a time, gathered into a buffer sized for the largest cell (a fresh array per cell
+        # page-faults every 4 KB of it): a transient copy of one cell, never of all the vectors
+        largest = int(np.diff(self.starts).max()) if len(self.starts) > 1 else 0
+        gathered = np.empty((largest, self.vectors.shape[1]), dtype=np.float32)
+        for group in np.split(order, bounds):
+            if not len(group):
+                continue
+            c = int(flat[group[0]])
+            members = self.members[self.starts[c]:self.starts[c + 1]]
+            if not len(members):
+                continue
+            # mode='clip' (the rows are valid): with the default 'raise' numpy gathers into a temporary first
+            cell = np.take(self.vectors, members, axis=0, out=gathered[:len(members)], mode="clip")
+            norms = None if self.norms is None else self.norms[members]
+            s, local = knn_scores(cell, self.vectors[rows[group // probe]], k, self.config.metric, norms)
+            best_s[group], best_i[group] = s, np.where(local >= 0, self.ids[members[np.maximum(local, 0)]], -1)
+        s, i = best_s.reshape(q, probe * k), best_i.reshape(q, probe * k)
+        # nearest first, equal scores by id, the empty slots (inf, -1) last
+        order = np.lexsort((np.where(i < 0, np.iinfo(np.int64).max, i), s), axis=1)[:, :k]
+        return np.take_along_axis(i, order, 1)
 
 
 @attrs.frozen
