@@ -78,10 +78,7 @@ def build_report(study: Study, results: dict[Any, dict[str, Any]], *, note: str 
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for label in labels:
             base_vals = _by_seed(results, label, study.baseline, lambda r, m=metric: final_value(r, m), study.seeds)
-            chances = [chance_of(metric, r.get("evaluation", {}).get("after", {}))
-                       for (lab, _, arm), r in results.items() if lab == label and arm != PRETRAIN]
-            chances = [c for c in chances if c is not None]
-            row = [label, fmt(*mean_ci(chances)[:2]) if chances else "-"]
+            row = [label, _chance(results, metric, [label])]
             if has_pre:
                 for stage in ("before", "after"):
                     vals = _by_seed(results, label, PRETRAIN, lambda r, m=metric, s=stage: final_value(r, m, s),
@@ -118,6 +115,14 @@ def build_report(study: Study, results: dict[Any, dict[str, Any]], *, note: str 
     return "\n".join(lines)
 
 
+def _chance(results: dict[Any, dict[str, Any]], metric: str, labels: list[str]) -> str:
+    """The chance level of ``metric`` over the arms' cells of these variants (it depends on each cell's counts)."""
+    chances = [chance_of(metric, r.get("evaluation", {}).get("after", {}))
+               for (label, _, arm), r in results.items() if label in labels and arm != PRETRAIN]
+    chances = [c for c in chances if c is not None]
+    return fmt(*mean_ci(chances)[:2]) if chances else "-"
+
+
 def _pooled_row(study: Study, results: dict[Any, dict[str, Any]], labels: list[str], metric: str, arms: list[str],
                 others: list[str], has_pre: bool) -> list[str]:
     """Every variant together: means over all (variant, seed) cells, differences paired cell by cell. This asks
@@ -126,10 +131,7 @@ def _pooled_row(study: Study, results: dict[Any, dict[str, Any]], labels: list[s
         return {(label, s): final_value(results[label, s, arm], metric, stage)
                 for label in labels for s in study.seeds if (label, s, arm) in results}
 
-    chances = [chance_of(metric, r.get("evaluation", {}).get("after", {}))
-               for (lab, _, arm), r in results.items() if lab in labels and arm != PRETRAIN]
-    chances = [c for c in chances if c is not None]
-    row = ["all variants (paired by cell)", fmt(*mean_ci(chances)[:2]) if chances else "-"]
+    row = ["all variants (paired by cell)", _chance(results, metric, labels)]
     if has_pre:
         row += [fmt(*mean_ci(list(cells(PRETRAIN, stage).values()))[:2]) for stage in ("before", "after")]
     row += [fmt(*mean_ci(list(cells(arm).values()))[:2]) for arm in arms]
