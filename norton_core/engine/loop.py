@@ -30,7 +30,7 @@ from .parts import Run, assemble
 from .preempt import Preemption
 from .progress import Progress, planned_steps, steps_per_epoch
 from .resume import open_run_dir, save_state
-from .retrieval import retrieval_round
+from .retrieval import describe_recall, retrieval_round
 from .schedule import learning_rate
 from .setup import apply_determinism, plugin_list, resolve_precision
 from .state import RunResult
@@ -344,7 +344,8 @@ def _retrieval(run: Run, epoch: int) -> tuple[Any, dict[str, Any]]:
         recall_sample=rcfg.recall_sample, seed=cfg.seed, epoch=epoch, dist=run.dist, autocast=run.autocast,
         log=run.log, index_scope=rcfg.index, shares=rcfg.index_shares, keep_short=rcfg.short_batches == "keep")
     run.log(f"norton: retrieval round for epoch {epoch}: {stats['videos']} videos -> {stats['batches']} batches in "
-            f"{stats['seconds']:.1f}s ({stats['backend']}, neighbour recall vs exact {stats['recall']:.3f})"
+            f"{stats['seconds']:.1f}s ({stats['backend']}, neighbour recall vs exact "
+            f"{describe_recall(stats, rcfg.recall_sample)})"
             + (f"; {stats['short_batches']} short batches kept" if stats.get("short_batches") else ""))
     return batches, stats
 

@@ -136,17 +136,30 @@ def per_share_batches(matrix: np.ndarray, build_backend: Callable[[], Any], per_
 
 
 def neighbour_recall(backend: Any, vectors: np.ndarray, k: int, sample: int, rng: random.Random,
-                     metric: str = "l2") -> float:
-    """Share of the true k nearest neighbours (exact search) that the backend returns, over sampled queries."""
+                     metric: str = "l2") -> tuple[float, float]:
+    """Share of the true k nearest neighbours (exact search) that the backend returns, over sampled queries, and
+    its standard error over those queries (the spread of the per-query shares / sqrt(queries); nan for fewer than
+    two). (nan, nan) when ``sample`` is 0."""
     n = len(vectors)
     if sample <= 0 or n == 0:
-        return float("nan")
+        return float("nan"), float("nan")
     k = min(k, n)
     queries = np.asarray(sorted(rng.sample(range(n), min(sample, n))), dtype=np.int64)
     got = check_results(backend.search(queries, k), len(queries), k, n, backend)
     truth = exact_knn(vectors, vectors[queries], k, metric)
-    hits = sum(len(set(g[g >= 0].tolist()) & set(t[t >= 0].tolist())) for g, t in zip(got, truth, strict=True))
-    return hits / float(len(queries) * k)
+    shares = np.asarray([len(set(g[g >= 0].tolist()) & set(t[t >= 0].tolist())) / k
+                         for g, t in zip(got, truth, strict=True)])
+    se = float(shares.std(ddof=1) / np.sqrt(len(shares))) if len(shares) > 1 else float("nan")
+    return float(shares.mean()), se
+
+
+def describe_recall(stats: dict[str, Any], sample: int) -> str:
+    """The round's recall for its log line: ``0.283 +- 0.021 over 64 queries`` (``off`` when not measured)."""
+    value, se = stats.get("recall", float("nan")), stats.get("recall_se", float("nan"))
+    if sample <= 0 or not np.isfinite(value):
+        return "off"
+    spread = f" +- {se:.3f}" if np.isfinite(se) else ""
+    return f"{value:.3f}{spread} over {min(sample, int(stats.get('videos', sample)))} queries"
 
 
 def retrieval_round(*, model: Any, make_loader: Callable[[list[list[int]]], Any], videos: np.ndarray,
@@ -191,9 +204,11 @@ def retrieval_round(*, model: Any, make_loader: Callable[[list[list[int]]], Any]
             fault_point("retrieval_index")
             batches = np.where(positions >= 0, store_ids[np.maximum(positions, 0)], -1)
             metric = getattr(getattr(backend, "config", None), "metric", "l2")
-            recall = neighbour_recall(backend, searched, min(num_cands, len(searched)), recall_sample,
-                                      random.Random(f"{seed}:{epoch}:recall"), metric) if backend is not None else 0.0
-            stats.update(recall=recall, filled=filled, backend=getattr(backend, "name", type(backend).__name__))
+            recall, recall_se = neighbour_recall(
+                backend, searched, min(num_cands, len(searched)), recall_sample,
+                random.Random(f"{seed}:{epoch}:recall"), metric) if backend is not None else (0.0, float("nan"))
+            stats.update(recall=recall, recall_se=recall_se, filled=filled,
+                         backend=getattr(backend, "name", type(backend).__name__))
         else:
             batches, planned = plan_batches(matrix, store_ids, build_backend(), per_batch=per_batch,
                                             num_cands=num_cands, recall_sample=recall_sample, seed=seed, epoch=epoch,
@@ -202,7 +217,7 @@ def retrieval_round(*, model: Any, make_loader: Callable[[list[list[int]]], Any]
         stats["short_batches"] = int((batches < 0).any(axis=1).sum())
     batches = distributed.broadcast_array(batches, dist)
     # every rank's hooks see the same statistics
-    shared = ("recall", "filled", "short_batches", *PHASES)
+    shared = ("recall", "recall_se", "filled", "short_batches", *PHASES)
     summary = np.asarray([stats.get(key, 0.0) for key in shared], dtype=np.float64)
     summary = distributed.broadcast_array(summary if dist.is_main else None, dist, np.dtype(np.float64))
     name = distributed.broadcast_bytes(str(stats.get("backend", "")).encode() if dist.is_main else None, dist)
@@ -250,8 +265,10 @@ def plan_batches(matrix: np.ndarray, store_ids: np.ndarray, backend: Any, *, per
     batches = np.where(positions >= 0, store_ids[np.maximum(positions, 0)], -1)
     times.append(time.perf_counter())
     metric = getattr(getattr(backend, "config", None), "metric", "l2")
-    recall = neighbour_recall(backend, matrix, k, recall_sample, random.Random(f"{seed}:{epoch}:recall"), metric)
+    recall, recall_se = neighbour_recall(backend, matrix, k, recall_sample, random.Random(f"{seed}:{epoch}:recall"),
+                                         metric)
     times.append(time.perf_counter())
     phases = dict(zip(PHASES, np.diff(times).tolist(), strict=True))
-    return batches, {"batches": int(len(batches)), "recall": recall, "filled": float((found >= 0).mean()) if found.size
-                     else 0.0, "backend": getattr(backend, "name", type(backend).__name__), **phases}
+    return batches, {"batches": int(len(batches)), "recall": recall, "recall_se": recall_se,
+                     "filled": float((found >= 0).mean()) if found.size else 0.0,
+                     "backend": getattr(backend, "name", type(backend).__name__), **phases}

@@ -22,26 +22,43 @@ DEMO_HINT = "to try norton without the dataset, run the laptop demo: norton-run 
 
 def apply_determinism(cfg: Any) -> Callable[[], None]:
     """Apply the recipe's thread and determinism settings; returns a function that puts the previous ones back
-    (a run inside a notebook or a test must not leave the process single-threaded)."""
+    (a run inside a notebook or a test must not leave the process single-threaded).
+
+    faiss (its own OpenMP runtime, one thread per core by default) follows ``run.threads`` too: two one-thread
+    runs side by side must not each start a faiss thread per core in their retrieval rounds. Deterministic runs
+    keep faiss at one thread (its k-means reductions could otherwise add in a different order)."""
     import torch
 
     threads, strict = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    # faiss is imported (0.2 s) only when a setting touches it; by default it has one thread per core, as torch
+    faiss_threads = _faiss_threads() if cfg.threads or cfg.deterministic else None
 
     def restore() -> None:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(strict)
+        if faiss_threads is not None:
+            _faiss_threads(faiss_threads)
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+        _faiss_threads(cfg.threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
         if not cfg.threads:
             torch.set_num_threads(1)  # reductions split across threads may add in a different order
-        with contextlib.suppress(ImportError):
-            import faiss
-
-            faiss.omp_set_num_threads(1)
+        _faiss_threads(1)
     return restore
+
+
+def _faiss_threads(set_to: int | None = None) -> int | None:
+    """faiss's OpenMP thread count (None without faiss); with ``set_to``, set it first."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    if set_to is not None:
+        faiss.omp_set_num_threads(set_to)
+    return int(faiss.omp_get_max_threads())
 
 
 def cache_dir_of(cfg: Any) -> Path:

@@ -4,7 +4,11 @@ phase by phase, as :func:`norton_core.engine.retrieval.plan_batches` runs it:
 - build: the ``faiss-ivf`` backend's index (512 cells, 48 training vectors per cell);
 - search: N/64 random query videos, 192 neighbours each (``nprobe = 1``);
 - batching: each neighbourhood into one batch of 64 videos;
-- recall: 256 sampled queries against exact search.
+- recall: ``--recall-sample`` sampled queries (default: the engine's ``retrieval.recall_sample``) against exact
+  search.
+
+Each child also times a 2048^3 float32 torch product (after the round):
+the host's speed drifts (46-150 GFLOP/s seen on the same 2-core box), so read the round's times beside it.
 
 Each size runs ``--repeats`` times, each in a fresh process; times are medians, peak memory the largest. Peak memory
 is the process's peak RSS minus its RSS before the vectors existed, as a multiple of the vectors' bytes (the
@@ -33,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-DIM, PER_BATCH, CANDS, RECALL = 768, 64, 192, 256
+DIM, PER_BATCH, CANDS = 768, 64, 192
 
 
 def _rss(field: str) -> int:
@@ -79,7 +83,23 @@ class OtherLoad:
         return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def child(n: int, found_path: str) -> None:
+def gemm_speed() -> dict[str, float]:
+    """GFLOP/s of one 2048^3 float32 torch product (best of 3; the round's products are torch's), at torch's
+    thread count."""
+    import torch
+
+    a = torch.randn(2048, 2048)
+    torch.mm(a, a)
+    return {"gemm": 2 * 2048 ** 3 / min(_timed(lambda: torch.mm(a, a)) for _ in range(3)) / 1e9}
+
+
+def _timed(f) -> float:  # type: ignore[no-untyped-def]
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
+
+
+def child(n: int, found_path: str, recall_sample: int) -> None:
     import faiss  # noqa: F401 - libraries loaded before the baseline: their code is not the round's memory
     import torch
     from norton_retrieval import FaissIVF, FaissIVFConfig
@@ -103,25 +123,31 @@ def child(n: int, found_path: str) -> None:
     neighbour_batches(found, queries, PER_BATCH, n, rng)
     times["batching"] = time.perf_counter() - t
     t = time.perf_counter()
-    recall = neighbour_recall(backend, matrix, CANDS, RECALL, random.Random("0:1:recall"), "l2")
+    recall = neighbour_recall(backend, matrix, CANDS, recall_sample, random.Random("0:1:recall"), "l2")
+    recall, recall_se = recall if isinstance(recall, tuple) else (recall, float("nan"))  # older trees: a float
     times["recall"] = time.perf_counter() - t
     load.__exit__()
     del times["vectors"]
     np.save(found_path, found)
     peak = _rss("VmHWM") - before
-    print(json.dumps({**times, "total": sum(times.values()), "peak_x": peak / matrix.nbytes, "peak_gb": peak / 1e9,
-                      "vectors_gb": matrix.nbytes / 1e9, "recall_value": recall, "other_cpus": load.cpus,
-                      "threads": torch.get_num_threads(), **getattr(backend, "build_info", {})}))
+    build_info = getattr(backend, "build_info", {})
+    del matrix, backend  # the speed probe runs after the round: its buffers must not count in the peak
+    speed = gemm_speed()
+    print(json.dumps({**times, "total": sum(times.values()), "peak_x": peak / (n * DIM * 4), "peak_gb": peak / 1e9,
+                      "vectors_gb": n * DIM * 4 / 1e9, "recall_value": recall, "recall_se": recall_se,
+                      "other_cpus": load.cpus, **speed,
+                      "threads": torch.get_num_threads(), **build_info}))
 
 
-def run(tree: Path | None, n: int, found_path: str, repeats: int) -> dict:
+def run(tree: Path | None, n: int, found_path: str, repeats: int, recall_sample: int) -> dict:
     """``repeats`` fresh processes; each figure is the median over them (peak memory: the largest)."""
     env = dict(os.environ)
     if tree is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(tree), str(tree / "plugins")])
     results = []
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, __file__, "--child", str(n), found_path], capture_output=True,
+        out = subprocess.run([sys.executable, __file__, "--child", str(n), found_path, str(recall_sample)],
+                             capture_output=True,
                              text=True, env=env)
         if out.returncode:
             raise SystemExit(f"child failed ({tree or 'this tree'}, n={n}):\n{out.stderr[-3000:]}")
@@ -141,7 +167,8 @@ def show(label: str, n: int, r: dict) -> None:
     print(f"{label:>8} N={n:>9,}: build {r['build']:6.2f} s{split}  search {r['search']:6.2f} s  batching "
           f"{r['batching']:5.2f} s  recall {r['recall']:6.2f} s  total {r['total']:6.2f} s [{runs}]  | peak "
           f"{r['peak_gb']:5.2f} GB = {r['peak_x']:.2f}x the vectors ({r['vectors_gb']:.2f} GB) | {r['threads']} "
-          f"threads, other processes used <= {r['other_cpus_max']:.2f} CPUs", flush=True)
+          f"threads, other processes used <= {r['other_cpus_max']:.2f} CPUs | 2048^3 product "
+          f"{r['gemm']:.0f} GFLOP/s", flush=True)
 
 
 def main() -> None:
@@ -151,17 +178,23 @@ def main() -> None:
     parser.add_argument("--compare", type=Path, help="another norton source tree, run side by side")
     parser.add_argument("--compare-sizes", default="100000",
                         help="sizes for --compare (the backend before this one peaked at 3.3x the vectors: 11 GB at 1.1M)")
-    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--recall-sample", type=int, help="queries of the recall check (default: the engine's)")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(int(args.child[0]), args.child[1])
+        child(int(args.child[0]), args.child[1], int(args.child[2]))
         return
+    if args.recall_sample is None:
+        from norton_core.engine.config import RetrievalConfig
+
+        args.recall_sample = RetrievalConfig().recall_sample
+    print(f"recall check: {args.recall_sample} sampled queries", flush=True)
     compare_sizes = {int(s) for s in args.compare_sizes.split(",")} if args.compare else set()
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
             if n in compare_sizes:  # the old tree first, then this one, alternating would double the lock time
-                old = run(args.compare, n, f"{tmp}/old.npy", args.repeats)
-            mine = run(None, n, f"{tmp}/new.npy", args.repeats)
+                old = run(args.compare, n, f"{tmp}/old.npy", args.repeats, args.recall_sample)
+            mine = run(None, n, f"{tmp}/new.npy", args.repeats, args.recall_sample)
             if n in compare_sizes:
                 show("before", n, old)
             show("now", n, mine)
@@ -170,7 +203,8 @@ def main() -> None:
                 same_sets = np.mean([set(x.tolist()) == set(y.tolist()) for x, y in zip(a, b, strict=True)])
                 print(f"         speed-up {old['total'] / mine['total']:.1f}x, memory {old['peak_x']:.2f}x -> "
                       f"{mine['peak_x']:.2f}x; neighbour lists identical for {np.mean((a == b).all(1)):.1%} of queries, "
-                      f"same sets for {same_sets:.1%}; recall vs exact {old['recall_value']:.3f} -> {mine['recall_value']:.3f}")
+                      f"same sets for {same_sets:.1%}; recall vs exact {old['recall_value']:.3f} -> {mine['recall_value']:.3f} "
+                      f"(+- {mine['recall_se']:.3f})")
             if n >= 1_000_000:
                 ok = mine["total"] <= 15 and mine["peak_x"] <= 2
                 print(f"         target at {n:,} (<= 15 s, <= 2x the vectors): {'met' if ok else 'NOT met'} "

@@ -286,11 +286,34 @@ def test_builtin_backends_find_cluster_mates():
         assert found.shape == (11, 20) and found.dtype == np.int64
         same = (found % 8 == (np.arange(0, 400, 37) % 8)[:, None]) | (found < 0)
         assert same.mean() > 0.95
-    assert neighbour_recall(exact, x, 10, 20, random.Random(0)) == 1.0
-    assert neighbour_recall(ivf, x, 10, 20, random.Random(0)) > 0.3
+    assert neighbour_recall(exact, x, 10, 20, random.Random(0)) == (1.0, 0.0)
+    assert neighbour_recall(ivf, x, 10, 20, random.Random(0))[0] > 0.3
     tiny = FaissIVF(FaissIVFConfig(nlist=512), seed=0)  # more lists than vectors: capped, still answers
     tiny.build(x[:5], np.arange(5))
     assert (tiny.search(np.arange(5), 3)[:, 0] == np.arange(5)).all()
+
+
+def test_recall_comes_with_its_standard_error_over_the_sampled_queries():
+    """Two sampled queries, one answered exactly and one with half its neighbours wrong: recall 0.75, standard
+    error std([1, 0.5], ddof=1) / sqrt(2) = 0.25; the log line says how many queries it rests on."""
+    from norton_core.engine.retrieval import describe_recall
+
+    x = np.arange(10, dtype=np.float32).reshape(10, 1)
+
+    class HalfWrong:
+        name = "half-wrong"
+
+        def search(self, queries, k):
+            found = exact_knn(x, x[queries], k)
+            found[-1, 1] = (found[-1, 0] + 5) % 10  # not among the last query's 2 nearest
+            return found
+
+    value, se = neighbour_recall(HalfWrong(), x, 2, 2, random.Random(0))
+    assert (value, se) == (0.75, pytest.approx(0.25))
+    assert describe_recall({"recall": value, "recall_se": se, "videos": 10}, 2) == "0.750 +- 0.250 over 2 queries"
+    assert describe_recall({"recall": 1.0, "recall_se": float("nan"), "videos": 10}, 1) == "1.000 over 1 queries"
+    assert all(np.isnan(neighbour_recall(HalfWrong(), x, 2, 0, random.Random(0))))  # sample 0: not measured
+    assert describe_recall({"recall": float("nan")}, 0) == "off"
 
 
 @pytest.mark.parametrize("metric", ["l2", "ip"])
@@ -358,3 +381,25 @@ def test_disk_full_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypat
     assert (root / "latest").read_text().strip() == "step-1"
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step-1"]
     assert ckpt.read_checkpoint(root / "step-1")["model.safetensors"] == b"a" * 10
+
+
+def test_faiss_threads_follow_run_threads_and_are_put_back():
+    """A one-thread run (two side by side in a study) keeps faiss's retrieval round at one thread too, a
+    deterministic one as well, and the previous setting returns afterwards."""
+    import types
+
+    import faiss
+    import torch
+
+    from norton_core.engine.setup import apply_determinism
+
+    faiss.omp_set_num_threads(2)
+    before_torch = torch.get_num_threads()
+    for cfg in (types.SimpleNamespace(threads=1, deterministic=False),
+                types.SimpleNamespace(threads=2, deterministic=True)):
+        restore = apply_determinism(cfg)
+        try:
+            assert faiss.omp_get_max_threads() == 1
+        finally:
+            restore()
+        assert faiss.omp_get_max_threads() == 2 and torch.get_num_threads() == before_torch
