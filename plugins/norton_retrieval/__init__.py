@@ -51,6 +51,7 @@ class FaissIVF(RetrievalBackend):
         self.vectors = np.zeros((0, 0), dtype=np.float32)
         self.norms: np.ndarray | None = None
         self.ids = self.members = self.starts = self.cell_of = self.row_of = np.zeros(0, dtype=np.int64)
+        self.ids_increase = True
 
     def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         import faiss
@@ -79,6 +80,7 @@ class FaissIVF(RetrievalBackend):
         self.members = np.argsort(cell, kind="stable")  # rows by cell, in row order within a cell as faiss's lists
         self.starts = np.concatenate([[0], np.cumsum(np.bincount(cell, minlength=nlist))])
         self.quantizer, self.vectors, self.ids = quantizer, vectors, ids
+        self.ids_increase = bool(np.all(ids[1:] > ids[:-1]))  # then row order is id order (the engine's ids)
         self.norms = row_norms(vectors) if self.config.metric == "l2" else None  # 4 bytes per video
         #: what the last build did, for logs and benchmarks
         self.build_info = {"train_vectors": train_size, "cells": nlist, "kmeans_seconds": trained - started,
@@ -132,6 +134,10 @@ class FaissIVF(RetrievalBackend):
             norms = None if self.norms is None else self.norms[members]
             s, local = knn_scores(cell, self.vectors[rows[group // probe]], k, self.config.metric, norms)
             best_s[group], best_i[group] = s, np.where(local >= 0, self.ids[members[np.maximum(local, 0)]], -1)
+        if probe == 1 and self.ids_increase:
+            # one cell's list per query, already nearest first with equal scores by row, i.e. by id, and the
+            # empty slots last: the merge below would only sort it again (0.4 s for 17k queries at 1.1M)
+            return best_i
         s, i = best_s.reshape(q, probe * k), best_i.reshape(q, probe * k)
         # nearest first, equal scores by id, the empty slots (inf, -1) last
         order = np.lexsort((np.where(i < 0, np.iinfo(np.int64).max, i), s), axis=1)[:, :k]
