@@ -82,7 +82,8 @@ def _iterate(kernel: torch.Tensor, a: torch.Tensor, mu: torch.Tensor, nu: torch.
              iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The scaling iterations from the first row step: ``b = nu / K^T a``, then ``iterations - 1`` times
     ``a = mu / K b``, ``b = nu / K^T a``. One problem uses matrix-vector products (``mv`` is ~2.5x faster than a
-    batch-1 ``bmm``); many small ones the problems-last multiply-adds of :func:`_iterate_problems_last`."""
+    batch-1 ``bmm``); many on the CPU the compiled loop of :mod:`norton_losses.sinkhorn_cpu` (numba, imported
+    here on first use), elsewhere (CUDA) the problems-last multiply-adds of :func:`_iterate_problems_last`."""
     if kernel.shape[0] == 1:
         k2 = kernel[0]
         k2t = k2.t()
@@ -96,12 +97,16 @@ def _iterate(kernel: torch.Tensor, a: torch.Tensor, mu: torch.Tensor, nu: torch.
             torch.mv(k2t, a1, out=ka)
             torch.div(nu1, ka, out=b1)
         return a1.view_as(a), b1.view_as(nu)
+    if kernel.device.type == "cpu":
+        from . import sinkhorn_cpu
+
+        return sinkhorn_cpu.iterate(kernel, a, mu, nu, iterations)
     return _iterate_problems_last(kernel, a, mu, nu, iterations)
 
 
 def _iterate_problems_last(kernel: torch.Tensor, a: torch.Tensor, mu: torch.Tensor, nu: torch.Tensor,
                            iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Many small problems (e.g. 16,384 of 9 x 9): the problems laid out last, ``K[i, j, :]``, so that ``K b`` is
+    """Many small problems off the CPU (CUDA): the problems laid out last, ``K[i, j, :]``, so that ``K b`` is
     ``n`` fused multiply-adds ``(K b)[i, :] += K[i, j, :] * b[j, :]`` over every problem at once, and ``K^T a``
     ``m`` of them; each is one long vectorised pass. A batched ``bmm`` instead runs one tiny product per problem
     (2.4x slower on these CPUs, measured in tests/benchmarks/loss_bench.py)."""

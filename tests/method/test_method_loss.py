@@ -239,3 +239,165 @@ def test_many_small_problems_equal_the_log_domain_even_with_extreme_costs() -> N
     degenerate[1, :, 0] = -3e38
     degenerate[2, 4] = 3e38
     assert not torch.isnan(sinkhorn(degenerate, mu, nu, 50)).any()
+
+
+# --- the compiled CPU loop of the many-problems Sinkhorn (norton_losses.sinkhorn_cpu, numba) ---
+
+
+def _scaling_inputs(p: int, m: int, n: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """A kernel in (0, 1] with a 1 in every row and column, as sinkhorn() builds it, and positive a, mu, nu."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.rand(p, m, n, generator=g) * 12
+    z = z - z.amax(dim=2, keepdim=True)
+    kernel = (z - z.amax(dim=1, keepdim=True)).exp()
+    a, mu = torch.rand(p, m, 1, generator=g) + 0.1, torch.rand(p, m, 1, generator=g) + 0.1
+    return kernel, a, mu, torch.rand(p, n, 1, generator=g) + 0.1
+
+
+def _with_torch_loop(monkeypatch: pytest.MonkeyPatch, fn):  # noqa: ANN001, ANN202
+    """Run ``fn`` with the CPU dispatch sent to the torch problems-last loop (what the CPU ran before numba)."""
+    from norton_losses import sinkhorn as sk
+    from norton_losses import sinkhorn_cpu
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sinkhorn_cpu, "iterate", sk._iterate_problems_last)
+        return fn()
+
+
+def test_compiled_loop_is_the_cpu_path_and_equals_the_torch_loop_and_float64(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the loss's scores, on scores wide enough for clamped kernel entries, and on scores far beyond exp's range
+    (the log-domain fallback): the compiled loop's plans equal the torch loop's to float32 rounding and the float64
+    log-domain plans (of the float32-rounded scores, so that only the solver's rounding counts) within the
+    tolerances of the tests above."""
+    from norton_losses import sinkhorn_cpu
+
+    calls = []
+    original = sinkhorn_cpu.iterate
+    monkeypatch.setattr(sinkhorn_cpu, "iterate", lambda *args: calls.append(args[0].shape) or original(*args))
+    g = torch.Generator().manual_seed(11)
+    mu, nu = bucket_log_marginals(8, 8, torch.device("cpu"))
+    for regime, z in [("loss", torch.rand(300, 9, 9, generator=g, dtype=torch.float64) * 10),
+                      ("clamped", torch.rand(300, 9, 9, generator=g, dtype=torch.float64) * 200 - 100),
+                      ("extreme", torch.randn(300, 9, 9, generator=g, dtype=torch.float64) * 1e4)]:
+        calls.clear()
+        ours = sinkhorn(z, mu, nu, 50)
+        assert calls == [(300, 9, 9)], regime  # the compiled loop ran, once, on every problem
+        before = _with_torch_loop(monkeypatch, lambda z=z: sinkhorn(z, mu, nu, 50))
+        torch.testing.assert_close(ours.exp(), before.exp(), rtol=1e-5, atol=1e-7, msg=regime)
+        ref = sinkhorn_log_dense(z.float().double(), mu.double(), nu.double(), 50).exp()
+        error = (ours.exp().double() - ref).abs().max().item()
+        if regime != "loss":  # scores of size 100 and more: as close as the float32 log-domain loop (the fallback) gets
+            loop_error = (sinkhorn_log(z, mu, nu, 50).exp().double() - ref).abs().max().item()
+            assert error <= 2 * loop_error + 1e-6
+        else:
+            assert error < 3e-7, (regime, error)
+
+
+def test_compiled_loop_equals_the_torch_loop_for_a_batch_of_one_and_odd_shapes() -> None:
+    from norton_losses import sinkhorn as sk
+    from norton_losses import sinkhorn_cpu
+
+    for p, m, n in [(1, 9, 9), (1, 5, 11), (37, 12, 4), (3, 7, 7), (2, 40, 30), (130, 1, 3)]:
+        kernel, a, mu, nu = _scaling_inputs(p, m, n, seed=p * 100 + m)
+        ours = sinkhorn_cpu.iterate(kernel, a.clone(), mu, nu, 30)
+        torch_loop = sk._iterate_problems_last(kernel, a.clone(), mu, nu, 30)
+        assert ours[0].shape == (p, m, 1) and ours[1].shape == (p, n, 1)
+        for x, y in zip(ours, torch_loop, strict=True):
+            torch.testing.assert_close(x, y, rtol=2e-5, atol=0, msg=str((p, m, n)))
+        if p == 1:  # sinkhorn() itself sends one problem to the mv loop
+            for x, y in zip(ours, sk._iterate(kernel, a.clone(), mu, nu, 30), strict=True):
+                torch.testing.assert_close(x, y, rtol=2e-5, atol=0, msg=str((p, m, n)))
+    # a zero column divides by zero: inf and NaN where the torch loop has them (the caller's finiteness check sends
+    # such a problem to the log domain), never an exception
+    kernel, a, mu, nu = _scaling_inputs(20, 6, 5, seed=9)
+    kernel[3, :, 2] = 0.0
+    ours = sinkhorn_cpu.iterate(kernel, a.clone(), mu, nu, 10)
+    torch_loop = sk._iterate_problems_last(kernel, a.clone(), mu, nu, 10)
+    assert not torch.isfinite(ours[1][3]).all() and torch.isfinite(ours[1][4:]).all()
+    for x, y in zip(ours, torch_loop, strict=True):
+        torch.testing.assert_close(x, y, rtol=2e-5, atol=0, equal_nan=True)
+    g = torch.Generator().manual_seed(3)
+    for p, m, n in [(37, 5, 11), (3, 12, 4)]:
+        z = torch.rand(p, m, n, generator=g, dtype=torch.float64) * 20
+        mu, nu = uniform_log_marginals(m, n, z.device)
+        ref = sinkhorn_log_dense(z, mu.double(), nu.double(), 50).exp()
+        assert (sinkhorn(z, mu, nu, 50).exp().double() - ref).abs().max().item() < 3e-7
+
+
+def test_compiled_loop_is_bit_identical_whatever_the_threads_and_block_size() -> None:
+    """Resume is bit-exact only if a plan does not depend on the thread count (run.threads) or on how problems are
+    grouped; the loop follows torch's thread count."""
+    import numba
+    from norton_losses import sinkhorn_cpu
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba runs one thread on this machine")
+    kernel, a, mu, nu = _scaling_inputs(1000, 9, 9, seed=4)  # 1000: the last block is partly filled
+    threads = torch.get_num_threads()
+    try:
+        results = {}
+        for count, lanes in [(1, None), (2, None), (2, 8), (1, 16)]:
+            torch.set_num_threads(count)
+            results[count, lanes] = sinkhorn_cpu.iterate(kernel, a, mu, nu, 50, lanes=lanes)
+            assert numba.get_num_threads() == count
+    finally:
+        torch.set_num_threads(threads)
+    first = results[1, None]
+    for key, (x, y) in results.items():
+        assert torch.equal(x, first[0]) and torch.equal(y, first[1]), key
+
+
+CONCURRENT = """
+import threading, torch
+from norton_losses import sinkhorn_cpu
+g = torch.Generator().manual_seed(5)
+kernel, a, mu, nu = torch.rand(500, 9, 9, generator=g), *(torch.rand(500, 9, 1, generator=g) + 0.1 for _ in range(3))
+reference = sinkhorn_cpu.iterate(kernel, a, mu, nu, 50)
+results = []
+workers = [threading.Thread(target=lambda: results.append(sinkhorn_cpu.iterate(kernel, a, mu, nu, 50)))
+           for _ in range(4)]
+for worker in workers:
+    worker.start()
+for worker in workers:
+    worker.join()
+assert len(results) == 4 and all(torch.equal(x, reference[0]) and torch.equal(y, reference[1]) for x, y in results)
+print("ok")
+"""
+
+
+def test_compiled_loop_called_from_several_threads_at_once() -> None:
+    """numba's workqueue threading layer aborts the process on concurrent launches; the module serialises them (in
+    a subprocess, as an abort would take the test session with it)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", CONCURRENT], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-2000:])
+
+
+def test_importing_the_losses_does_not_import_numba() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, norton_losses, norton_losses.norton, norton_losses.sinkhorn; "
+            "assert 'numba' not in sys.modules, 'numba imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_loop_without_a_writable_cache_warns_and_compiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No cache directory numba can write (a read-only install and home): a warning, then the loop is compiled in
+    the process (seconds) and gives the cached loop's result."""
+    from norton_losses import sinkhorn_cpu
+    from numba.core import caching
+
+    kernel, a, mu, nu = _scaling_inputs(70, 9, 9, seed=6)
+    reference = sinkhorn_cpu.iterate(kernel, a, mu, nu, 20)
+    monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
+    monkeypatch.setattr(sinkhorn_cpu, "_compiled", None)
+    with pytest.warns(RuntimeWarning, match="cannot be cached on disk"):
+        loop = sinkhorn_cpu._loop()
+    assert isinstance(loop._cache, caching.NullCache)
+    ours = sinkhorn_cpu.iterate(kernel, a, mu, nu, 20)
+    assert torch.equal(ours[0], reference[0]) and torch.equal(ours[1], reference[1])
