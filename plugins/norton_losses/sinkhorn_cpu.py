@@ -23,6 +23,7 @@ This module imports numba; :mod:`norton_losses.sinkhorn` imports it only when th
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import warnings
@@ -46,6 +47,8 @@ _LAUNCH = threading.Lock()
 BLOCK_BYTES = 32 * 1024
 MAX_LANES = 64
 MIN_LANES = 8
+#: a first call slower than this compiled the loop (loading the cached copy takes ~0.4 s): a line says so
+COMPILE_NOTICE_SECONDS = 2.0
 
 
 def _blocks_loop(kernel, a0, mu, nu, iterations, lanes, out_a, out_b):  # noqa: ANN001, ANN202
@@ -158,4 +161,8 @@ def iterate(kernel: torch.Tensor, a: torch.Tensor, mu: torch.Tensor, nu: torch.T
              out_a.numpy(), out_b.numpy())
         if load_seconds is None:
             load_seconds = time.perf_counter() - start
+            # a compile (no cached copy yet) stalls the first step for seconds: say why, once per process
+            if load_seconds > COMPILE_NOTICE_SECONDS:
+                print(f"norton: compiled the CPU Sinkhorn loop (numba) in {load_seconds:.1f}s; later processes on "
+                      "this machine load it from numba's cache", file=sys.stderr, flush=True)
     return out_a.unsqueeze(2), out_b.unsqueeze(2)
