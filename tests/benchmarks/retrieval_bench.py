@@ -7,8 +7,8 @@ phase by phase, as :func:`norton_core.engine.retrieval.plan_batches` runs it:
 - recall: ``--recall-sample`` sampled queries (default: the engine's ``retrieval.recall_sample``) against exact
   search.
 
-Each child also times a 2048^3 float32 torch product (after the round):
-the host's speed drifts (46-150 GFLOP/s seen on the same 2-core box), so read the round's times beside it.
+Each child also times a 2048^3 float32 torch product (after the round): the host's speed drifts (46-150 GFLOP/s
+seen on the same 2-core box), so read the round's times beside it.
 
 Each size runs ``--repeats`` times, each in a fresh process; times are medians, peak memory the largest. Peak memory
 is the process's peak RSS minus its RSS before the vectors existed, as a multiple of the vectors' bytes (the
@@ -147,8 +147,7 @@ def run(tree: Path | None, n: int, found_path: str, repeats: int, recall_sample:
     results = []
     for _ in range(repeats):
         out = subprocess.run([sys.executable, __file__, "--child", str(n), found_path, str(recall_sample)],
-                             capture_output=True,
-                             text=True, env=env)
+                             capture_output=True, text=True, env=env)
         if out.returncode:
             raise SystemExit(f"child failed ({tree or 'this tree'}, n={n}):\n{out.stderr[-3000:]}")
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
