@@ -17,38 +17,25 @@ rounding, ~2e-6 relative after 50 iterations). Each problem is computed by one t
 arithmetic, so the result is bit-identical whatever the thread count or block size.
 
 This module imports numba; :mod:`norton_losses.sinkhorn` imports it only when the CPU path first runs, so that
-``import norton_losses`` stays light.
+``import norton_losses`` stays light. The threading layer (numba's own ``workqueue``), the lock every parallel
+launch holds and the on-disk cache are :mod:`norton_core.compiled`'s, shared with the retrieval round's kernels.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-import threading
 import time
-import warnings
 
 import numba
 import numpy as np
 import torch
 
-# The threading layer, chosen before numba starts its threads (the first parallel call). ``workqueue`` is numba's
-# own pthread pool: always present and fork-safe (DataLoader workers fork the training process; a forked child runs
-# the loop on 2 threads, checked). ``omp``: numba's OpenMP layer links the system's libgomp.so.1.0.0, a different
-# file from the libgomp.so.1 that torch bundles, so a second OpenMP runtime would be loaded beside torch's (two thread
-# pools, each sized to every core), and GNU OpenMP is not fork-safe; ``tbb`` needs a package norton does not ship.
-# workqueue is not thread-safe (two Python threads launching at once abort the process), hence ``_LAUNCH``. A user
-# who sets NUMBA_THREADING_LAYER keeps their choice.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+from norton_core.compiled import COMPILE_NOTICE_SECONDS, LAUNCH, compile_cached, threads
 
-_LAUNCH = threading.Lock()
 #: the local block (m x n x lanes float32) is kept within this many bytes so that it stays in L1 (32 KiB here)
 BLOCK_BYTES = 32 * 1024
 MAX_LANES = 64
 MIN_LANES = 8
-#: a first call slower than this compiled the loop (loading the cached copy takes ~0.4 s): a line says so
-COMPILE_NOTICE_SECONDS = 2.0
 
 
 def _blocks_loop(kernel, a0, mu, nu, iterations, lanes, out_a, out_b):  # noqa: ANN001, ANN202
@@ -117,13 +104,7 @@ def _loop():  # noqa: ANN202
     inside a prange body, the option says it for the whole function."""
     global _compiled
     if _compiled is None:
-        options = dict(parallel=True, nogil=True, error_model="numpy")
-        try:
-            _compiled = numba.njit(cache=True, **options)(_blocks_loop)
-        except RuntimeError as exc:  # numba found no writable cache directory: compile in every process instead
-            warnings.warn(f"norton: the compiled Sinkhorn loop cannot be cached on disk ({exc}); it is compiled "
-                          "again in every process (a few seconds)", RuntimeWarning, stacklevel=3)
-            _compiled = numba.njit(cache=False, **options)(_blocks_loop)
+        _compiled = compile_cached(_blocks_loop, "Sinkhorn loop", parallel=True, nogil=True, error_model="numpy")
     return _compiled
 
 
@@ -137,11 +118,6 @@ def lanes_for(problems: int, m: int, n: int) -> int:
     return lanes
 
 
-def threads() -> int:
-    """The process's torch thread count (``run.threads``), capped at the threads numba started."""
-    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-
-
 def iterate(kernel: torch.Tensor, a: torch.Tensor, mu: torch.Tensor, nu: torch.Tensor, iterations: int, *,
             lanes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract as :func:`norton_losses.sinkhorn._iterate`: ``kernel`` (b, m, n), ``a`` / ``mu`` (b, m, 1),
@@ -153,7 +129,7 @@ def iterate(kernel: torch.Tensor, a: torch.Tensor, mu: torch.Tensor, nu: torch.T
     arrays = [x.detach().reshape(p, -1).contiguous().numpy() for x in (a, mu, nu)]
     out_a, out_b = torch.empty(p, m), torch.empty(p, n)
     lanes = lanes_for(p, m, n) if lanes is None else lanes
-    with _LAUNCH:
+    with LAUNCH:
         loop = _loop()
         numba.set_num_threads(threads())
         start = time.perf_counter()

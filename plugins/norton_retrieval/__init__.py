@@ -32,10 +32,11 @@ class FaissIVF(RetrievalBackend):
     faiss trains the k-means centroids (on ``nlist x train_per_centroid`` sampled vectors: the training cost does
     not grow with the number of videos) and assigns every vector to its nearest centroid, exactly as
     ``IndexIVFFlat.add`` does. The cells are then lists of rows of the caller's matrix, which the backend keeps
-    a reference to (not a copy: the index costs ~30 bytes per video, plus one cell's gathered rows while it is
-    searched, so a round peaks near 1x the vectors instead of 2x; do not modify the matrix while searching).
+    a reference to (not a copy: the index costs ~30 bytes per video, plus a few hundred gathered rows while a cell
+    is searched, so a round peaks near 1x the vectors instead of 2x; do not modify the matrix while searching).
     A search visits each query's ``nprobe`` nearest cells, as faiss does, and scores all the queries of a cell
-    against its members in blocked matrix products instead of faiss's memory-bound scan per query: the same
+    against its members in blocked matrix products (:func:`norton_core.neighbours.knn_scores`, which gathers the
+    members block by block) instead of faiss's memory-bound scan per query: the same
     neighbours (exact L2 or inner product, ties by id) up to float32 rounding of near-ties. With the reference's
     ``nprobe = 1`` the "neighbours" are the query's cell mates, i.e. a hard-negative cluster rather than a true
     k-NN list; short lists come back padded with -1 (the engine tops batches up).
@@ -118,10 +119,6 @@ class FaissIVF(RetrievalBackend):
         flat = probes.ravel()
         order = np.argsort(flat, kind="stable")
         bounds = np.flatnonzero(np.diff(flat[order])) + 1
-        # one cell's members at a time, gathered into a buffer sized for the largest cell (a fresh array per cell
-        # page-faults every 4 KB of it): a transient copy of one cell, never of all the vectors
-        largest = int(np.diff(self.starts).max()) if len(self.starts) > 1 else 0
-        gathered = np.empty((largest, self.vectors.shape[1]), dtype=np.float32)
         for group in np.split(order, bounds):
             if not len(group):
                 continue
@@ -129,10 +126,9 @@ class FaissIVF(RetrievalBackend):
             members = self.members[self.starts[c]:self.starts[c + 1]]
             if not len(members):
                 continue
-            # mode='clip' (the rows are valid): with the default 'raise' numpy gathers into a temporary first
-            cell = np.take(self.vectors, members, axis=0, out=gathered[:len(members)], mode="clip")
-            norms = None if self.norms is None else self.norms[members]
-            s, local = knn_scores(cell, self.vectors[rows[group // probe]], k, self.config.metric, norms)
+            # the cell's members are gathered block by block inside knn_scores: never a copy of the whole cell
+            s, local = knn_scores(self.vectors, self.vectors[rows[group // probe]], k, self.config.metric, self.norms,
+                                  members=members)
             best_s[group], best_i[group] = s, np.where(local >= 0, self.ids[members[np.maximum(local, 0)]], -1)
         if probe == 1 and self.ids_increase:
             # one cell's list per query, already nearest first with equal scores by row, i.e. by id, and the

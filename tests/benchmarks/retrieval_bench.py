@@ -7,6 +7,8 @@ phase by phase, as :func:`norton_core.engine.retrieval.plan_batches` runs it:
 - recall: ``--recall-sample`` sampled queries (default: the engine's ``retrieval.recall_sample``) against exact
   search.
 
+numba's compiled selection kernels are loaded before the round (once per process, ~1 s with numba's import; a first
+run on a checkout compiles them, ~4 s) and that time is printed apart, as the libraries' imports are left out.
 Each child also times a 2048^3 float32 torch product (after the round): the host's speed drifts (46-150 GFLOP/s
 seen on the same 2-core box), so read the round's times beside it.
 
@@ -104,6 +106,19 @@ def child(n: int, found_path: str, recall_sample: int) -> None:
     import torch
     from norton_retrieval import FaissIVF, FaissIVFConfig
 
+    # numba and the compiled selection kernels are loaded once per process (a training run has them loaded by its
+    # first round, or by the CPU Sinkhorn): timed apart from the round, as the imports above are
+    started = time.perf_counter()
+    try:
+        from norton_core.smallest_k import RunningSmallest
+    except ImportError:  # an older tree, without the compiled selection
+        kernels = 0.0
+    else:
+        warm = RunningSmallest(2, 1)
+        warm.add(np.zeros((3, 2), dtype=np.float32), 0)
+        warm.result()
+        kernels = time.perf_counter() - started
+
     from norton_core.engine.retrieval import check_results, neighbour_batches, neighbour_recall
 
     before = _rss("VmRSS")
@@ -136,7 +151,7 @@ def child(n: int, found_path: str, recall_sample: int) -> None:
     print(json.dumps({**times, "total": sum(times.values()), "peak_x": peak / (n * DIM * 4), "peak_gb": peak / 1e9,
                       "vectors_gb": n * DIM * 4 / 1e9, "recall_value": recall, "recall_se": recall_se,
                       "other_cpus": load.cpus, **speed,
-                      "threads": torch.get_num_threads(), **build_info}))
+                      "threads": torch.get_num_threads(), "kernels_load": kernels, **build_info}))
 
 
 def run(tree: Path | None, n: int, found_path: str, repeats: int, recall_sample: int) -> dict:
@@ -167,7 +182,8 @@ def show(label: str, n: int, r: dict) -> None:
           f"{r['batching']:5.2f} s  recall {r['recall']:6.2f} s  total {r['total']:6.2f} s [{runs}]  | peak "
           f"{r['peak_gb']:5.2f} GB = {r['peak_x']:.2f}x the vectors ({r['vectors_gb']:.2f} GB) | {r['threads']} "
           f"threads, other processes used <= {r['other_cpus_max']:.2f} CPUs | 2048^3 product "
-          f"{r['gemm']:.0f} GFLOP/s", flush=True)
+          f"{r['gemm']:.0f} GFLOP/s | compiled kernels loaded in {r.get('kernels_load', 0.0):.2f} s before the round",
+          flush=True)
 
 
 def main() -> None:

@@ -227,8 +227,8 @@ def test_exact_knn_matches_brute_force_and_pads():
 
 @pytest.mark.parametrize("metric", ["l2", "ip"])
 def test_exact_knn_blocks_merge_to_brute_force_with_ties(metric, monkeypatch):
-    """Many database blocks (the later ones merged in by the first block's bar) and query chunks give the brute-force
-    order exactly: small integer vectors make the scores exact in float32, with many ties, ordered by index."""
+    """Many database blocks and query chunks give the brute-force order exactly: small integer vectors make the
+    scores exact in float32, with many ties, ordered by index."""
     import norton_core.neighbours as nb
 
     monkeypatch.setattr(nb, "_MIN_BLOCK", 16)
@@ -244,6 +244,61 @@ def test_exact_knn_blocks_merge_to_brute_force_with_ties(metric, monkeypatch):
     assert (s == np.take_along_axis(exact, i, 1)).all()
     s, i = nb.knn_scores(x[:30], q, 40, metric)  # more than the database holds: padded with (inf, -1)
     assert (i[:, 30:] == -1).all() and np.isinf(s[:, 30:]).all() and (np.sort(i[:, :30], 1) == np.arange(30)).all()
+    # a subset of the rows, gathered block by block, is searched as if it had been passed itself; indices are
+    # positions in the subset, with or without the full matrix's norms
+    members = np.sort(rng.choice(300, 170, replace=False))
+    alone = nb.knn_scores(x[members], q, 40, metric)
+    for norms in (None, nb.row_norms(x)):
+        s, i = nb.knn_scores(x, q, 40, metric, norms, members=members)
+        assert (i == alone[1]).all() and (s == alone[0]).all()
+
+
+def test_running_smallest_equals_a_full_sort_over_many_blocks_with_ties_and_nan(monkeypatch):
+    """The compiled selection keeps each query's k smallest (score, row) pairs over blocks given in row order, ties
+    by the smaller row, whatever the block sizes; its buffer is cut back many times (a small buffer factor), NaN
+    scores are never kept and a query with fewer than k finite scores gets (inf, -1) padding."""
+    import norton_core.smallest_k as sk
+
+    monkeypatch.setattr(sk, "BUFFER_FACTOR", 2)
+    rng = np.random.default_rng(7)
+    for trial in range(40):
+        n, q, k = int(rng.integers(1, 600)), int(rng.integers(1, 7)), int(rng.integers(1, 50))
+        scores = rng.integers(-6, 6, size=(n, q)).astype(np.float32)  # few distinct values: many ties
+        if trial % 3 == 0:
+            scores[rng.random((n, q)) < 0.2] = np.nan
+        best, start = sk.RunningSmallest(q, k), 0
+        while start < n:
+            rows = int(rng.integers(1, 90))
+            best.add(np.ascontiguousarray(scores[start:start + rows]), start)
+            start += rows
+        values, rows = best.result()
+        for j in range(q):
+            finite = np.flatnonzero(~np.isnan(scores[:, j]))
+            expected = finite[np.lexsort((finite, scores[finite, j]))][:k]
+            assert (rows[j, :len(expected)] == expected).all(), (trial, j)
+            assert (values[j, :len(expected)] == scores[expected, j]).all()
+            assert (rows[j, len(expected):] == -1).all() and np.isinf(values[j, len(expected):]).all()
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        sk.RunningSmallest(3, 2).add(np.zeros((4, 3)), 0)
+
+
+def test_a_round_refuses_non_finite_embeddings_naming_the_videos():
+    """A NaN or infinite video vector would land in an arbitrary cell: the round stops with the store indices.
+    Huge finite values whose block sum overflows are not flagged."""
+    from norton_core.engine.distributed import Dist
+    from norton_core.engine.retrieval import _FINITE_ROWS, check_finite, non_finite_rows
+    from norton_core.errors import TrainingError
+
+    x = np.ones((3 * _FINITE_ROWS + 5, 4), dtype=np.float32)
+    x[:_FINITE_ROWS] = 3e38  # each row finite, the block's sum not
+    assert len(non_finite_rows(x)) == 0
+    ids = np.arange(len(x)) + 100
+    check_finite(x, ids, Dist())
+    x[[7, _FINITE_ROWS + 3, len(x) - 1], [0, 2, 3]] = [np.nan, np.inf, -np.inf]
+    assert non_finite_rows(x).tolist() == [7, _FINITE_ROWS + 3, len(x) - 1]
+    with pytest.raises(TrainingError, match=rf"3 video embedding\(s\) are not finite .*store indices 107, "
+                                            rf"{_FINITE_ROWS + 103}, {len(x) + 99}\)"):
+        check_finite(x, ids, Dist())
 
 
 def test_neighbour_batches_handle_short_lists_and_minus_one():
