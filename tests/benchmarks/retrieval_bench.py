@@ -108,12 +108,13 @@ def child(n: int, found_path: str, recall_sample: int) -> None:
 
     # numba and the compiled selection kernels are loaded once per process (a training run has them loaded by its
     # first round, or by the CPU Sinkhorn): timed apart from the round, as the imports above are
+    import norton_core
+
     started = time.perf_counter()
-    try:
+    kernels = 0.0
+    if (Path(norton_core.__file__).parent / "smallest_k.py").exists():  # not in an older tree given to --compare
         from norton_core.smallest_k import RunningSmallest
-    except ImportError:  # an older tree, without the compiled selection
-        kernels = 0.0
-    else:
+
         warm = RunningSmallest(2, 1)
         warm.add(np.zeros((3, 2), dtype=np.float32), 0)
         warm.result()
