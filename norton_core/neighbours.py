@@ -26,6 +26,8 @@ __all__ = ["exact_knn", "knn_scores", "row_norms", "scores"]
 _SCORE_ELEMENTS = 1 << 18
 #: the shortest database block scanned at once
 _MIN_BLOCK = 256
+#: the longest block of gathered ``members`` rows (3 MB at d = 768)
+_GATHER_ROWS = 1024
 #: rows squared at once by :func:`row_norms`: the 3 MB temporary stays in the cache (1.1M x 768: 0.24 s, against
 #: 0.6 s with 8k-row blocks whose 24 MB squares went out to memory and back)
 _NORM_ROWS = 1024
@@ -93,6 +95,8 @@ def knn_scores(database: np.ndarray, queries: np.ndarray, k: int, metric: str = 
         norms = database_norms if database_norms is not None else row_norms(database) if members is None else None
     # blocks of the rows by chunks of the queries, each (block x chunk) product within _SCORE_ELEMENTS
     block = max(_MIN_BLOCK, _SCORE_ELEMENTS // len(queries))
+    if members is not None:  # few queries: gathered blocks still small enough to be read back from the cache
+        block = min(block, _GATHER_ROWS)
     q_chunk = max(1, _SCORE_ELEMENTS // block)
     buffer = torch.empty(min(block, n) * min(q_chunk, len(queries)), dtype=torch.float32)
     if members is not None:

@@ -248,6 +248,7 @@ def test_exact_knn_blocks_merge_to_brute_force_with_ties(metric, monkeypatch):
     # positions in the subset, with or without the full matrix's norms
     members = np.sort(rng.choice(300, 170, replace=False))
     alone = nb.knn_scores(x[members], q, 40, metric)
+    monkeypatch.setattr(nb, "_GATHER_ROWS", 7)  # gathered blocks shorter than the product's own
     for norms in (None, nb.row_norms(x)):
         s, i = nb.knn_scores(x, q, 40, metric, norms, members=members)
         assert (i == alone[1]).all() and (s == alone[0]).all()
