@@ -83,6 +83,53 @@ def test_wandb_sink_logs_offline_without_network(tmp_path, norton_plugins, monke
         assert tag in data, tag
 
 
+class FakeWandb:
+    """Stands in for the wandb package: records each ``init``'s arguments and the logged rows."""
+
+    def __init__(self):
+        self.inits, self.rows = [], []
+
+    def Settings(self, **kwargs):  # noqa: N802 - wandb's own name
+        return kwargs
+
+    def init(self, **kwargs):
+        self.inits.append(kwargs)
+        fake = self
+
+        class Run:
+            id = kwargs.get("id") or f"new{len(fake.inits)}"
+
+            def define_metric(self, *args, **kwargs):
+                pass
+
+            def log(self, row):
+                fake.rows.append(row)
+
+            def finish(self):
+                pass
+
+        return Run()
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_wandb_sink_continues_the_same_wandb_run_on_resume(mode, tmp_path, norton_plugins, monkeypatch):
+    """The first start keeps W&B's run id in the run directory; a resume passes it again (online with
+    resume="allow"; offline W&B cannot resume, so the start line says how to upload the second directory)."""
+    import sys
+
+    fake = FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    first = run_sink("wandb", {"mode": mode}, tmp_path, norton_plugins)
+    assert "id" not in fake.inits[0] and (tmp_path / "wandb" / "norton-run-id").read_text() == "new1\n"
+    assert "W&B run new1" in first and "resumed" not in first
+    again = run_sink("wandb", {"mode": mode}, tmp_path, norton_plugins)
+    assert fake.inits[1]["id"] == "new1" and fake.inits[1].get("resume") == ("allow" if mode == "online" else None)
+    assert "W&B run new1" in again and "resumed" in again
+    assert ("wandb sync --append --id new1" in again) == (mode == "offline")
+    assert (tmp_path / "wandb" / "norton-run-id").read_text() == "new1\n"
+    assert {"evaluation/before/youcook2_clip/R@1": 0.5, "step": 0} in fake.rows
+
+
 def test_logging_table_is_validated_like_the_engine_tables(tmp_path, norton_plugins):
     from norton_core.recipe import load_recipe
 
