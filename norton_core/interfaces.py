@@ -100,6 +100,9 @@ class Component(abc.ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type] = EmptyConfig
+    #: Python packages (import names) the component needs beyond norton's own dependencies, each with how to install
+    #: it: recipe validation (``norton validate``, and ``norton-run`` before anything starts) reports a missing one
+    needs: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
     def create(cls, config: Any, **context: Any) -> Any:

@@ -24,6 +24,8 @@ class TensorBoardSink(MetricSink):
     name = "tensorboard"
     Config = TensorBoardConfig
 
+    needs = {"tensorboard": INSTALL}  # torch.utils.tensorboard's writer imports it
+
     @classmethod
     def create(cls, config: TensorBoardConfig, **context: Any) -> TensorBoardSink:
         try:

@@ -32,6 +32,8 @@ class WandbSink(MetricSink):
     name = "wandb"
     Config = WandbConfig
 
+    needs = {"wandb": "pip install 'norton[wandb]'"}
+
     @classmethod
     def create(cls, config: WandbConfig, **context: Any) -> WandbSink:
         try:

@@ -130,6 +130,24 @@ def test_wandb_sink_continues_the_same_wandb_run_on_resume(mode, tmp_path, norto
     assert {"evaluation/before/youcook2_clip/R@1": 0.5, "step": 0} in fake.rows
 
 
+def test_validation_reports_a_sink_whose_package_is_missing(tmp_path, norton_plugins, monkeypatch):
+    """`norton validate` (and norton-run before anything starts) names a listed sink's missing package and how to
+    install it, instead of the run failing when its sinks open."""
+    from norton_sinks.wandb import WandbSink
+
+    from norton_core.recipe import load_recipe
+
+    monkeypatch.setattr(WandbSink, "needs", {"norton_no_such_package": "pip install 'norton[wandb]'"})
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'extends = "{SMOKE}"\n[logging]\nsinks = ["jsonl", "wandb"]\n')
+    with pytest.raises(RecipeError) as err:
+        load_recipe(recipe, plugins=norton_plugins)
+    assert err.value.lines() == [f"{recipe}:2: logging.sink_options.wandb: 'wandb' needs the norton_no_such_package "
+                                 "package, which is not installed (pip install 'norton[wandb]')"]
+    recipe.write_text(f'extends = "{SMOKE}"\n[logging]\nsinks = ["jsonl"]\n')
+    load_recipe(recipe, plugins=norton_plugins)  # not listed: not needed
+
+
 def test_logging_table_is_validated_like_the_engine_tables(tmp_path, norton_plugins):
     from norton_core.recipe import load_recipe
 
