@@ -95,6 +95,18 @@ def gemm_speed() -> dict[str, float]:
     return {"gemm": 2 * 2048 ** 3 / min(_timed(lambda: torch.mm(a, a)) for _ in range(3)) / 1e9}
 
 
+def product_flops(backend, queries: np.ndarray, recall_sample: int) -> float:  # noqa: ANN001
+    """The float32 multiply-adds (x 2) the round's matrix products need at least, from the built index: the k-means
+    (faiss's iterations over the training sample, all cells), assigning every vector to a cell, each cell's queries
+    against its members (nprobe 1) and the recall's exact search. With the host's GEMM speed this gives the time no
+    implementation of the same exact round can beat on it (the rest is selection, gathers and batching)."""
+    cells = np.diff(backend.starts)
+    per_cell = np.bincount(backend.cell_of[queries], minlength=len(cells))
+    n, dim, nlist = len(backend.members), backend.vectors.shape[1], len(cells)
+    kmeans = backend.config.kmeans_iterations * backend.build_info["train_vectors"] * nlist
+    return 2.0 * dim * (kmeans + n * nlist + float((cells * per_cell).sum()) + n * min(recall_sample, n))
+
+
 def _timed(f) -> float:  # type: ignore[no-untyped-def]
     t = time.perf_counter()
     f()
@@ -147,12 +159,14 @@ def child(n: int, found_path: str, recall_sample: int) -> None:
     np.save(found_path, found)
     peak = _rss("VmHWM") - before
     build_info = getattr(backend, "build_info", {})
+    flops = product_flops(backend, queries, recall_sample)
     del matrix, backend  # the speed probe runs after the round: its buffers must not count in the peak
     speed = gemm_speed()
     print(json.dumps({**times, "total": sum(times.values()), "peak_x": peak / (n * DIM * 4), "peak_gb": peak / 1e9,
                       "vectors_gb": n * DIM * 4 / 1e9, "recall_value": recall, "recall_se": recall_se,
                       "other_cpus": load.cpus, **speed,
-                      "threads": torch.get_num_threads(), "kernels_load": kernels, **build_info}))
+                      "threads": torch.get_num_threads(), "kernels_load": kernels, "tflop": flops / 1e12,
+                      **build_info}))
 
 
 def run(tree: Path | None, n: int, found_path: str, repeats: int, recall_sample: int) -> dict:
@@ -185,6 +199,11 @@ def show(label: str, n: int, r: dict) -> None:
           f"threads, other processes used <= {r['other_cpus_max']:.2f} CPUs | 2048^3 product "
           f"{r['gemm']:.0f} GFLOP/s | compiled kernels loaded in {r.get('kernels_load', 0.0):.2f} s before the round",
           flush=True)
+    if r.get("tflop"):
+        floor = r["tflop"] * 1e3 / r["gemm"]
+        print(f"{'':>8} products: {r['tflop']:.2f} TFLOP, {floor:.1f} s at this host's 2048^3 speed; the other "
+              f"{r['total'] - floor:.1f} s are selection, gathers, batching and what runs below that speed",
+              flush=True)
 
 
 def main() -> None:
