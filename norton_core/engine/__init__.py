@@ -70,7 +70,7 @@ def train(recipe: Any, *, resume: bool = False, overwrite: bool = False, allow_r
 
 def _stage_only_overrides(recipe: Any, passed_on: set[str]) -> list[str]:
     """The ``--set`` keys of ``recipe`` that its first stage does not receive (said, so none is dropped silently)."""
-    from ..recipe import SET_SOURCE
+    from ..recipe_files import SET_SOURCE
 
     sources = getattr(recipe.origins, "sources", {}) or {}
     keys = {key for key, where in sources.items() if where == SET_SOURCE}

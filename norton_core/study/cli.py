@@ -37,7 +37,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             raise RecipeError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
     values = None
     if args.values:
-        from ..recipe import parse_override
+        from ..recipe_files import parse_override
 
         texts = tuple(v.strip() for v in args.values.split(","))
         # named variants are picked by name; a key's values are TOML (0.3, "default", true)

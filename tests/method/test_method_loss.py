@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from norton_dense_reference import dense_norton_loss, sinkhorn_log_dense
 from norton_losses.sinkhorn import bucket_log_marginals, sinkhorn, sinkhorn_log, uniform_log_marginals
@@ -90,10 +90,14 @@ def test_loss_equals_dense_at_model_shapes() -> None:
 @given(groups=st.integers(1, 4), k=st.sampled_from([2, 4, 8]), tt=st.integers(2, 12), tv=st.integers(2, 9),
        p_valid=st.floats(0.05, 1.0), seed=st.integers(0, 10_000), bias=st.booleans(),
        norm=st.sampled_from(["minmax", "none"]))
+@example(groups=2, k=8, tt=11, tv=2, p_valid=0.828125, seed=500, bias=True, norm="none")  # 1.3e-5 off: see below
 def test_loss_matches_dense_property(groups: int, k: int, tt: int, tv: int, p_valid: float, seed: int,
                                      bias: bool, norm: str) -> None:
+    """Random shapes and masks, some with ill-conditioned OT kernels (entries down to ~1e-5): there float32 rounding
+    of the Sinkhorn scalings (~3e-7 of float64's, either CPU loop), amplified by the 1/0.07 scale, reached 2.6e-5
+    relative in 300 random cases (1e-5 failed ~1 case in 100, i.e. 8% of 12-example runs). A bug is orders above."""
     out = make_outputs(b=groups * k, tt=tt, tv=tv, d=8, seed=seed, p_valid=p_valid)
-    compare({"sequence_length": k, "lse_padding_bias": bias, "video_similarity_norm": norm}, out)
+    compare({"sequence_length": k, "lse_padding_bias": bias, "video_similarity_norm": norm}, out, tol=5e-5)
 
 
 def test_sinkhorn_matches_log_domain_and_marginals() -> None:
