@@ -105,14 +105,35 @@ class Component(abc.ABC):
     needs: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
+    def missing_packages(cls) -> list[str]:
+        """One line per package of :attr:`needs` that is not installed (recipe validation reports them)."""
+        return [f"{cls.name!r} needs the {module} package, which is not installed ({how})"
+                for module, how in cls.needs.items() if not _importable(module)]
+
+    @classmethod
     def create(cls, config: Any, **context: Any) -> Any:
         """Build the component; the engine and :func:`norton_core.build` always go through here.
 
-        The default is ``cls(config, **context)``. A plugin may register a light class (``name`` + ``Config`` only)
+        The default raises :class:`~norton_core.errors.PluginError` for a missing package of :attr:`needs`, then
+        returns ``cls(config, **context)``. A plugin may register a light class (``name`` + ``Config`` only)
         and override ``create`` to import its heavy implementation (torch, transformers) on first use, so that
         listing plugins and validating recipes stay fast.
         """
+        missing = cls.missing_packages()
+        if missing:
+            from .errors import PluginError
+
+            raise PluginError(problems=missing)
         return cls(config, **context)
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # already imported without a spec (a stand-in module): it is there
+        return True
 
 
 class DataSource(Component):

@@ -314,20 +314,11 @@ def _component(path: str, kind: str, table: Any, default: str | None, registry: 
     cls = registry.get(kind, name).cls
     config, items = check_config(cls.Config, options, path)
     problems.extend(items)
-    problems.extend((path, f"{name!r} needs the {module} package, which is not installed ({how})")
-                    for module, how in getattr(cls, "needs", {}).items() if not _importable(module))
+    if hasattr(cls, "missing_packages"):  # a Component (a registered class may only have name and Config)
+        problems.extend((path, line) for line in cls.missing_packages())
     if config is None:
         return None
     return ComponentSpec(kind=kind, name=name, path=path, config=config, cls=cls)
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ValueError:  # already imported without a spec (a stand-in module): it is there
-        return True
 
 
 def _find_nonfinite(value: Any, path: str, problems: list[tuple[str, str]]) -> None:

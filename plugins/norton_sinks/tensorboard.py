@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from norton_core import MetricSink, PluginError, option
+from norton_core import MetricSink, option
 from norton_core.metrics import scalars
 
 INSTALL = "pip install 'norton[tensorboard]'"
@@ -25,14 +25,6 @@ class TensorBoardSink(MetricSink):
     Config = TensorBoardConfig
 
     needs = {"tensorboard": INSTALL}  # torch.utils.tensorboard's writer imports it
-
-    @classmethod
-    def create(cls, config: TensorBoardConfig, **context: Any) -> TensorBoardSink:
-        try:
-            import tensorboard  # noqa: F401  (torch's writer needs it)
-        except ImportError:
-            raise PluginError(f"logging.sinks: 'tensorboard' needs the tensorboard package ({INSTALL})") from None
-        return cls(config, **context)
 
     def __init__(self, config: TensorBoardConfig, run_dir: Path) -> None:
         self.dir = Path(run_dir) / config.dir

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import attrs
 
-from norton_core import MetricSink, PluginError, option
+from norton_core import MetricSink, option
 from norton_core.fsutil import replace_atomic
 from norton_core.metrics import scalars
 
@@ -33,14 +33,6 @@ class WandbSink(MetricSink):
     Config = WandbConfig
 
     needs = {"wandb": "pip install 'norton[wandb]'"}
-
-    @classmethod
-    def create(cls, config: WandbConfig, **context: Any) -> WandbSink:
-        try:
-            import wandb  # noqa: F401
-        except ImportError:
-            raise PluginError("logging.sinks: 'wandb' needs the wandb package (pip install 'norton[wandb]')") from None
-        return cls(config, **context)
 
     def __init__(self, config: WandbConfig, run_dir: Path) -> None:
         self.config, self.run_dir, self.run = config, Path(run_dir), None

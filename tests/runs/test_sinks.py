@@ -146,6 +146,8 @@ def test_validation_reports_a_sink_whose_package_is_missing(tmp_path, norton_plu
                                  "package, which is not installed (pip install 'norton[wandb]')"]
     recipe.write_text(f'extends = "{SMOKE}"\n[logging]\nsinks = ["jsonl"]\n')
     load_recipe(recipe, plugins=norton_plugins)  # not listed: not needed
+    with pytest.raises(PluginError, match="'wandb' needs the norton_no_such_package package"):
+        build("metric_sink", "wandb", {}, plugins=norton_plugins, run_dir=tmp_path)  # outside a recipe too
 
 
 def test_logging_table_is_validated_like_the_engine_tables(tmp_path, norton_plugins):
@@ -170,11 +172,11 @@ def test_logging_table_is_validated_like_the_engine_tables(tmp_path, norton_plug
 
 
 def test_a_chosen_sink_that_is_not_installed_says_which_extra(tmp_path, norton_plugins, monkeypatch):
-    import builtins
+    import importlib.util
 
-    real = builtins.__import__
-    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
-                        if name in ("tensorboard", "wandb") else real(name, *a, **k))
+    real = importlib.util.find_spec  # how a component's `needs` are looked for: absent, as on a bare install
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None if name in ("tensorboard", "wandb")
+                        else real(name, *a, **k))
     with pytest.raises(PluginError, match=r"pip install 'norton\[tensorboard\]'"):
         build("metric_sink", "tensorboard", {}, plugins=norton_plugins, run_dir=tmp_path)
     with pytest.raises(PluginError, match=r"pip install 'norton\[wandb\]'"):
