@@ -1,5 +1,5 @@
-"""numba for norton's compiled CPU loops (the many-problems Sinkhorn, the retrieval round's k-smallest selection):
-one place that picks the threading layer, serialises parallel launches and compiles with an on-disk cache.
+"""numba for norton's compiled CPU loops (the many-problems Sinkhorn, the retrieval round's k-smallest selection and
+batch drawing): one place that picks the threading layer, serialises parallel launches and compiles with an on-disk cache.
 
 Importing this module imports numba (~0.3 s); callers import it when a compiled loop first runs, so that importing
 ``norton_core`` or a plugin stays light.

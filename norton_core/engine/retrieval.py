@@ -19,6 +19,7 @@ from ..errors import PluginError, TrainingError
 from ..faults import fault_point
 from ..neighbours import exact_knn
 from . import distributed
+from .batching import neighbour_batches
 
 #: the timed phases of rank 0's part of a round (:func:`plan_batches`), logged with the round's statistics
 PHASES = ("index_seconds", "search_seconds", "batching_seconds", "recall_seconds")
@@ -74,29 +75,6 @@ def check_results(result: Any, queries: int, k: int, n: int, backend: Any) -> np
     return result.astype(np.int64)
 
 
-def neighbour_batches(neighbours: np.ndarray, queries: np.ndarray, per_batch: int, n: int,
-                      rng: random.Random, keep_short: bool = False) -> np.ndarray:
-    """One batch per query: the query and its neighbours (-1 and repeats dropped); V of them are sampled when
-    there are more (VideoCLIP's "sample k of 2k"), and a short list is topped up with random other videos so
-    every batch has V distinct videos. Values are positions 0..n-1. With ``keep_short`` (the reference) a short
-    list stays a short batch: its row is padded with -1, which the data loader skips."""
-    out = np.full((len(queries), per_batch), -1, dtype=np.int64)
-    for row, (q, found) in enumerate(zip(queries.tolist(), neighbours.tolist(), strict=True)):
-        unique = dict.fromkeys([q, *found])  # Python ints, in order, repeats dropped (every -1 is one key)
-        unique.pop(-1, None)
-        cands = list(unique)
-        if len(cands) > per_batch:
-            cands = rng.sample(cands, per_batch)
-        taken = set(cands)
-        while len(cands) < per_batch and not keep_short:
-            extra = rng.randrange(n)
-            if extra not in taken:
-                taken.add(extra)
-                cands.append(extra)
-        out[row, : len(cands)] = cands
-    return out
-
-
 def reference_shares(n: int, shares: int) -> list[np.ndarray]:
     """The reference's fixed split of the videos over ranks: torch's ``DistributedSampler(shuffle=True, seed=0)``
     whose ``set_epoch`` is never called, i.e. one seed-0 permutation, padded to a multiple of the share count and
@@ -113,12 +91,13 @@ def reference_shares(n: int, shares: int) -> list[np.ndarray]:
 
 def per_share_batches(matrix: np.ndarray, build_backend: Callable[[], Any], per_batch: int, num_cands: int,
                       shares: int, keep_short: bool, seed: int,
-                      epoch: int) -> tuple[np.ndarray, Any, np.ndarray, float]:
+                      epoch: int) -> tuple[np.ndarray, Any, np.ndarray, float, tuple[np.ndarray, np.ndarray]]:
     """``retrieval.index = "per_rank"``: each share is indexed and searched on its own, so neighbours are only ever
     found inside it; share r gives floor(N_r / V) batches, concatenated in share order (the reference's sync).
     Returns (positions into ``matrix``, -1 padded; the last share's backend and vectors, for the recall check;
-    the share of search slots filled)."""
+    the share of search slots filled; the last share's (queries, answers), positions in that share)."""
     rows, slots, backend, vectors = [], [], None, matrix[:0]
+    searched = (np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.int64))
     for r, members in enumerate(reference_shares(len(matrix), shares)):
         if not len(members):
             continue
@@ -132,22 +111,39 @@ def per_share_batches(matrix: np.ndarray, build_backend: Callable[[], Any], per_
         local = neighbour_batches(found, queries, per_batch, len(members), rng, keep_short)
         rows.append(np.where(local >= 0, members[np.maximum(local, 0)], -1))
         slots.append((found >= 0).ravel())
+        searched = (queries, found)
     positions = np.concatenate(rows) if rows else np.zeros((0, per_batch), dtype=np.int64)
     filled = float(np.concatenate(slots).mean()) if slots and sum(map(len, slots)) else 0.0
-    return positions, backend, vectors, filled
+    return positions, backend, vectors, filled, searched
 
 
 def neighbour_recall(backend: Any, vectors: np.ndarray, k: int, sample: int, rng: random.Random,
-                     metric: str = "l2") -> tuple[float, float]:
+                     metric: str = "l2",
+                     searched: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float, float]:
     """Share of the true k nearest neighbours (exact search) that the backend returns, over sampled queries, and
     its standard error over those queries (the spread of the per-query shares / sqrt(queries); nan for fewer than
-    two). (nan, nan) when ``sample`` is 0."""
+    two). (nan, nan) when ``sample`` is 0.
+
+    ``searched`` = (query positions, the backend's (Q, >= k) answers) of the round's own search, a uniform sample
+    of the videos already: the recall's queries are drawn from it, so the lists checked are the ones the round
+    used and the backend is not searched again (0.3 s at 1.1M, where one query's cell holds 60k videos). Other
+    random videos are searched when it holds fewer than ``sample`` queries."""
     n = len(vectors)
     if sample <= 0 or n == 0:
         return float("nan"), float("nan")
     k = min(k, n)
-    queries = np.asarray(sorted(rng.sample(range(n), min(sample, n))), dtype=np.int64)
-    got = check_results(backend.search(queries, k), len(queries), k, n, backend)
+    if searched is None or np.shape(searched[1])[1:] < (k,):  # none, or shorter lists than the recall's k
+        searched = (np.zeros(0, dtype=np.int64), np.zeros((0, k), dtype=np.int64))
+    queries, got = np.asarray(searched[0], dtype=np.int64), np.asarray(searched[1], dtype=np.int64)[:, :k]
+    if len(queries) >= sample:
+        pick = np.asarray(sorted(rng.sample(range(len(queries)), sample)), dtype=np.int64)
+        queries, got = queries[pick], got[pick]
+    else:
+        others = np.setdiff1d(np.arange(n), queries)
+        extra = np.asarray(sorted(rng.sample(others.tolist(), min(sample - len(queries), len(others)))),
+                           dtype=np.int64)
+        more = check_results(backend.search(extra, k), len(extra), k, n, backend) if len(extra) else got[:0]
+        queries, got = np.concatenate([queries, extra]), np.concatenate([got, more])
     truth = exact_knn(vectors, vectors[queries], k, metric)
     shares = np.asarray([len(set(g[g >= 0].tolist()) & set(t[t >= 0].tolist())) / k
                          for g, t in zip(got, truth, strict=True)])
@@ -240,14 +236,15 @@ def retrieval_round(*, model: Any, make_loader: Callable[[list[list[int]]], Any]
         if len(store_ids) != len(videos):
             raise RuntimeError("retrieval round: the gathered video set does not cover each video exactly once")
         if index_scope == "per_rank":
-            positions, backend, searched, filled = per_share_batches(
+            positions, backend, share_vectors, filled, searched = per_share_batches(
                 matrix, build_backend, per_batch, num_cands, shares or dist.world_size, keep_short, seed, epoch)
             fault_point("retrieval_index")
             batches = np.where(positions >= 0, store_ids[np.maximum(positions, 0)], -1)
             metric = getattr(getattr(backend, "config", None), "metric", "l2")
             recall, recall_se = neighbour_recall(
-                backend, searched, min(num_cands, len(searched)), recall_sample,
-                random.Random(f"{seed}:{epoch}:recall"), metric) if backend is not None else (0.0, float("nan"))
+                backend, share_vectors, min(num_cands, len(share_vectors)), recall_sample,
+                random.Random(f"{seed}:{epoch}:recall"), metric,
+                searched) if backend is not None else (0.0, float("nan"))
             stats.update(recall=recall, recall_se=recall_se, filled=filled,
                          backend=getattr(backend, "name", type(backend).__name__))
         else:
@@ -307,7 +304,7 @@ def plan_batches(matrix: np.ndarray, store_ids: np.ndarray, backend: Any, *, per
     times.append(time.perf_counter())
     metric = getattr(getattr(backend, "config", None), "metric", "l2")
     recall, recall_se = neighbour_recall(backend, matrix, k, recall_sample, random.Random(f"{seed}:{epoch}:recall"),
-                                         metric)
+                                         metric, (queries, found))
     times.append(time.perf_counter())
     phases = dict(zip(PHASES, np.diff(times).tolist(), strict=True))
     return batches, {"batches": int(len(batches)), "recall": recall, "recall_se": recall_se,

@@ -1,5 +1,5 @@
-"""A retrieval round without the model, at How2 scale: N clustered 768-d float32 video vectors, then rank 0's work
-phase by phase, as :func:`norton_core.engine.retrieval.plan_batches` runs it:
+"""A retrieval round without the model, at How2 scale: N clustered 768-d float32 video vectors, then rank 0's work:
+:func:`norton_core.engine.retrieval.plan_batches` itself, timed by its phases:
 
 - build: the ``faiss-ivf`` backend's index (512 cells, 48 training vectors per cell);
 - search: N/64 random query videos, 192 neighbours each (``nprobe = 1``);
@@ -7,8 +7,9 @@ phase by phase, as :func:`norton_core.engine.retrieval.plan_batches` runs it:
 - recall: ``--recall-sample`` sampled queries (default: the engine's ``retrieval.recall_sample``) against exact
   search.
 
-numba's compiled selection kernels are loaded before the round (once per process, ~1 s with numba's import; a first
-run on a checkout compiles them, ~4 s) and that time is printed apart, as the libraries' imports are left out.
+numba's compiled kernels (selection, batch drawing) are loaded before the round (once per process, ~1 s with
+numba's import; a first run on a checkout compiles them, ~6 s) and that time is printed apart, as the libraries'
+imports are left out.
 Each child also times a 2048^3 float32 torch product (after the round): the host's speed drifts (46-150 GFLOP/s
 seen on the same 2-core box), so read the round's times beside it.
 
@@ -18,7 +19,9 @@ vectors themselves count as 1x). Targets at 1.1M: <= 15 s, <= 2x. Each line also
 CPUs other processes used meanwhile (the machine's load at the time).
 
 ``--compare DIR`` runs the same in the same invocation with the norton source tree in DIR (e.g. an older commit
-unpacked with ``git archive``), side by side, and reports how far the two agree on the neighbours.
+unpacked with ``git archive``), side by side: the two trees' processes alternate (a drift of the host's speed falls on
+both alike) and each pair's ratio is printed beside the medians' ratio. It reports how far the two agree on the
+neighbours.
 
 Usage: ``python tests/benchmarks/retrieval_bench.py [--sizes 100000,1100000] [--compare DIR] [--compare-sizes 100000]``
 (1.1M x 768 is 3.4 GB of vectors: run under ``flock /work/heavy.lock`` on a shared machine).
@@ -124,39 +127,36 @@ def child(n: int, found_path: str, recall_sample: int) -> None:
 
     started = time.perf_counter()
     kernels = 0.0
-    if (Path(norton_core.__file__).parent / "smallest_k.py").exists():  # not in an older tree given to --compare
+    here = Path(norton_core.__file__).parent
+    if (here / "smallest_k.py").exists():  # not in an older tree given to --compare
         from norton_core.smallest_k import RunningSmallest
 
         warm = RunningSmallest(2, 1)
         warm.add(np.zeros((3, 2), dtype=np.float32), 0)
         warm.result()
-        kernels = time.perf_counter() - started
+    if (here / "engine" / "batch_draw.py").exists():
+        from norton_core.engine.batching import neighbour_batches
 
-    from norton_core.engine.retrieval import check_results, neighbour_batches, neighbour_recall
+        neighbour_batches(np.zeros((1, 2), dtype=np.int64), np.zeros(1, dtype=np.int64), 1, 3, random.Random(0))
+    kernels = time.perf_counter() - started
+
+    from norton_core.engine.retrieval import plan_batches
 
     before = _rss("VmRSS")
     matrix = vectors(n)
-    times = {"vectors": 0.0}
     load = OtherLoad().__enter__()
-    t = time.perf_counter()
     backend = FaissIVF(FaissIVFConfig(), seed=0)
-    backend.build(matrix, np.arange(n, dtype=np.int64))
-    times["build"] = time.perf_counter() - t
-    rng = random.Random("0:1:retrieval")
-    queries = np.asarray(rng.sample(range(n), n // PER_BATCH), dtype=np.int64)
-    t = time.perf_counter()
-    found = check_results(backend.search(queries, CANDS), len(queries), CANDS, n, backend)
-    times["search"] = time.perf_counter() - t
-    t = time.perf_counter()
-    neighbour_batches(found, queries, PER_BATCH, n, rng)
-    times["batching"] = time.perf_counter() - t
-    t = time.perf_counter()
-    recall = neighbour_recall(backend, matrix, CANDS, recall_sample, random.Random("0:1:recall"), "l2")
-    recall, recall_se = recall if isinstance(recall, tuple) else (recall, float("nan"))  # older trees: a float
-    times["recall"] = time.perf_counter() - t
+    searches: list[np.ndarray] = []  # the round's search (the first), saved to compare trees
+    search = backend.search
+    backend.search = lambda q, k: searches.append(search(q, k)) or searches[-1]  # type: ignore[method-assign]
+    _, stats = plan_batches(matrix, np.arange(n, dtype=np.int64), backend, per_batch=PER_BATCH, num_cands=CANDS,
+                            recall_sample=recall_sample, seed=0, epoch=1)
+    times = {"build": stats["index_seconds"], "search": stats["search_seconds"],
+             "batching": stats["batching_seconds"], "recall": stats["recall_seconds"]}
+    recall, recall_se = stats["recall"], stats["recall_se"]
     load.__exit__()
-    del times["vectors"]
-    np.save(found_path, found)
+    np.save(found_path, searches[0])
+    queries = np.asarray(random.Random("0:1:retrieval").sample(range(n), n // PER_BATCH), dtype=np.int64)
     peak = _rss("VmHWM") - before
     build_info = getattr(backend, "build_info", {})
     flops = product_flops(backend, queries, recall_sample)
@@ -169,18 +169,20 @@ def child(n: int, found_path: str, recall_sample: int) -> None:
                       **build_info}))
 
 
-def run(tree: Path | None, n: int, found_path: str, repeats: int, recall_sample: int) -> dict:
-    """``repeats`` fresh processes; each figure is the median over them (peak memory: the largest)."""
+def run(tree: Path | None, n: int, found_path: str, recall_sample: int) -> dict:
+    """One fresh process: the round's figures (``tree``: another norton source tree, or this one)."""
     env = dict(os.environ)
     if tree is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(tree), str(tree / "plugins")])
-    results = []
-    for _ in range(repeats):
-        out = subprocess.run([sys.executable, __file__, "--child", str(n), found_path, str(recall_sample)],
-                             capture_output=True, text=True, env=env)
-        if out.returncode:
-            raise SystemExit(f"child failed ({tree or 'this tree'}, n={n}):\n{out.stderr[-3000:]}")
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    out = subprocess.run([sys.executable, __file__, "--child", str(n), found_path, str(recall_sample)],
+                         capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise SystemExit(f"child failed ({tree or 'this tree'}, n={n}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def merged(results: list[dict]) -> dict:
+    """Each figure's median over the processes (peak memory: the largest)."""
     merged = {key: statistics.median(r[key] for r in results) for key in results[0]
               if isinstance(results[0][key], float)}
     merged.update(peak_x=max(r["peak_x"] for r in results), peak_gb=max(r["peak_gb"] for r in results),
@@ -227,16 +229,23 @@ def main() -> None:
     compare_sizes = {int(s) for s in args.compare_sizes.split(",")} if args.compare else set()
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
-            if n in compare_sizes:  # the old tree first, then this one, alternating would double the lock time
-                old = run(args.compare, n, f"{tmp}/old.npy", args.repeats, args.recall_sample)
-            mine = run(None, n, f"{tmp}/new.npy", args.repeats, args.recall_sample)
+            mine_runs, old_runs = [], []
+            for _ in range(args.repeats):
+                # the two trees alternate, so that a drift of the host's speed (common here) falls on both alike
+                if n in compare_sizes:
+                    old_runs.append(run(args.compare, n, f"{tmp}/old.npy", args.recall_sample))
+                mine_runs.append(run(None, n, f"{tmp}/new.npy", args.recall_sample))
+            mine = merged(mine_runs)
             if n in compare_sizes:
+                old = merged(old_runs)
                 show("before", n, old)
             show("now", n, mine)
             if n in compare_sizes:
                 a, b = np.load(f"{tmp}/old.npy"), np.load(f"{tmp}/new.npy")
                 same_sets = np.mean([set(x.tolist()) == set(y.tolist()) for x, y in zip(a, b, strict=True)])
-                print(f"         speed-up {old['total'] / mine['total']:.1f}x, memory {old['peak_x']:.2f}x -> "
+                paired = [a["total"] / b["total"] for a, b in zip(old_runs, mine_runs, strict=True)]
+                print(f"         speed-up {old['total'] / mine['total']:.2f}x (run by run, each before/now pair "
+                      f"back to back: {', '.join(f'{x:.2f}' for x in paired)}), memory {old['peak_x']:.2f}x -> "
                       f"{mine['peak_x']:.2f}x; neighbour lists identical for {np.mean((a == b).all(1)):.1%} of queries, "
                       f"same sets for {same_sets:.1%}; recall vs exact {old['recall_value']:.3f} -> {mine['recall_value']:.3f} "
                       f"(+- {mine['recall_se']:.3f})")

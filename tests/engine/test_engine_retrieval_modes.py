@@ -29,7 +29,7 @@ def test_per_rank_batches_only_hold_neighbours_from_one_share(norton_plugins):
     rng = np.random.default_rng(0)
     matrix = rng.normal(size=(40, 8)).astype(np.float32)
     shares = reference_shares(40, 2)
-    positions, _, _, filled = per_share_batches(
+    positions, _, _, filled, _ = per_share_batches(
         matrix, lambda: build("retrieval_backend", "exact", {}, plugins=norton_plugins, seed=0),
         per_batch=4, num_cands=12, shares=2, keep_short=False, seed=1, epoch=1)
     assert positions.shape == (sum(len(s) // 4 for s in shares), 4) and filled == 1.0

@@ -283,6 +283,24 @@ def test_running_smallest_equals_a_full_sort_over_many_blocks_with_ties_and_nan(
         sk.RunningSmallest(3, 2).add(np.zeros((4, 3)), 0)
 
 
+def test_sorted_pairs_orders_like_lexsort_with_signed_zeros_infinities_and_huge_rows(monkeypatch):
+    """The packed sort of a selection's result equals np.lexsort on (value, row): negative, -0.0 = 0.0 (then by
+    row), -inf first, the (inf, -1) empty slots last; rows too large to pack go through lexsort itself."""
+    import norton_core.smallest_k as sk
+
+    rng = np.random.default_rng(3)
+    values = rng.choice(np.array([-2.5, -0.0, 0.0, 1e-30, -1e-30, 3.0, 1e30, -np.inf], np.float32), size=(50, 12))
+    rows = rng.permutation(50 * 12).reshape(50, 12).astype(np.int64)
+    values[:, -2:], rows[:, -2:] = np.inf, -1
+    order = np.lexsort((rows, values), axis=1)
+    want = np.take_along_axis(values, order, 1), np.take_along_axis(rows, order, 1)
+    got = sk.sorted_pairs(values, rows)
+    assert (got[1] == want[1]).all() and (got[0] == want[0]).all()
+    monkeypatch.setattr(sk, "_PACKED_ROWS", 10)  # as if rows did not fit in 32 bits
+    got = sk.sorted_pairs(values, rows)
+    assert (got[1] == want[1]).all() and (got[0] == want[0]).all()
+
+
 def test_a_round_refuses_non_finite_embeddings_naming_the_videos():
     """A NaN or infinite video vector would land in an arbitrary cell: the round stops with the store indices.
     Huge finite values whose block sum overflows are not flagged."""
