@@ -82,9 +82,10 @@ class RetrievalConfig:
     start_epoch: int = option(1, ge=1, help="the reference's retri_epoch: first epoch with retrieved batches")
     num_cands: int = option(192, ge=1, help="neighbours searched per query video; V of them form a batch")
     embed_videos_per_batch: int = option(1024, ge=1, help="videos per embedding forward (infer_scale x V)")
-    recall_sample: int = option(64, ge=0, help="queries checked against exact search for the logged neighbour "
-                                "recall (a diagnostic, logged with its standard error over these queries); each "
-                                "query is one product with every vector (64 at 1.1M x 768: 0.1 TFLOP); 0 = off")
+    recall_sample: int = option(64, ge=0, help="the round's query videos (drawn among them) checked against exact "
+                                "search for the logged neighbour recall (a diagnostic, logged with its standard "
+                                "error over these queries); each query is one product with every vector (64 at "
+                                "1.1M x 768: 0.1 TFLOP); 0 = off")
     # reproduction switches (ablations and exact reproduction of the reference; the defaults are ours)
     index: Literal["global", "per_rank"] = option(
         "global", help="global: one index over every video, gathered from all ranks; per_rank: as the reference, "
