@@ -16,6 +16,7 @@ launch in norton holds. A user who sets NUMBA_THREADING_LAYER keeps their choice
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -43,6 +44,14 @@ def compile_cached(function: Callable[..., Any], what: str, **options: Any) -> A
         warnings.warn(f"norton: the compiled {what} cannot be cached on disk ({exc}); it is compiled again in every "
                       "process (a few seconds)", RuntimeWarning, stacklevel=3)
         return numba.njit(cache=False, **options)(function)
+
+
+def say_if_compiled(what: str, seconds: float) -> None:
+    """After a loop's first call in a process: a call that took over :data:`COMPILE_NOTICE_SECONDS` compiled the
+    loop (no cached copy yet), which stalls a run for seconds; say why on stderr, once."""
+    if seconds > COMPILE_NOTICE_SECONDS:
+        print(f"norton: compiled the {what} (numba) in {seconds:.1f}s; later processes on this machine load it from "
+              "numba's cache", file=sys.stderr, flush=True)
 
 
 def threads() -> int:

@@ -20,13 +20,12 @@ OpenMP worker, and a 2-thread version (numba ``prange``) measured no faster in a
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
 from numba.extending import register_jitable
 
-from .compiled import COMPILE_NOTICE_SECONDS, compile_cached
+from .compiled import compile_cached, say_if_compiled
 
 #: buffer slots per query, in multiples of k: a cut back to k costs O(buffer) and happens rarely once the bar is low
 BUFFER_FACTOR = 4
@@ -177,8 +176,5 @@ class RunningSmallest:
             _kernel("scan")(np.zeros((1, 1), dtype=np.float32), 0, 1, values, rows, filled, bars)
             _kernel("finish")(1, values, rows, filled)
             load_seconds = time.perf_counter() - started
-            if load_seconds > COMPILE_NOTICE_SECONDS:
-                print(f"norton: compiled the k-smallest selection of the retrieval round (numba) in "
-                      f"{load_seconds:.1f}s; later processes on this machine load it from numba's cache",
-                      file=sys.stderr, flush=True)
+            say_if_compiled("k-smallest selection of the retrieval round", load_seconds)
         _kernel(name)(*args)

@@ -3,12 +3,11 @@ importing the engine does not import numba)."""
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
 
-from ..compiled import COMPILE_NOTICE_SECONDS, compile_cached
+from ..compiled import compile_cached, say_if_compiled
 
 
 def _draw(cands, uniforms, seen, out, counts):  # noqa: ANN001, ANN202
@@ -50,6 +49,4 @@ def launch(*args: object) -> None:
     _kernel(*args)
     if load_seconds is None:
         load_seconds = time.perf_counter() - started
-        if load_seconds > COMPILE_NOTICE_SECONDS:
-            print(f"norton: compiled the retrieval round's batch drawing (numba) in {load_seconds:.1f}s; later "
-                  "processes on this machine load it from numba's cache", file=sys.stderr, flush=True)
+        say_if_compiled("retrieval round's batch drawing", load_seconds)

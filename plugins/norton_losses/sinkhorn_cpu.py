@@ -23,14 +23,13 @@ launch holds and the on-disk cache are :mod:`norton_core.compiled`'s, shared wit
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numba
 import numpy as np
 import torch
 
-from norton_core.compiled import COMPILE_NOTICE_SECONDS, LAUNCH, compile_cached, threads
+from norton_core.compiled import LAUNCH, compile_cached, say_if_compiled, threads
 
 #: the local block (m x n x lanes float32) is kept within this many bytes so that it stays in L1 (32 KiB here)
 BLOCK_BYTES = 32 * 1024
@@ -137,8 +136,5 @@ def iterate(kernel: torch.Tensor, a: torch.Tensor, mu: torch.Tensor, nu: torch.T
              out_a.numpy(), out_b.numpy())
         if load_seconds is None:
             load_seconds = time.perf_counter() - start
-            # a compile (no cached copy yet) stalls the first step for seconds: say why, once per process
-            if load_seconds > COMPILE_NOTICE_SECONDS:
-                print(f"norton: compiled the CPU Sinkhorn loop (numba) in {load_seconds:.1f}s; later processes on "
-                      "this machine load it from numba's cache", file=sys.stderr, flush=True)
+            say_if_compiled("CPU Sinkhorn loop", load_seconds)
     return out_a.unsqueeze(2), out_b.unsqueeze(2)

@@ -146,17 +146,17 @@ def child(n: int, found_path: str, recall_sample: int) -> None:
     matrix = vectors(n)
     load = OtherLoad().__enter__()
     backend = FaissIVF(FaissIVFConfig(), seed=0)
-    searches: list[np.ndarray] = []  # the round's search (the first), saved to compare trees
+    searches: list[tuple[np.ndarray, np.ndarray]] = []  # (queries, answers); the first is the round's search
     search = backend.search
-    backend.search = lambda q, k: searches.append(search(q, k)) or searches[-1]  # type: ignore[method-assign]
+    backend.search = lambda q, k: searches.append((q, search(q, k))) or searches[-1][1]  # type: ignore[method-assign]
     _, stats = plan_batches(matrix, np.arange(n, dtype=np.int64), backend, per_batch=PER_BATCH, num_cands=CANDS,
                             recall_sample=recall_sample, seed=0, epoch=1)
     times = {"build": stats["index_seconds"], "search": stats["search_seconds"],
              "batching": stats["batching_seconds"], "recall": stats["recall_seconds"]}
     recall, recall_se = stats["recall"], stats["recall_se"]
     load.__exit__()
-    np.save(found_path, searches[0])
-    queries = np.asarray(random.Random("0:1:retrieval").sample(range(n), n // PER_BATCH), dtype=np.int64)
+    queries, found = searches[0]
+    np.save(found_path, found)
     peak = _rss("VmHWM") - before
     build_info = getattr(backend, "build_info", {})
     flops = product_flops(backend, queries, recall_sample)

@@ -283,6 +283,16 @@ def test_running_smallest_equals_a_full_sort_over_many_blocks_with_ties_and_nan(
         sk.RunningSmallest(3, 2).add(np.zeros((4, 3)), 0)
 
 
+def test_a_compile_is_said_on_stderr_and_a_cache_load_is_not(capsys):
+    from norton_core.compiled import COMPILE_NOTICE_SECONDS, say_if_compiled
+
+    say_if_compiled("test loop", COMPILE_NOTICE_SECONDS / 4)
+    assert capsys.readouterr().err == ""
+    say_if_compiled("test loop", COMPILE_NOTICE_SECONDS + 1.5)
+    err = capsys.readouterr().err
+    assert f"compiled the test loop (numba) in {COMPILE_NOTICE_SECONDS + 1.5:.1f}s" in err and "numba's cache" in err
+
+
 def test_sorted_pairs_orders_like_lexsort_with_signed_zeros_infinities_and_huge_rows(monkeypatch):
     """The packed sort of a selection's result equals np.lexsort on (value, row): negative, -0.0 = 0.0 (then by
     row), -inf first, the (inf, -1) empty slots last; rows too large to pack go through lexsort itself."""
