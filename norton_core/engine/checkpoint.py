@@ -13,7 +13,8 @@ Commit: every file is written into ``checkpoints/.staging-<name>-<pid>-<rand>/``
 replaced (tmp + ``os.replace``); only then are old checkpoints purged. A checkpoint is valid iff its manifest
 exists and every file matches it. A kill at any point leaves at least one complete copy of the newest committed
 step (under its name, or under a hidden name that :func:`recover` puts back before anything is removed).
-Nothing is ever unpickled: tensors are safetensors, the rest JSON and ``.npy`` loaded with ``allow_pickle=False``.
+Nothing is ever unpickled: tensors are safetensors, the rest JSON and ``.npy`` loaded with ``allow_pickle=False``
+(:mod:`.state_files` makes and reads those bytes).
 
 Public for readers of run directories (``norton evaluate``): :func:`list_checkpoints`, :func:`read_checkpoint`,
 :func:`read_checkpoint_file`, :func:`find_latest` and :class:`CheckpointInfo`.
@@ -25,7 +26,6 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import io
 import json
 import os
 import re
@@ -33,12 +33,11 @@ import secrets
 import shutil
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
-import numpy as np
 
 from ..errors import CheckpointError
 from ..faults import fault_point
@@ -62,65 +61,6 @@ def _remove_tree(path: Path) -> None:
         path.unlink()
     elif path.is_dir():
         shutil.rmtree(path)  # rmtree refuses to follow symlinks inside (avoids_symlink_attacks on Linux)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# tensors <-> bytes
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def tensors_to_bytes(tensors: Mapping[str, Any]) -> bytes:
-    from safetensors.torch import save
-
-    seen: dict[int, str] = {}
-    out = {}
-    for key, value in tensors.items():
-        value = value.detach().cpu().contiguous()
-        # safetensors refuses shared storage (tied weights): give each name its own copy
-        ptr = value.data_ptr()
-        if value.numel() and ptr in seen:
-            value = value.clone()
-        seen[ptr] = key
-        out[key] = value
-    return save(out)
-
-
-def bytes_to_tensors(data: bytes, source: str = "checkpoint tensors") -> dict[str, Any]:
-    """Tensors of a safetensors payload; anything else (a pickle renamed, a file replaced and re-hashed) is a
-    CheckpointError naming ``source``, never a SafetensorError traceback."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    try:
-        return load(data)
-    except SafetensorError as exc:
-        hint = " (it is a pickle: convert VideoCLIP weights with `norton convert-videoclip`)" \
-            if data[:1] == b"\x80" or data[:2] == b"PK" else ""
-        raise CheckpointError(f"{source}: not a readable safetensors file ({exc}){hint}") from None
-
-
-def optimizer_to_tensors(optimizer: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """An optimizer's state dict as flat tensors ``state.<param>.<key>`` plus JSON param groups."""
-    import torch
-
-    sd = optimizer.state_dict()
-    tensors = {}
-    for idx, slots in sd["state"].items():
-        for key, value in slots.items():
-            if not isinstance(value, torch.Tensor):
-                value = torch.tensor(value)
-            tensors[f"state.{idx}.{key}"] = value
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
-    return tensors, groups
-
-
-def optimizer_from_tensors(optimizer: Any, tensors: Mapping[str, Any], groups: list[dict[str, Any]]) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        _, idx, key = name.split(".", 2)
-        state.setdefault(int(idx), {})[key] = value
-    fixed = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in groups]
-    optimizer.load_state_dict({"state": state, "param_groups": fixed})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -504,64 +444,6 @@ def find_latest(root: Path, log: Any = print, set_aside: bool = False) -> tuple[
             replace_atomic(root / "latest", f"{path.name}\n".encode())
         return path, files
     return None
-
-
-def load_npy(data: bytes) -> np.ndarray:
-    """A ``.npy`` payload, refusing object arrays (no pickle)."""
-    try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as exc:
-        raise CheckpointError(f"refusing a .npy that needs pickle: {exc}") from None
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# recipes across resumes
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: data}
-
-
-#: keys that may differ between a run and its resume without permission (where the run is, not what it does)
-FREE_KEYS = ("source", "run.output_dir", "run.cache_dir", "run.init_from", "run.pretrain_recipe", "run.threads",
-             "train.num_workers", "train.log_every", "train.read_mode", "train.check_finite",
-             "train.check_chunks", "train.validate", "evaluation", "logging")
-
-
-def recipe_changes(old: dict[str, Any], new: dict[str, Any], allowed: Iterable[str]) -> tuple[list[dict], list[str]]:
-    """(changes that are allowed, problems for those that are not). A key is allowed when it or a parent table
-    is listed."""
-    allowed = tuple(allowed)
-    flat_old, flat_new = flatten(old), flatten(new)
-    changes, problems = [], []
-    for key in sorted(set(flat_old) | set(flat_new)):
-        a, b = flat_old.get(key, "<absent>"), flat_new.get(key, "<absent>")
-        if a == b:
-            continue
-
-        if _covered(key, FREE_KEYS):
-            continue
-        if _covered(key, allowed):
-            changes.append({"key": key, "old": a, "new": b})
-        else:
-            problems.append(f"{key}: {a!r} -> {b!r}")
-    return changes, problems
-
-
-def _covered(key: str, names: tuple[str, ...]) -> bool:
-    return any(key == n or key.startswith(n + ".") for n in names)
 
 
 def check_run_name(name: str) -> None:

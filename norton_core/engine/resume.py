@@ -1,13 +1,14 @@
 """Checkpoint content: what a step's checkpoint holds, and putting a run back exactly where it was.
 
-:mod:`.checkpoint` commits and validates files; this module decides which files (model, optimizer, loss,
-every rank's RNG streams, the epoch's batches, the cursor and the recipe) and restores them.
+:mod:`.checkpoint` commits and validates files and :mod:`.state_files` turns tensors and arrays into their bytes;
+this module decides which files (model, optimizer, loss, every rank's RNG streams, the epoch's batches, the cursor
+and the recipe) and restores them, refusing a resume whose recipe changed in keys the user did not allow.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from ..errors import CheckpointError
 from . import checkpoint as ckpt
-from . import distributed
+from . import distributed, state_files
 from .setup import jsonable, plugin_list
 from .state import TrainState, host_rng_state, set_host_rng_state
 
@@ -85,16 +86,16 @@ def save_state(run: Run) -> Path | None:
     if dist.is_main:
         state.metrics_offset = run.metrics.offset()
         state.scaler = scaler.state_dict() if scaler is not None else None
-        opt_tensors, groups = ckpt.optimizer_to_tensors(run.optimizer)
+        opt_tensors, groups = state_files.optimizer_to_tensors(run.optimizer)
         files = {
-            "model.safetensors": ckpt.tensors_to_bytes(run.model.state_dict()),
-            "optimizer.safetensors": ckpt.tensors_to_bytes(opt_tensors),
+            "model.safetensors": state_files.tensors_to_bytes(run.model.state_dict()),
+            "optimizer.safetensors": state_files.tensors_to_bytes(opt_tensors),
             "rng.json": json.dumps([json.loads(b) for b in blobs]).encode(),
         }
         if isinstance(run.loss_fn, torch.nn.Module) and run.loss_fn.state_dict():
-            files["loss.safetensors"] = ckpt.tensors_to_bytes(run.loss_fn.state_dict())
+            files["loss.safetensors"] = state_files.tensors_to_bytes(run.loss_fn.state_dict())
         if state.batches is not None:
-            files["batches.npy"] = ckpt.npy_bytes(np.asarray(state.batches, dtype=np.int64))
+            files["batches.npy"] = state_files.npy_bytes(np.asarray(state.batches, dtype=np.int64))
         meta = {"format_version": ckpt.FORMAT_VERSION, **state.to_json(), "world_size": dist.world_size,
                 "grad_accum": tcfg.grad_accum, "optimizer_groups": groups, "recipe": run.resolved,
                 "plugins": plugin_list(run.plugins)}
@@ -113,7 +114,7 @@ def restore_state(run: Run, found: tuple[Path, dict[str, bytes]]) -> TrainState:
     model, loss_fn, optimizer, scaler, dist, tcfg = run.model, run.loss_fn, run.optimizer, run.scaler, run.dist, run.tcfg
     path, files = found
     meta = json.loads(files["state.json"])
-    changes, problems = ckpt.recipe_changes(meta["recipe"], run.resolved, run.allow)
+    changes, problems = recipe_changes(meta["recipe"], run.resolved, run.allow)
     if problems:
         keys = ",".join(p.split(":")[0] for p in problems)
         raise CheckpointError(f"{path}: the recipe differs from the checkpoint's in {keys}; pass "
@@ -122,13 +123,15 @@ def restore_state(run: Run, found: tuple[Path, dict[str, bytes]]) -> TrainState:
     if meta["world_size"] != dist.world_size:
         raise CheckpointError(f"{path}: checkpoint world_size={meta['world_size']}, current={dist.world_size}; "
                               "resume with the same number of processes")
+
+    def tensors(name: str) -> dict[str, Any]:
+        return state_files.bytes_to_tensors(files[name], str(path / name))
+
     try:
-        model.load_state_dict(ckpt.bytes_to_tensors(files["model.safetensors"], str(path / "model.safetensors")))
+        model.load_state_dict(tensors("model.safetensors"))
         if "loss.safetensors" in files:
-            loss_fn.load_state_dict(ckpt.bytes_to_tensors(files["loss.safetensors"], str(path / "loss.safetensors")))
-        ckpt.optimizer_from_tensors(optimizer, ckpt.bytes_to_tensors(files["optimizer.safetensors"],
-                                                                     str(path / "optimizer.safetensors")),
-                                    meta["optimizer_groups"])
+            loss_fn.load_state_dict(tensors("loss.safetensors"))
+        state_files.optimizer_from_tensors(optimizer, tensors("optimizer.safetensors"), meta["optimizer_groups"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path}: does not fit this model/optimizer: {exc}") from None
     for group in optimizer.param_groups:  # hyper-parameters come from the (possibly allowed-changed) recipe
@@ -141,7 +144,7 @@ def restore_state(run: Run, found: tuple[Path, dict[str, bytes]]) -> TrainState:
 
     set_torch_rng_state({k: torch.frombuffer(bytearray(base64.b64decode(v)), dtype=torch.uint8)
                          for k, v in rng["torch"].items()}, dist.device)
-    batches = ckpt.load_npy(files["batches.npy"]) if meta.get("has_batches") else None
+    batches = state_files.load_npy(files["batches.npy"]) if meta.get("has_batches") else None
     state = TrainState.from_json(meta, batches)
     if changes:
         state.recipe_changes = [*state.recipe_changes, {"step": state.step, "changes": changes}]
@@ -198,3 +201,44 @@ def reconcile_best(root: Path, state: TrainState, log: Callable[[str], None]) ->
         return
     ckpt.save_best(root, want["step"], files, want)
     log(f"norton: rebuilt the best checkpoint from {source.name} (its save had been interrupted)")
+
+
+# recipes across resumes: which keys may differ freely, and which need `--allow-recipe-change`
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+#: keys that may differ between a run and its resume without permission (where the run is, not what it does)
+FREE_KEYS = ("source", "run.output_dir", "run.cache_dir", "run.init_from", "run.pretrain_recipe", "run.threads",
+             "train.num_workers", "train.log_every", "train.read_mode", "train.check_finite",
+             "train.check_chunks", "train.validate", "evaluation", "logging")
+
+
+def recipe_changes(old: dict[str, Any], new: dict[str, Any], allowed: Iterable[str]) -> tuple[list[dict], list[str]]:
+    """(changes that are allowed, problems for those that are not). A key is allowed when it or a parent table
+    is listed."""
+    allowed = tuple(allowed)
+    flat_old, flat_new = flatten(old), flatten(new)
+    changes, problems = [], []
+    for key in sorted(set(flat_old) | set(flat_new)):
+        a, b = flat_old.get(key, "<absent>"), flat_new.get(key, "<absent>")
+        if a == b:
+            continue
+        if _covered(key, FREE_KEYS):
+            continue
+        if _covered(key, allowed):
+            changes.append({"key": key, "old": a, "new": b})
+        else:
+            problems.append(f"{key}: {a!r} -> {b!r}")
+    return changes, problems
+
+
+def _covered(key: str, names: tuple[str, ...]) -> bool:
+    return any(key == n or key.startswith(n + ".") for n in names)

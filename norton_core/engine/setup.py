@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import CheckpointError, DataError
 from . import checkpoint as ckpt
-from . import distributed
+from . import distributed, state_files
 
 DEMO_HINT = "to try norton without the dataset, run the laptop demo: norton-run recipes/how2_demo.toml"
 
@@ -105,13 +105,13 @@ def load_init_weights(model: Any, spec: str, log: Callable[[str], None]) -> None
         if not steps:
             raise CheckpointError(f"run.init_from {spec!r}: the run has no checkpoint")
         where = steps[-1][1]  # the run's final weights
-        tensors = ckpt.bytes_to_tensors(ckpt.read_checkpoint(where)["model.safetensors"],
+        tensors = state_files.bytes_to_tensors(ckpt.read_checkpoint(where)["model.safetensors"],
                                         str(where / "model.safetensors"))
     elif (path / "manifest.json").is_file():
-        tensors, where = ckpt.bytes_to_tensors(ckpt.read_checkpoint(path)["model.safetensors"],
+        tensors, where = state_files.bytes_to_tensors(ckpt.read_checkpoint(path)["model.safetensors"],
                                                str(path / "model.safetensors")), path
     elif path.is_file() and path.suffix == ".safetensors":  # inside a checkpoint directory: checked too
-        tensors, where = ckpt.bytes_to_tensors(ckpt.read_checkpoint_file(path), str(path)), path
+        tensors, where = state_files.bytes_to_tensors(ckpt.read_checkpoint_file(path), str(path)), path
     elif path.exists():
         raise CheckpointError(f"run.init_from {spec!r}: expected a run directory, a checkpoint directory or a "
                               ".safetensors file; pickled checkpoints (.pt/.pth/.bin) are never loaded — convert "

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from norton_core.engine import checkpoint as ckpt
+from norton_core.engine import state_files
 from norton_core.errors import CheckpointError
 
 
@@ -19,7 +20,7 @@ class Killed(BaseException):
 
 
 def _files(step: int, tag: str = "") -> dict[str, bytes]:
-    return {"model.safetensors": ckpt.tensors_to_bytes({"w": torch.full((3,), float(step))}),
+    return {"model.safetensors": state_files.tensors_to_bytes({"w": torch.full((3,), float(step))}),
             "state.json": json.dumps({"step": step, "tag": tag}).encode()}
 
 
@@ -175,7 +176,7 @@ def test_evaluate_refuses_a_checkpoint_with_one_flipped_byte(tmp_path):
     from norton_core.evaluation.cli import load_weights
 
     model = FakeModel(FakeModel.Config())
-    files = {"model.safetensors": ckpt.tensors_to_bytes(model.state_dict()), "state.json": b"{}"}
+    files = {"model.safetensors": state_files.tensors_to_bytes(model.state_dict()), "state.json": b"{}"}
     path = ckpt.save_checkpoint(tmp_path / "checkpoints", 3, files, keep_last=2, log=lambda m: None)
     load_weights(FakeModel(FakeModel.Config()), path / "model.safetensors")
     data = bytearray((path / "model.safetensors").read_bytes())

@@ -14,6 +14,7 @@ import torch
 from engine_fakes import recipe_dict
 
 from norton_core.engine import checkpoint as ckpt
+from norton_core.engine import state_files
 
 DRIVER = Path(__file__).with_name("engine_fakes.py")
 
@@ -46,7 +47,7 @@ def test_two_ranks_match_one_process_accumulating_two_batches(tmp_path):
     a = ckpt.find_latest(runs / "one" / "checkpoints", log=lambda m: None)
     b = ckpt.find_latest(runs / "two" / "checkpoints", log=lambda m: None)
     assert a[0].name == b[0].name == "step-4"  # 2 epochs x (5 batches // 2 batches per step)
-    wa, wb = ckpt.bytes_to_tensors(a[1]["model.safetensors"]), ckpt.bytes_to_tensors(b[1]["model.safetensors"])
+    wa, wb = state_files.bytes_to_tensors(a[1]["model.safetensors"]), state_files.bytes_to_tensors(b[1]["model.safetensors"])
     assert wa.keys() == wb.keys()
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=1e-5)

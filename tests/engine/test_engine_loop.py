@@ -12,6 +12,7 @@ from engine_fakes import run_fake as _run
 
 from norton_core import hookimpl
 from norton_core.engine import checkpoint as ckpt
+from norton_core.engine import state_files
 from norton_core.errors import CheckpointError, DataError, TrainingError
 
 
@@ -38,7 +39,7 @@ def test_run_directory_contract(tmp_path, plugins):
     assert (root / "latest").read_text().strip() == "step-15"
     assert [p.name for _, p in ckpt.committed_steps(root)] == ["step-14", "step-15"]  # keep_last = 2
     files = ckpt.read_checkpoint(root / "step-14")
-    batches = ckpt.load_npy(files["batches.npy"])
+    batches = state_files.load_npy(files["batches.npy"])
     assert batches.dtype == np.int64 and batches.shape == (5, 4) and not set(batches.ravel()) & {3, 11}
     state = json.loads(files["state.json"])
     assert state["step"] == 14 and state["epoch"] == 3 and state["cursor"] == 4

@@ -16,6 +16,7 @@ import torch
 from engine_fakes import recipe_dict
 
 from norton_core.engine import checkpoint as ckpt
+from norton_core.engine import state_files
 
 DRIVER = Path(__file__).with_name("engine_fakes.py")
 
@@ -76,7 +77,7 @@ def test_repeated_sigkill_then_resume_is_bit_exact(tmp_path):
     for step in ("step-14", "step-15"):
         a, b = ckpt.read_checkpoint(ref_root / step), ckpt.read_checkpoint(root / step)
         for name in ("model.safetensors", "optimizer.safetensors"):
-            ta, tb = ckpt.bytes_to_tensors(a[name]), ckpt.bytes_to_tensors(b[name])
+            ta, tb = state_files.bytes_to_tensors(a[name]), state_files.bytes_to_tensors(b[name])
             assert ta.keys() == tb.keys()
             assert all(torch.equal(ta[k], tb[k]) for k in ta), f"{step}/{name} differs (seed {seed})"
         assert a["rng.json"] == b["rng.json"]
@@ -108,7 +109,7 @@ def test_real_components_resume_bit_exact_with_dropout_and_workers(tmp_path):
     assert "resumed at step 2" in resumed.stdout
     a = ckpt.read_checkpoint(tmp_path / "reference" / "checkpoints" / "step-4")
     b = ckpt.read_checkpoint(tmp_path / "smoke_cpu" / "checkpoints" / "step-4")
-    ta, tb = ckpt.bytes_to_tensors(a["model.safetensors"]), ckpt.bytes_to_tensors(b["model.safetensors"])
+    ta, tb = state_files.bytes_to_tensors(a["model.safetensors"]), state_files.bytes_to_tensors(b["model.safetensors"])
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
     assert _step_lines(tmp_path / "reference") == _step_lines(tmp_path / "smoke_cpu")
 
@@ -129,7 +130,7 @@ def test_sigterm_commits_a_checkpoint_and_resume_is_bit_exact(tmp_path):
     ref_root = tmp_path / "runs" / "reference" / "checkpoints"
     a, b = ckpt.read_checkpoint(ref_root / "step-15"), ckpt.read_checkpoint(root / "step-15")
     for name in ("model.safetensors", "optimizer.safetensors"):
-        ta, tb = ckpt.bytes_to_tensors(a[name]), ckpt.bytes_to_tensors(b[name])
+        ta, tb = state_files.bytes_to_tensors(a[name]), state_files.bytes_to_tensors(b[name])
         assert all(torch.equal(ta[k], tb[k]) for k in ta)
     assert _step_lines(root.parent) == _step_lines(ref_root.parent)
 
@@ -137,7 +138,7 @@ def test_sigterm_commits_a_checkpoint_and_resume_is_bit_exact(tmp_path):
 def _assert_same_end(ref_root: Path, root: Path, step: str = "step-15") -> None:
     a, b = ckpt.read_checkpoint(ref_root / step), ckpt.read_checkpoint(root / step)
     for name in ("model.safetensors", "optimizer.safetensors"):
-        ta, tb = ckpt.bytes_to_tensors(a[name]), ckpt.bytes_to_tensors(b[name])
+        ta, tb = state_files.bytes_to_tensors(a[name]), state_files.bytes_to_tensors(b[name])
         assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta), name
     assert a["rng.json"] == b["rng.json"]
     assert _step_lines(root.parent) == _step_lines(ref_root.parent)
@@ -229,7 +230,7 @@ def _kill_sequence(tmp_path: Path, faults: list[str], check) -> Path:  # noqa: A
 def _assert_best_equal(ref_root: Path, root: Path) -> None:
     a, b = ckpt.read_checkpoint(ref_root / "best"), ckpt.read_checkpoint(root / "best")
     assert json.loads(a["selection.json"]) == json.loads(b["selection.json"])
-    ta, tb = ckpt.bytes_to_tensors(a["model.safetensors"]), ckpt.bytes_to_tensors(b["model.safetensors"])
+    ta, tb = state_files.bytes_to_tensors(a["model.safetensors"]), state_files.bytes_to_tensors(b["model.safetensors"])
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
 
 

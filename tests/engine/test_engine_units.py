@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from norton_core.engine import checkpoint as ckpt
+from norton_core.engine import resume, state_files
 from norton_core.engine.config import TrainConfig
 from norton_core.engine.retrieval import check_results, exact_knn, neighbour_batches, neighbour_recall
 from norton_core.engine.schedule import learning_rate
@@ -37,7 +38,7 @@ def test_schedule_warms_up_linearly_then_decays_polynomially():
 
 
 def _files(step: int) -> dict[str, bytes]:
-    return {"model.safetensors": ckpt.tensors_to_bytes({"w": torch.full((3,), float(step))}),
+    return {"model.safetensors": state_files.tensors_to_bytes({"w": torch.full((3,), float(step))}),
             "state.json": json.dumps({"step": step}).encode()}
 
 
@@ -52,7 +53,7 @@ def test_commit_writes_manifest_latest_and_keeps_last_n(tmp_path):
     assert set(manifest["files"]) == {"model.safetensors", "state.json"}
     assert not [p for p in root.iterdir() if p.name.startswith(".")]
     found, files = ckpt.find_latest(root, log=lambda m: None)
-    assert found == path and ckpt.bytes_to_tensors(files["model.safetensors"])["w"][0] == 4.0
+    assert found == path and state_files.bytes_to_tensors(files["model.safetensors"])["w"][0] == 4.0
 
 
 @pytest.mark.parametrize("damage", ["truncate1", "truncate_half", "empty", "flip", "no_manifest", "missing_file"])
@@ -132,11 +133,11 @@ def test_npy_loading_refuses_pickled_objects(tmp_path):
     buf = io.BytesIO()
     np.save(buf, np.array([Evil()], dtype=object), allow_pickle=True)
     with pytest.raises(CheckpointError):
-        ckpt.load_npy(buf.getvalue())
+        state_files.load_npy(buf.getvalue())
     assert not marker.exists()
-    good = ckpt.npy_bytes(np.arange(6, dtype=np.int64).reshape(2, 3))
+    good = state_files.npy_bytes(np.arange(6, dtype=np.int64).reshape(2, 3))
     assert good.startswith(b"\x93NUMPY")
-    assert ckpt.load_npy(good).tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert state_files.load_npy(good).tolist() == [[0, 1, 2], [3, 4, 5]]
 
 
 def test_optimizer_state_round_trips_through_safetensors():
@@ -147,13 +148,13 @@ def test_optimizer_state_round_trips_through_safetensors():
         model(torch.randn(5, 4)).pow(2).sum().backward()
         opt.step()
         opt.zero_grad()
-    tensors, groups = ckpt.optimizer_to_tensors(opt)
-    data = ckpt.tensors_to_bytes(tensors)
+    tensors, groups = state_files.optimizer_to_tensors(opt)
+    data = state_files.tensors_to_bytes(tensors)
     json.dumps(groups)
     twin = torch.nn.Linear(4, 3)
     twin.load_state_dict(model.state_dict())
     opt2 = torch.optim.Adam(twin.parameters(), lr=0.1)
-    ckpt.optimizer_from_tensors(opt2, ckpt.bytes_to_tensors(data), groups)
+    state_files.optimizer_from_tensors(opt2, state_files.bytes_to_tensors(data), groups)
     x = torch.randn(5, 4)
     for m, o in ((model, opt), (twin, opt2)):
         m(x).pow(2).sum().backward()
@@ -164,11 +165,11 @@ def test_optimizer_state_round_trips_through_safetensors():
 def test_recipe_changes_need_permission_per_key():
     old = {"train": {"lr": 1e-3, "epochs": 2}, "model": {"hidden": 8}, "source": "a.toml"}
     new = {"train": {"lr": 1e-4, "epochs": 3}, "model": {"hidden": 8}, "source": "b.toml"}
-    changes, problems = ckpt.recipe_changes(old, new, ())
+    changes, problems = resume.recipe_changes(old, new, ())
     assert changes == [] and problems == ["train.epochs: 2 -> 3", "train.lr: 0.001 -> 0.0001"]
-    changes, problems = ckpt.recipe_changes(old, new, ("train.lr",))
+    changes, problems = resume.recipe_changes(old, new, ("train.lr",))
     assert [c["key"] for c in changes] == ["train.lr"] and problems == ["train.epochs: 2 -> 3"]
-    changes, problems = ckpt.recipe_changes(old, new, ("train",))
+    changes, problems = resume.recipe_changes(old, new, ("train",))
     assert len(changes) == 2 and problems == []
 
 

@@ -8,7 +8,7 @@ import torch
 from engine_fakes import build_recipe, recipe_dict
 
 from norton_core.engine import checkpoint as ckpt
-from norton_core.engine import train
+from norton_core.engine import state_files, train
 from norton_core.engine.validation import validation_batches
 
 
@@ -45,7 +45,7 @@ def test_validation_is_logged_at_each_checkpoint_and_best_is_kept(tmp_path, plug
     # the best weights are the ones trained at that step (in a run without validation too)
     if (plain / "checkpoints" / f"step-{best['step']}").exists():
         ref = ckpt.read_checkpoint(plain / "checkpoints" / f"step-{best['step']}")["model.safetensors"]
-        a, b = ckpt.bytes_to_tensors(ref), ckpt.bytes_to_tensors(files["model.safetensors"])
+        a, b = state_files.bytes_to_tensors(ref), state_files.bytes_to_tensors(files["model.safetensors"])
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
