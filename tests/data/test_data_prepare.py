@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from norton_core.cli import main as norton_main
-from norton_core.data.prepare_how2 import PrepareOptions, index_captions, prepare_how2
+from norton_core.data.caption_index import index_captions
+from norton_core.data.prepare_how2 import PrepareOptions, prepare_how2
 from norton_core.data.store import ShardStore
 from norton_core.data.synthetic import generate
 from norton_core.data.verify import verify_store
