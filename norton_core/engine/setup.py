@@ -106,10 +106,10 @@ def load_init_weights(model: Any, spec: str, log: Callable[[str], None]) -> None
             raise CheckpointError(f"run.init_from {spec!r}: the run has no checkpoint")
         where = steps[-1][1]  # the run's final weights
         tensors = state_files.bytes_to_tensors(ckpt.read_checkpoint(where)["model.safetensors"],
-                                        str(where / "model.safetensors"))
+                                               str(where / "model.safetensors"))
     elif (path / "manifest.json").is_file():
         tensors, where = state_files.bytes_to_tensors(ckpt.read_checkpoint(path)["model.safetensors"],
-                                               str(path / "model.safetensors")), path
+                                                      str(path / "model.safetensors")), path
     elif path.is_file() and path.suffix == ".safetensors":  # inside a checkpoint directory: checked too
         tensors, where = state_files.bytes_to_tensors(ckpt.read_checkpoint_file(path), str(path)), path
     elif path.exists():
