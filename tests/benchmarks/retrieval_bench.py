@@ -241,9 +241,9 @@ def main() -> None:
                 show("before", n, old)
             show("now", n, mine)
             if n in compare_sizes:
-                a, b = np.load(f"{tmp}/old.npy"), np.load(f"{tmp}/new.npy")
+                a, b = np.load(f"{tmp}/old.npy"), np.load(f"{tmp}/new.npy")  # the two trees' neighbour lists
                 same_sets = np.mean([set(x.tolist()) == set(y.tolist()) for x, y in zip(a, b, strict=True)])
-                paired = [a["total"] / b["total"] for a, b in zip(old_runs, mine_runs, strict=True)]
+                paired = [o["total"] / m["total"] for o, m in zip(old_runs, mine_runs, strict=True)]
                 print(f"         speed-up {old['total'] / mine['total']:.2f}x (run by run, each before/now pair "
                       f"back to back: {', '.join(f'{x:.2f}' for x in paired)}), memory {old['peak_x']:.2f}x -> "
                       f"{mine['peak_x']:.2f}x; neighbour lists identical for {np.mean((a == b).all(1)):.1%} of queries, "
