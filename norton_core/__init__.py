@@ -10,10 +10,8 @@ from typing import Any
 
 import pluggy
 
-from ._manager import Plugins, default_plugins, set_default_plugins
-from .config import option, parse_config
-from .errors import CheckpointError, DataError, NortonError, PluginError, Preempted, RecipeError, TrainingError
-from .interfaces import (
+from norton_core.errors import CheckpointError, DataError, NortonError, PluginError, Preempted, RecipeError, TrainingError
+from norton_core.plugin.interfaces import (
     Aligner,
     DataPaths,
     DataSource,
@@ -27,7 +25,9 @@ from .interfaces import (
     SpecialTokens,
     VideoRecord,
 )
-from .registry import Register
+from norton_core.plugin.manager import Plugins, default_plugins, set_default_plugins
+from norton_core.plugin.registry import Register
+from norton_core.recipe.options import option, parse_config
 
 __version__ = "0.1.0"
 
@@ -42,7 +42,7 @@ def build(kind: str, name: str, options: Mapping[str, Any] | None = None, *, plu
     :param kind: one of ``data``, ``aligner``, ``model``, ``loss``, ``retrieval_backend``, ``evaluator``,
         ``metric_sink``.
     :param options: the component's table (without ``name``); validated strictly, all problems reported at once.
-    :param context: the kind's keyword context (see :mod:`norton_core.interfaces`), e.g. ``special_tokens``.
+    :param context: the kind's keyword context (see :mod:`norton_core.plugin.interfaces`), e.g. ``special_tokens``.
     :raises PluginError: unknown name. :raises RecipeError: invalid options.
     """
     plugins = plugins or default_plugins()

@@ -13,14 +13,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from . import __version__
-from ._manager import default_plugins
-from .errors import NortonError
+from norton_core import __version__
+from norton_core.errors import NortonError
+from norton_core.plugin.manager import default_plugins
 
 #: core modules that add their own subcommands (data preparation, evaluation, reading runs back, shipped recipes,
 #: plugin options and installs, studies)
-_CORE_COMMANDS = ("norton_core.data.cli", "norton_core.evaluation.cli", "norton_core.runs.cli", "norton_core.recipe_cli",
-                  "norton_core.plugin_cli", "norton_core.study.cli")
+_CORE_COMMANDS = ("norton_core.data.cli", "norton_core.evaluation.cli", "norton_core.runs.cli", "norton_core.recipe.cli",
+                  "norton_core.plugin.cli", "norton_core.study.cli")
 
 
 def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
     if args.options:
-        from .plugin_cli import all_options_text
+        from norton_core.plugin.cli import all_options_text
 
         print(all_options_text(default_plugins()))
         return 0
@@ -40,7 +40,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .recipe import load_recipe
+    from norton_core.recipe.load import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     print(f"{args.recipe}: ok ({', '.join(f'{p}={s.name}' for p, s in recipe.components.items())})")
@@ -48,7 +48,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .recipe import load_recipe
+    from norton_core.recipe.load import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     if args.dry_run or args.explain:
@@ -57,7 +57,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print("# each value: the file:line (or --set) it came from, or default; paths: -> their absolute form")
         print(recipe.to_toml(explain=args.explain))
         return 0
-    from .engine import train
+    from norton_core.engine import train
 
     allow = tuple(k.strip() for k in (args.allow_recipe_change or "").split(",") if k.strip())
     train(recipe, resume=args.resume, overwrite=args.overwrite, allow_recipe_change=allow)
@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from .plugin_cli import pip_passthrough
+    from norton_core.plugin.cli import pip_passthrough
 
     # before the plugins load: `norton uninstall` must work when a broken plugin breaks the CLI's start-up
     passthrough = pip_passthrough(list(sys.argv[1:] if argv is None else argv))

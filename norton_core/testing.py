@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from . import _manager
-from ._manager import Plugins, set_default_plugins
+from norton_core.plugin import manager as _manager
+from norton_core.plugin.manager import Plugins, set_default_plugins
 
 
 def builtin_plugins(extra_allowed: str = "") -> Plugins:

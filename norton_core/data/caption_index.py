@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from norton_core.errors import DataError
 
 
 def index_captions(path: Path, wanted: set[str], chunk_chars: int = 1 << 22) -> dict[str, tuple[int, int]]:

@@ -9,11 +9,11 @@ import argparse
 import json
 from pathlib import Path
 
-from ..errors import DataError
+from norton_core.errors import DataError
 
 
 def _cmd_how2(args: argparse.Namespace) -> int:
-    from .prepare_how2 import PrepareOptions, prepare_how2
+    from norton_core.data.prepare_how2 import PrepareOptions, prepare_how2
 
     raw = Path(args.raw) if args.raw else None
     if raw is not None and not raw.is_dir():
@@ -49,7 +49,7 @@ def _cmd_how2(args: argparse.Namespace) -> int:
 
 
 def _cmd_synthetic(args: argparse.Namespace) -> int:
-    from .synthetic import generate
+    from norton_core.data.synthetic import generate
 
     paths = generate(
         args.out, args.videos, args.seed, val_videos=args.val_videos, shift_prob=args.shift_prob,
@@ -64,7 +64,7 @@ def _cmd_synthetic(args: argparse.Namespace) -> int:
 
 
 def _cmd_mmpt(args: argparse.Namespace) -> int:
-    from .mmpt import import_mmpt
+    from norton_core.data.mmpt import import_mmpt
 
     out = import_mmpt(args.dir, args.split, args.out, tokenizer=args.tokenizer, prefix=args.prefix,
                       hash_files=not args.no_hash, progress=not args.no_progress)
@@ -73,7 +73,7 @@ def _cmd_mmpt(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import verify_store
+    from norton_core.data.verify import verify_store
 
     summary = verify_store(args.dir, progress=not args.no_progress)
     print(json.dumps({"ok": True, **summary}))

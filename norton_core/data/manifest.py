@@ -39,7 +39,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from norton_core.errors import DataError
 
 FORMAT = "norton-shards"
 FORMAT_VERSION = 1

@@ -1,6 +1,6 @@
 """``norton prepare mmpt``: adopt an existing MMPT/VideoCLIP shard directory (docs/data_formats.md) in place.
 
-The directory's ``{split}_meta.pkl`` is read with :func:`norton_core.safe_pickle.load_plain` (no class is ever looked
+The directory's ``{split}_meta.pkl`` is read with :func:`norton_core._util.safe_pickle.load_plain` (no class is ever looked
 up, so a crafted pickle cannot run code, and one whose shared sub-lists describe more values than its bytes could
 hold is refused before it is built), the shard files are checked and hashed, and a manifest pointing back at them
 (``data_dir``) is written to a new store directory; no data is copied.
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from ..fsutil import replace_atomic
-from ..safe_pickle import load_plain
-from . import manifest as mf
-from .npyfile import hash_file, read_header
+from norton_core._util.files import replace_atomic
+from norton_core._util.safe_pickle import load_plain
+from norton_core.data import manifest as mf
+from norton_core.data.npyfile import hash_file, read_header
+from norton_core.errors import DataError
 
 
 def load_meta(path: Path) -> dict[int, list[str]]:
@@ -112,8 +112,8 @@ def import_mmpt(
 ) -> Path:
     """Write a manifest for the MMPT shards of ``split`` in ``src``; returns the new store directory (default
     ``src/norton_<split>``)."""
-    from ..textenc import load_tokenizer, vocab_hash
-    from .store import ShardStore
+    from norton_core._util.text_encoders import load_tokenizer, vocab_hash
+    from norton_core.data.store import ShardStore
 
     src = Path(src)
     out = Path(out_dir) if out_dir is not None else src / f"norton_{split}"

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from norton_core.errors import DataError
 
 #: size of the header we reserve; np.save produces exactly this for any 1-D/2-D shape with < 40-digit dimensions
 HEADER_BYTES = 128

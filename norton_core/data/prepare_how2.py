@@ -52,12 +52,12 @@ from typing import Any
 import attrs
 import numpy as np
 
-from ..errors import DataError
-from ..faults import fault_point
-from ..fsutil import replace_atomic
-from . import manifest as mf
-from .caption_index import index_captions
-from .writer import ShardWriter, read_finished_part, remove_staging, write_part
+from norton_core._util.faults import fault_point
+from norton_core._util.files import replace_atomic
+from norton_core.data import manifest as mf
+from norton_core.data.caption_index import index_captions
+from norton_core.data.writer import ShardWriter, read_finished_part, remove_staging, write_part
+from norton_core.errors import DataError
 
 N_EXAMPLES = 5
 SPLIT_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -246,7 +246,7 @@ def tokenize_captions(tokenizer: Any, texts: Sequence[str], max_chars: int, max_
 
 def build_shard(job: dict[str, Any]) -> dict[str, Any]:
     """Build, commit and record shard ``job['k']``; returns its record (manifest entry + report)."""
-    from ..textenc import load_tokenizer
+    from norton_core._util.text_encoders import load_tokenizer
 
     opts = PrepareOptions(**job["options"])
     out_dir, features_dir = Path(job["out_dir"]), Path(job["features_dir"])
@@ -317,7 +317,7 @@ def prepare_split(
     Every dirty record is summarised on stderr. With no video left (an empty list, or all skipped) no manifest
     is written and a DataError says why, unless ``allow_empty``.
     """
-    from ..textenc import load_tokenizer, vocab_hash
+    from norton_core._util.text_encoders import load_tokenizer, vocab_hash
 
     options.check()
     out_dir = Path(out_dir)

@@ -30,10 +30,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import DataError
-from ..interfaces import VideoRecord
-from . import manifest as mf
-from .npyfile import read_header
+from norton_core.data import manifest as mf
+from norton_core.data.npyfile import read_header
+from norton_core.errors import DataError
+from norton_core.plugin.interfaces import VideoRecord
 
 ReadMode = Literal["mmap", "pread"]
 

@@ -46,8 +46,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from ..errors import DataError
-from .synthetic_words import (
+from norton_core.data.synthetic_words import (
     ACTIONS,
     ALT_ASR_TEMPLATES,
     ASR_TEMPLATES,
@@ -64,6 +63,7 @@ from .synthetic_words import (
     OBJECTS,
     TASKS,
 )
+from norton_core.errors import DataError
 
 DIM = 512
 WORLD_SEED = 20240116

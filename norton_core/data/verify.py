@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
-from . import manifest as mf
-from .store import ShardStore, _Shard, locate_bytes, videos_in_rows
+from norton_core.data import manifest as mf
+from norton_core.data.store import ShardStore, _Shard, locate_bytes, videos_in_rows
+from norton_core.errors import DataError
 
 
 def _check_hashes(shard: _Shard, role: str, entry: dict[str, Any], chunk_bytes: int) -> list[str]:

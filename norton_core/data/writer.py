@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from ..faults import fault_point
-from ..fsutil import fsync_dir, replace_atomic
-from . import manifest as mf
-from .npyfile import NpyStreamWriter, hash_file
+from norton_core._util.faults import fault_point
+from norton_core._util.files import fsync_dir, replace_atomic
+from norton_core.data import manifest as mf
+from norton_core.data.npyfile import NpyStreamWriter, hash_file
 
 PARTS = ".parts"
 

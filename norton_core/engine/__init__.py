@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .state import RunContext, RunResult
+from norton_core.engine.state import RunContext, RunResult
 
 __all__ = ["RunContext", "RunResult", "train"]
 
@@ -21,7 +21,7 @@ _depth = 0
 
 def train(recipe: Any, *, resume: bool = False, overwrite: bool = False, allow_recipe_change: Iterable[str] = (),
           plugins: Any = None) -> RunResult:
-    """Train as ``recipe`` (a :class:`norton_core.recipe.Recipe`) says, in ``<run.output_dir>/<run.name>``.
+    """Train as ``recipe`` (a :class:`norton_core.recipe.load.Recipe`) says, in ``<run.output_dir>/<run.name>``.
 
     :param resume: continue from the newest valid checkpoint (a run without one starts from the beginning); a
         complete run only reports that it is complete.
@@ -34,15 +34,15 @@ def train(recipe: Any, *, resume: bool = False, overwrite: bool = False, allow_r
     skipped if complete) and its final weights initialise this run (unless ``run.init_from`` is set).
     """
     global _depth
-    from .._manager import default_plugins
-    from . import distributed, loop
+    from norton_core.engine import distributed, loop
+    from norton_core.plugin.manager import default_plugins
 
     plugins = plugins or default_plugins()
     _depth += 1
     try:
         init_from, prior = recipe.run.init_from, {}
         if recipe.run.pretrain_recipe:
-            from ..recipe import load_recipe
+            from norton_core.recipe.load import load_recipe
 
             # loading resolved it from the file that wrote it; a recipe.json from an older run may hold it relative
             stage_path = Path(recipe.source).parent / recipe.run.pretrain_recipe
@@ -70,7 +70,7 @@ def train(recipe: Any, *, resume: bool = False, overwrite: bool = False, allow_r
 
 def _stage_only_overrides(recipe: Any, passed_on: set[str]) -> list[str]:
     """The ``--set`` keys of ``recipe`` that its first stage does not receive (said, so none is dropped silently)."""
-    from ..recipe_files import SET_SOURCE
+    from norton_core.recipe.files import SET_SOURCE
 
     sources = getattr(recipe.origins, "sources", {}) or {}
     keys = {key for key, where in sources.items() if where == SET_SOURCE}

@@ -39,9 +39,9 @@ from typing import Any
 
 import attrs
 
-from ..errors import CheckpointError
-from ..faults import fault_point
-from ..fsutil import fsync_dir, replace_atomic, write_durable
+from norton_core._util.faults import fault_point
+from norton_core._util.files import fsync_dir, replace_atomic, write_durable
+from norton_core.errors import CheckpointError
 
 FORMAT_VERSION = 1
 STEP_DIR = re.compile(r"^step-(\d+)$")

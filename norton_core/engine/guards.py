@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import PluginError, RecipeError
+from norton_core.errors import PluginError, RecipeError
 
 
 def check_data_bounds(recipe: Any, sampleable: int, store: Any, world_size: int) -> None:

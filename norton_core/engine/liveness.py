@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import TrainingError
-from .distributed import Dist
+from norton_core.engine.distributed import Dist
+from norton_core.errors import TrainingError
 
 HEARTBEAT_S = 0.5
 #: how long survivors watch the counters before naming the ranks whose counter did not move

@@ -20,21 +20,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError, Preempted, RecipeError, TrainingError
-from ..faults import fault_point
-from . import checkpoint as ckpt
-from . import data as dataio
-from . import distributed, guards, liveness
-from .forward import forward_and_loss
-from .parts import Run, assemble
-from .preempt import Preemption
-from .progress import Progress, planned_steps, steps_per_epoch
-from .resume import open_run_dir, save_state
-from .retrieval import describe_recall, retrieval_round
-from .schedule import learning_rate
-from .setup import apply_determinism, plugin_list, resolve_precision
-from .state import RunResult
-from .validation import validate
+from norton_core._util.faults import fault_point
+from norton_core.engine import checkpoint as ckpt
+from norton_core.engine import distributed, guards, liveness
+from norton_core.engine import loader as dataio
+from norton_core.engine.forward import forward_and_loss
+from norton_core.engine.parts import Run, assemble
+from norton_core.engine.preempt import Preemption
+from norton_core.engine.progress import Progress, planned_steps, steps_per_epoch
+from norton_core.engine.resume import open_run_dir, save_state
+from norton_core.engine.schedule import learning_rate
+from norton_core.engine.setup import apply_determinism, plugin_list, resolve_precision
+from norton_core.engine.state import RunResult
+from norton_core.engine.validation import validate
+from norton_core.errors import DataError, Preempted, RecipeError, TrainingError
+from norton_core.retrieval.round import describe_recall, retrieval_round
 
 __all__ = ["resolve_precision", "run"]
 
@@ -383,7 +383,7 @@ def evaluate(run: Run, label: str) -> None:
 
 def evaluate_model(run: Run) -> dict[str, float]:
     """``{"<task>/<metric>": value}`` for the recipe's evaluation tasks (rank 0 only)."""
-    from ..evaluation import run_evaluation
+    from norton_core.evaluation import run_evaluation
 
     ecfg, model = run.recipe.evaluation, run.model
     options = {task: run.recipe.components[f"evaluation.task_options.{task}"].config for task in ecfg.tasks}
@@ -409,8 +409,8 @@ def _result(run: Run, last: dict[str, float]) -> RunResult:
 def print_evaluation(evaluation: dict[str, Any], run_name: str = "run", initialised: bool = False) -> None:
     """All result sets side by side (e.g. the untrained model, the pretraining stage, this run), columns named by
     what they are, with the chance level of each row; counters that stayed zero are left out."""
-    from ..evaluation import render_report
-    from ..runs import column_labels
+    from norton_core.evaluation import render_report
+    from norton_core.runs import column_labels
 
     first = next(iter(evaluation.values()))
     print(render_report(column_labels(evaluation, run_name, initialised), order=list(first)), flush=True)

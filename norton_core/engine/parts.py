@@ -13,14 +13,13 @@ from typing import Any
 import attrs
 import numpy as np
 
-from ..errors import CheckpointError, DataError, TrainingError
-from . import data as dataio
-from . import distributed
-from .distributed import Dist
-from .guards import check_data_bounds
-from .metrics_log import MetricsLog
-from .preempt import Preemption
-from .setup import (
+from norton_core.engine import distributed
+from norton_core.engine import loader as dataio
+from norton_core.engine.distributed import Dist
+from norton_core.engine.guards import check_data_bounds
+from norton_core.engine.preempt import Preemption
+from norton_core.engine.records import MetricsLog
+from norton_core.engine.setup import (
     DEMO_HINT,
     autocast_factory,
     cache_dir_of,
@@ -29,15 +28,16 @@ from .setup import (
     prepare_data,
     read_json,
 )
-from .state import RunContext, TrainState
-from .validation import open_validation
+from norton_core.engine.state import RunContext, TrainState
+from norton_core.engine.validation import open_validation
+from norton_core.errors import CheckpointError, DataError, TrainingError
 
 
 @attrs.define(eq=False)
 class Run:
     """One training run: fixed parts (set once by :func:`assemble`) and progress (``state``, ``evaluation``).
 
-    :ivar recipe: the :class:`norton_core.recipe.Recipe`; ``resolved`` its plain-dict form (saved with checkpoints).
+    :ivar recipe: the :class:`norton_core.recipe.load.Recipe`; ``resolved`` its plain-dict form (saved with checkpoints).
     :ivar plugins: the :class:`norton_core.Plugins` that built the components and receive the lifecycle hooks.
     :ivar dist: this process's place in the (torchrun) world; ``log`` prints on rank 0 only.
     :ivar run_dir / ckpt_root: the run directory and its ``checkpoints`` folder.
@@ -117,7 +117,7 @@ def assemble(recipe: Any, plugins: Any, *, dist: Dist, log: Callable[[str], None
     """Prepare the data, build the components and the optimizer, then restore the checkpoint (if any)."""
     import torch
 
-    from .resume import restore_state
+    from norton_core.engine.resume import restore_state
 
     cfg, tcfg, ecfg = recipe.run, recipe.train, recipe.evaluation
     metrics = MetricsLog.open(recipe, run_dir, dist.is_main, log)

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import CheckpointError
-from . import checkpoint as ckpt
-from . import distributed, state_files
-from .setup import jsonable, plugin_list
-from .state import TrainState, host_rng_state, set_host_rng_state
+from norton_core.engine import checkpoint as ckpt
+from norton_core.engine import distributed, state_files
+from norton_core.engine.setup import jsonable, plugin_list
+from norton_core.engine.state import TrainState, host_rng_state, set_host_rng_state
+from norton_core.errors import CheckpointError
 
 if TYPE_CHECKING:
-    from .parts import Run
+    from norton_core.engine.parts import Run
 
 
 def open_run_dir(run_dir: Path, ckpt_root: Path, resume: bool, overwrite: bool, dist: distributed.Dist,
@@ -76,7 +76,7 @@ def save_state(run: Run) -> Path | None:
 
     import torch
 
-    from .state import torch_rng_state
+    from norton_core.engine.state import torch_rng_state
 
     state, scaler, dist, tcfg = run.state, run.scaler, run.dist, run.tcfg
     rng = {"host": host_rng_state(),
@@ -140,7 +140,7 @@ def restore_state(run: Run, found: tuple[Path, dict[str, bytes]]) -> TrainState:
         scaler.load_state_dict(meta["scaler"])
     rng = json.loads(files["rng.json"])[dist.rank]
     set_host_rng_state(rng["host"])
-    from .state import set_torch_rng_state
+    from norton_core.engine.state import set_torch_rng_state
 
     set_torch_rng_state({k: torch.frombuffer(bytearray(base64.b64decode(v)), dtype=torch.uint8)
                          for k, v in rng["torch"].items()}, dist.device)

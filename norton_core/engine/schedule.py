@@ -5,7 +5,7 @@ A pure function of the step, so a resume needs nothing but the step counter.
 
 from __future__ import annotations
 
-from .config import TrainConfig
+from norton_core.recipe.tables import TrainConfig
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:

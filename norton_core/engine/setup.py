@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointError, DataError
-from . import checkpoint as ckpt
-from . import distributed, state_files
+from norton_core.engine import checkpoint as ckpt
+from norton_core.engine import distributed, state_files
+from norton_core.errors import CheckpointError, DataError
 
 DEMO_HINT = "to try norton without the dataset, run the laptop demo: norton-run recipes/how2_demo.toml"
 
@@ -87,7 +87,7 @@ def check_tokenizer(model: Any, store: Any) -> None:
     expected = manifest.get("vocab_hash")
     if not expected:
         return
-    from ..textenc import load_tokenizer, vocab_hash
+    from norton_core._util.text_encoders import load_tokenizer, vocab_hash
 
     actual = vocab_hash(load_tokenizer(model.tokenizer_name()))
     if actual != expected:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 @attrs.define
 class RunContext:
-    """The run as lifecycle hooks see it (see :mod:`norton_core.hookspecs`).
+    """The run as lifecycle hooks see it (see :mod:`norton_core.plugin.hookspecs`).
 
     :ivar recipe: the resolved recipe (a plain dict, as saved in ``recipe.json``).
     :ivar run_dir: the run directory.

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointError
+from norton_core.errors import CheckpointError
 
 
 def tensors_to_bytes(tensors: Mapping[str, Any]) -> bytes:

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import TrainingError
-from . import data as dataio
-from . import distributed
-from .forward import forward_and_loss
+from norton_core.engine import distributed
+from norton_core.engine import loader as dataio
+from norton_core.engine.forward import forward_and_loss
+from norton_core.errors import TrainingError
 
 if TYPE_CHECKING:
-    from .parts import Run
+    from norton_core.engine.parts import Run
 
 #: the epoch number the validation clips are drawn for (any fixed value: the same clips every time)
 VAL_EPOCH = 0
@@ -47,7 +47,7 @@ def validation_loss(model: Any, loss_fn: Any, store: Any, aligner: Any, batches:
     the means are over all ranks' batches)."""
     import torch
 
-    from .state import host_rng_state, set_host_rng_state
+    from norton_core.engine.state import host_rng_state, set_host_rng_state
 
     mine = batches[dist.rank::dist.world_size]
     loader = dataio.make_loader(dataio.BatchDataset(store, aligner, mine, seed, VAL_EPOCH, "val"), num_workers, seed)

@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError, DataError, NortonError, RecipeError
-from .report import FORMATS
+from norton_core.errors import CheckpointError, DataError, NortonError, RecipeError
+from norton_core.evaluation.report import FORMATS
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -57,9 +57,9 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
 
 
 def load_recipe_any(path: Path) -> Any:
-    """A validated :class:`~norton_core.recipe.Recipe` from a TOML recipe or a run's ``recipe.json``."""
-    from ..export import export_recipe, is_export
-    from ..recipe import Recipe, load_recipe
+    """A validated :class:`~norton_core.recipe.load.Recipe` from a TOML recipe or a run's ``recipe.json``."""
+    from norton_core.recipe.load import Recipe, load_recipe
+    from norton_core.runs.export import export_recipe, is_export
 
     if path.name == "recipe.json" and is_export(path.parent):
         return export_recipe(path.parent)
@@ -81,7 +81,7 @@ def load_weights(model: Any, source: Path, data: bytes | None = None) -> None:
     from safetensors.torch import load
 
     if data is None:
-        from ..engine.checkpoint import read_checkpoint_file
+        from norton_core.engine.checkpoint import read_checkpoint_file
 
         data = read_checkpoint_file(Path(source))
 
@@ -117,7 +117,7 @@ def eval_root_of(recipe: Any, eval_root: str | None) -> Path:
 
 
 def tasks_and_options(recipe: Any, tasks_arg: str | None) -> tuple[list[str], dict[str, Any]]:
-    from .runner import DEFAULT_TASKS
+    from norton_core.evaluation.runner import DEFAULT_TASKS
 
     if tasks_arg:
         tasks = [t.strip() for t in tasks_arg.split(",") if t.strip()]
@@ -137,9 +137,9 @@ def tasks_and_options(recipe: Any, tasks_arg: str | None) -> tuple[list[str], di
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .report import render_report
-    from .runner import run_evaluation
-    from .targets import resolve_targets, unique_labels
+    from norton_core.evaluation.report import render_report
+    from norton_core.evaluation.runner import run_evaluation
+    from norton_core.evaluation.targets import resolve_targets, unique_labels
 
     if args.select_by_test_metric and args.checkpoints != "all":
         raise NortonError("--select-by-test-metric chooses among checkpoints: use it with --checkpoints all")

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import NortonError
-from ..interfaces import Model
-from ..layout import build_text_seq, build_video_seq
+from norton_core.data.layout import build_text_seq, build_video_seq
+from norton_core.errors import NortonError
+from norton_core.plugin.interfaces import Model
 
 #: a clip to encode: (per-second features (T, 512), start second, end second)
 Span = tuple[np.ndarray, int, int]

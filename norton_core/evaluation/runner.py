@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from .._manager import Plugins, default_plugins
-from ..config import parse_config
-from ..errors import DataError, PluginError, RecipeError
-from ..interfaces import EvalContext, Evaluator, Model
+from norton_core.errors import DataError, PluginError, RecipeError
+from norton_core.plugin.interfaces import EvalContext, Evaluator, Model
+from norton_core.plugin.manager import Plugins, default_plugins
+from norton_core.recipe.options import parse_config
 
 log = logging.getLogger("norton.evaluation")
 
@@ -85,7 +85,7 @@ def run_evaluation(model: Model, tasks: Sequence[str], eval_root: Path, *,
         raise DataError(problems=[
             f"{eval_root / ev.dataset}: the {ev.name!r} evaluation set is missing (expected the public layout of "
             f"docs/data_formats.md under the eval root {eval_root})" for ev in missing])
-    from .embed import shared_cache  # imports torch: only once there is something to evaluate
+    from norton_core.evaluation.embed import shared_cache
 
     results: dict[str, float] = {}
     # tasks on the same set (YouCook2 clip and video) share the cache: each caption and clip is encoded once
@@ -125,7 +125,7 @@ def format_table(results: Mapping[str, float], columns: Mapping[str, Mapping[str
 
     For the rows a paper reports, a chance column, Markdown or LaTeX, use :func:`.report.render_report`.
     """
-    from .report import render_report
+    from norton_core.evaluation.report import render_report
 
     return render_report(dict(columns) if columns else {"value": dict(results)}, rows="all", chance=False,
                          order=list(results))

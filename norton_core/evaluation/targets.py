@@ -24,7 +24,7 @@ from typing import Literal
 
 import attrs
 
-from ..errors import CheckpointError, RecipeError
+from norton_core.errors import CheckpointError, RecipeError
 
 Selection = Literal["latest", "best", "all"]
 
@@ -45,7 +45,7 @@ class Target:
 
 def resolve_targets(target: Path, recipe: str | None, checkpoints: Selection = "latest") -> list[Target]:
     """The checkpoints of ``target`` that ``checkpoints`` selects, oldest first (``best`` last)."""
-    from ..export import is_export
+    from norton_core.runs.export import is_export
 
     if is_export(target):  # norton export's directory: its weights and its own recipe.json
         if checkpoints != "latest":
@@ -74,7 +74,7 @@ def resolve_targets(target: Path, recipe: str | None, checkpoints: Selection = "
 
 
 def _run_targets(run: Path, recipe: Path, checkpoints: Selection) -> list[Target]:
-    from ..engine.checkpoint import committed_steps, read_pointer
+    from norton_core.engine.checkpoint import committed_steps, read_pointer
 
     root = run / "checkpoints"
     latest = read_pointer(root / "latest") if (root / "latest").is_file() else ""
@@ -121,7 +121,7 @@ def _best_target(run: Path, best: Path, recipe: Path) -> Target:
 
 def _verified(path: Path, name: str) -> bytes:
     """File ``name`` of checkpoint ``path``, its size and sha256 checked against the manifest, which must exist."""
-    from ..engine.checkpoint import read_checkpoint_file
+    from norton_core.engine.checkpoint import read_checkpoint_file
 
     if not (path / "manifest.json").is_file():
         raise CheckpointError(f"{path}: no manifest.json (an incomplete checkpoint)")

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .read import MAIN_METRICS, RunSummary, final_evaluation, find_runs, read_run
-from .tables import cell, render, setting
+from norton_core.runs.read import MAIN_METRICS, RunSummary, final_evaluation, find_runs, read_run
+from norton_core.runs.tables import cell, render, setting
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -63,7 +63,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .plot import plot_runs
+    from norton_core.runs.plot import plot_runs
 
     runs = [read_run(p) for p in args.runs]
     out = plot_runs(runs, unique_names(runs), Path(args.output))
@@ -72,10 +72,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..export import export_run
+    from norton_core.runs.export import export_run
 
     out = export_run(Path(args.run), Path(args.out), log=print)
-    print(f"norton: exported to {out}; load it with norton_core.export.load({str(out)!r})")
+    print(f"norton: exported to {out}; load it with norton_core.runs.export.load({str(out)!r})")
     return 0
 
 
@@ -85,7 +85,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def compare_evaluations(runs: list[RunSummary], names: list[str], markdown: bool = False,
                         all_metrics: bool = False) -> str:
     """Each run's last evaluation side by side: the rows a paper reports (all with ``all_metrics``), with chance."""
-    from ..evaluation import render_report
+    from norton_core.evaluation import render_report
 
     finals = {name: final_evaluation(r)[1] for name, r in zip(names, runs, strict=True)}
     if not any(finals.values()):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import NortonError
-from .read import MAIN_METRICS, RunSummary, final_evaluation
+from norton_core.errors import NortonError
+from norton_core.runs.read import MAIN_METRICS, RunSummary, final_evaluation
 
 #: step-record keys that are neither loss terms nor the learning rate
 _OTHER = ("step", "epoch", "time", "lr", "grad_norm", "clips_per_s")

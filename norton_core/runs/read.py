@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from ..errors import CheckpointError
+from norton_core.errors import CheckpointError
 
 #: the figures `norton runs` shows for a run, in this order, when its evaluation has them
 MAIN_METRICS = ("youcook2_clip/R@1", "youcook2_clip/R@10", "youcook2_video/dtw_R@1", "htm_align/recall", "msrvtt/R@1")

@@ -24,10 +24,10 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from ..errors import RecipeError
-    from .report import build_report, write_plots
-    from .runner import collect, run_study
-    from .spec import load_study
+    from norton_core.errors import RecipeError
+    from norton_core.study.report import build_report, write_plots
+    from norton_core.study.runner import collect, run_study
+    from norton_core.study.spec import load_study
 
     seeds = None
     if args.seeds:
@@ -37,7 +37,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             raise RecipeError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
     values = None
     if args.values:
-        from ..recipe_files import parse_override
+        from norton_core.recipe.files import parse_override
 
         texts = tuple(v.strip() for v in args.values.split(","))
         # named variants are picked by name; a key's values are TOML (0.3, "default", true)

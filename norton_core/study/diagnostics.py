@@ -34,8 +34,8 @@ from typing import Any
 import attrs
 import numpy as np
 
-from .. import hookimpl
-from ..errors import DataError
+from norton_core import hookimpl
+from norton_core.errors import DataError
 
 #: a caption is flagged as non-visual when more than this share of its mass goes to the bucket
 FLAG_SHARE = 0.5
@@ -154,9 +154,8 @@ class Diagnostics:
 
     def __init__(self, recipe: Any, model: Any, *, max_videos: int = 64, plugins: Any = None) -> None:
         import norton_core
-
-        from ..engine import data as dataio
-        from ..engine.setup import cache_dir_of
+        from norton_core.engine import loader as dataio
+        from norton_core.engine.setup import cache_dir_of
 
         source = recipe.build("data", cache_dir=cache_dir_of(recipe.run))
         paths = source.prepare(progress=False)

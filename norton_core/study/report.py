@@ -7,9 +7,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .runner import PRETRAIN, final_value
-from .spec import Study
-from .stats import fmt, mean_ci, paired_diff
+from norton_core.study.runner import PRETRAIN, final_value
+from norton_core.study.spec import Study
+from norton_core.study.stats import fmt, mean_ci, paired_diff
 
 DIAGNOSTICS = [
     ("bucket_precision", "bucket precision (flagged captions that are non-visual)"),

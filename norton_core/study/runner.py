@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import RecipeError
-from .diagnostics import DiagnosticsHook, read_diagnostics
-from .spec import Study
+from norton_core.errors import RecipeError
+from norton_core.study.diagnostics import DiagnosticsHook, read_diagnostics
+from norton_core.study.spec import Study
 
 HOOK_NAME = "norton-study-diagnostics"
 PRETRAIN = "pretrain"
@@ -36,8 +36,8 @@ def _train_cell(recipe_path: Path, overrides: list[str], record: Path, diagnosti
                 log: Callable[[str], None], after: list[str] | None = None) -> dict[str, Any]:
     """Train one run unless ``record`` says it is done with the same overrides (and, for an arm, the same first
     stage: ``after`` is that stage's overrides); return the record."""
-    from ..engine import train
-    from ..recipe import load_recipe
+    from norton_core.engine import train
+    from norton_core.recipe.load import load_recipe
 
     if record.is_file():
         done = json.loads(record.read_text())
@@ -68,7 +68,7 @@ def _train_cell(recipe_path: Path, overrides: list[str], record: Path, diagnosti
 
 def run_study(study: Study, plugins: Any = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train every missing cell; return ``{(label, seed, arm): record}`` with ``"pretrain"`` for first stages."""
-    from .._manager import default_plugins
+    from norton_core.plugin.manager import default_plugins
 
     plugins = plugins or default_plugins()
     stage1 = check_cells(study, plugins)
@@ -98,7 +98,7 @@ def run_study(study: Study, plugins: Any = None, log: Callable[[str], None] = pr
 def check_cells(study: Study, plugins: Any) -> Path | None:
     """Resolve every cell's recipe before anything trains, so that a typo in the last arm or variant is an error in
     seconds rather than after an hour; all problems at once. Returns the first stage's recipe (None: one stage)."""
-    from ..recipe import load_recipe
+    from norton_core.recipe.load import load_recipe
 
     base = load_recipe(study.base, plugins=plugins)
     stage1 = Path(study.base).parent / base.run.pretrain_recipe if base.run.pretrain_recipe else None

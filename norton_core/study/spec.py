@@ -34,7 +34,7 @@ from typing import Any
 
 import attrs
 
-from ..errors import RecipeError
+from norton_core.errors import RecipeError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from norton_core.batching import collate_clips as collate
+from norton_core.data.collate import collate_clips as collate
 
 __all__ = ["collate"]

@@ -12,10 +12,10 @@ from typing import Literal
 
 import attrs
 
-from norton_core.config import option
 from norton_core.data import manifest as mf
 from norton_core.errors import DataError
-from norton_core.interfaces import DataPaths, DataSource
+from norton_core.plugin.interfaces import DataPaths, DataSource
+from norton_core.recipe.options import option
 
 #: bump when the generator or the preparation changes what a cached synthetic set holds
 SYNTHETIC_VERSION = 3

@@ -1,6 +1,6 @@
 """Built-in evaluation tasks: YouCook2 clip and video-paragraph retrieval, HTM-Align grounding, MSR-VTT retrieval.
 
-Each task is an :class:`~norton_core.interfaces.Evaluator` registered by name; ``norton evaluate`` and the training
+Each task is an :class:`~norton_core.plugin.interfaces.Evaluator` registered by name; ``norton evaluate`` and the training
 engine run them through :func:`norton_core.evaluation.run_evaluation`. No torch import happens here: the modules
 import it inside ``evaluate``.
 """

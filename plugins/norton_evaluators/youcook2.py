@@ -9,9 +9,9 @@ from typing import Literal
 import attrs
 import numpy as np
 
-from norton_core.config import option
 from norton_core.errors import DataError
-from norton_core.interfaces import EvalContext, Evaluator, Model
+from norton_core.plugin.interfaces import EvalContext, Evaluator, Model
+from norton_core.recipe.options import option
 
 from .readers import FeatureDir, Segment, Skips, read_clip_selection, read_youcook2, segment_rows
 

@@ -41,7 +41,7 @@ global min-max normalisations squeeze the video-paragraph similarities into [0, 
 the block logits barely separate sequences and their gradient reaches the normalisers only through the extreme
 entries. The paper only post-trains an NCE-pretrained (VideoCLIP) model with it: train in two stages
 (``videoclip-nce``, or ``sequence_weight = 0``, then ``norton``), or set ``video_similarity_norm = "none"``, with
-which the video-paragraph term alone trains from scratch (tests/method/test_method_training.py). On the small toy
+which the video-paragraph term alone trains from scratch (tests/plugins/test_losses_training.py). On the small toy
 problems of that test file (and a 1-layer model on class-prototype features) the default min-max loss did train too,
 so how strongly it stalls depends on the data; the option is there to make the comparison easy.
 
@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from norton_core.errors import RecipeError
-from norton_core.interfaces import Loss
+from norton_core.plugin.interfaces import Loss
 
 from .config import NCEConfig, NortonConfig
 from .finegrained import fine_grained_sums

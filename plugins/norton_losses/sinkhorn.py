@@ -109,7 +109,7 @@ def _iterate_problems_last(kernel: torch.Tensor, a: torch.Tensor, mu: torch.Tens
     """Many small problems off the CPU (CUDA): the problems laid out last, ``K[i, j, :]``, so that ``K b`` is
     ``n`` fused multiply-adds ``(K b)[i, :] += K[i, j, :] * b[j, :]`` over every problem at once, and ``K^T a``
     ``m`` of them; each is one long vectorised pass. A batched ``bmm`` instead runs one tiny product per problem
-    (2.4x slower on these CPUs, measured in tests/benchmarks/loss_bench.py)."""
+    (2.4x slower on these CPUs, measured in benchmarks/loss_bench.py)."""
     m, n = kernel.shape[1], kernel.shape[2]
     k = kernel.permute(1, 2, 0).contiguous()  # (m, n, problems): k[i] is row i of every problem
     k_cols = kernel.permute(2, 1, 0).contiguous()  # (n, m, problems): column j, contiguous as well (1.3x faster)

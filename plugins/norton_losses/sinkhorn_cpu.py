@@ -3,7 +3,7 @@
 :func:`iterate` runs *the same iterate sequence* as :func:`norton_losses.sinkhorn._iterate` (first
 ``b = nu / K^T a``, then ``iterations - 1`` times ``a = mu / K b``, ``b = nu / K^T a``) in one compiled function
 (numba) instead of ~20 torch ops per iteration on 16,384-long vectors, which were bound by op overhead and cache
-traffic. At the loss benchmark's case (``tests/benchmarks/loss_bench.py --sinkhorn-only``, 2 cores) the loop takes
+traffic. At the loss benchmark's case (``benchmarks/loss_bench.py --sinkhorn-only``, 2 cores) the loop takes
 ~12 ms alone and the whole ``sinkhorn()`` 33-40 ms, against 63-64 ms with the torch loop in the same run. Right after
 a torch op the loop takes ~19 ms: torch's OpenMP workers keep spinning on the cores for a few ms after each parallel
 op (libgomp's default wait policy), and fusing more of ``sinkhorn()`` into numba calls between torch ops measured
@@ -18,7 +18,7 @@ arithmetic, so the result is bit-identical whatever the thread count or block si
 
 This module imports numba; :mod:`norton_losses.sinkhorn` imports it only when the CPU path first runs, so that
 ``import norton_losses`` stays light. The threading layer (numba's own ``workqueue``), the lock every parallel
-launch holds and the on-disk cache are :mod:`norton_core.compiled`'s, shared with the retrieval round's kernels.
+launch holds and the on-disk cache are :mod:`norton_core._util.compiled`'s, shared with the retrieval round's kernels.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numba
 import numpy as np
 import torch
 
-from norton_core.compiled import LAUNCH, compile_cached, say_if_compiled, threads
+from norton_core._util.compiled import LAUNCH, compile_cached, say_if_compiled, threads
 
 #: the local block (m x n x lanes float32) is kept within this many bytes so that it stays in L1 (32 KiB here)
 BLOCK_BYTES = 32 * 1024

@@ -1,6 +1,6 @@
 """``norton convert-videoclip CHECKPOINT OUT``: fairseq VideoCLIP weights -> our ``mmfusion-separate`` state dict.
 
-The checkpoint is read with :func:`norton_core.safe_checkpoint.load_checkpoint` (no code from it runs; ``torch.load`` is
+The checkpoint is read with :func:`norton_core._util.safe_checkpoint.load_checkpoint` (no code from it runs; ``torch.load`` is
 never used; storage records and views are checked against the bytes the archive holds).
 Its ``model`` table holds keys prefixed ``mmmodel.`` (fairseq's wrapper). The mapping, applied after stripping
 that prefix (a checkpoint without it is accepted too):
@@ -35,8 +35,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from norton_core._util.safe_checkpoint import LazyTensor, load_checkpoint
 from norton_core.errors import CheckpointError
-from norton_core.safe_checkpoint import LazyTensor, load_checkpoint
 
 DROPPED = (
     re.compile(r".*\.position_ids$"),

@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from norton_core._util.text_encoders import load_tokenizer, resolve_pretrained
 from norton_core.errors import NortonError
-from norton_core.interfaces import Model, SpecialTokens
-from norton_core.textenc import load_tokenizer, resolve_pretrained
+from norton_core.plugin.interfaces import Model, SpecialTokens
 
 from .config import MMFusionConfig
 

@@ -1,7 +1,7 @@
 """Built-in retrieval backends: ``faiss-ivf`` (the reference's IVFFlat index) and ``exact`` (brute force).
 
 A backend indexes one vector per training video at every retrieval round and answers "which videos are near
-these videos" (see :class:`norton_core.interfaces.RetrievalBackend`). The engine turns the answers into batches.
+these videos" (see :class:`norton_core.plugin.interfaces.RetrievalBackend`). The engine turns the answers into batches.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import attrs
 import numpy as np
 
 from norton_core import RetrievalBackend, hookimpl, option
-from norton_core.neighbours import exact_knn, knn_scores, row_norms
+from norton_core.retrieval.search import exact_knn, knn_scores, row_norms
 
 
 @attrs.frozen
@@ -35,7 +35,7 @@ class FaissIVF(RetrievalBackend):
     a reference to (not a copy: the index costs ~30 bytes per video, plus a few hundred gathered rows while a cell
     is searched, so a round peaks near 1x the vectors instead of 2x; do not modify the matrix while searching).
     A search visits each query's ``nprobe`` nearest cells, as faiss does, and scores all the queries of a cell
-    against its members in blocked matrix products (:func:`norton_core.neighbours.knn_scores`, which gathers the
+    against its members in blocked matrix products (:func:`norton_core.retrieval.search.knn_scores`, which gathers the
     members block by block) instead of faiss's memory-bound scan per query: the same
     neighbours (exact L2 or inner product, ties by id) up to float32 rounding of near-ties. With the reference's
     ``nprobe = 1`` the "neighbours" are the query's cell mates, i.e. a hard-negative cluster rather than a true

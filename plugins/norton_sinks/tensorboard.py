@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 
 from norton_core import MetricSink, option
-from norton_core.metrics import scalars
+from norton_core.runs.scalars import scalars
 
 INSTALL = "pip install 'norton[tensorboard]'"
 

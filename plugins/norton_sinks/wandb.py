@@ -14,8 +14,8 @@ from typing import Any, Literal
 import attrs
 
 from norton_core import MetricSink, option
-from norton_core.fsutil import replace_atomic
-from norton_core.metrics import scalars
+from norton_core._util.files import replace_atomic
+from norton_core.runs.scalars import scalars
 
 #: where the W&B run id of a norton run is kept, for its resumes
 ID_FILE = "norton-run-id"

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from engine_fakes import fake_plugins
+
+from tests.engine.fakes import fake_plugins
 
 
 @pytest.fixture
 def plugins(monkeypatch):
-    from engine_fakes import open_fake_store
-
-    import norton_core.engine.data as dataio
+    import norton_core.engine.loader as dataio
+    from tests.engine.fakes import open_fake_store
 
     monkeypatch.setattr(dataio, "open_store", open_fake_store)
     return fake_plugins()

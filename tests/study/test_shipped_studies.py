@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from norton_core._manager import default_plugins
 from norton_core.errors import RecipeError
+from norton_core.plugin.manager import default_plugins
 from norton_core.study.runner import check_cells, run_study
 from norton_core.study.spec import load_study
 

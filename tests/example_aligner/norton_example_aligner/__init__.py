@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from norton_core import Aligner, DataError, Loss, hookimpl, option
-from norton_core.layout import build_text_seq, build_video_seq
+from norton_core.data.layout import build_text_seq, build_video_seq
 
 
 class WeightedCaptionAligner(Aligner):

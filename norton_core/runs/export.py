@@ -1,0 +1,247 @@
+"""Exported models: ``norton export RUN OUT`` writes a directory anyone can load without norton's recipes or runs,
+and :func:`load` embeds videos and texts into the model's joint space from it.
+
+An export directory holds
+
+- ``model.safetensors``: the model's weights (the run's newest valid checkpoint, or the checkpoint given);
+- ``model.json``: the registered model name and its options, plus the input sizes the evaluation used;
+- ``text_encoder/``: the text encoder's configuration and tokenizer files (its weights are in the model's);
+- ``README.md``: a model card with the run's evaluation table and its training recipe;
+- ``recipe.json`` and ``eval.json``: the training recipe and evaluations as the run saved them.
+
+Example::
+
+    from norton_core.runs.export import load
+
+    model = load("exports/how2_demo")
+    videos = model.embed_videos([features])        # features: (seconds, 512) float32 per video
+    texts = model.embed_texts(["crack the eggs into a bowl"])
+    scores = texts @ videos.T                      # higher = better match (as in the evaluation)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from norton_core import __version__
+from norton_core.errors import CheckpointError, NortonError
+
+FORMAT = "norton-export"
+FORMAT_VERSION = 1
+#: the evaluation's input sizes (YouCook2 / MSR-VTT defaults): 32 seconds of video, 96 - 32 caption tokens
+MAX_VIDEO_SECONDS, TEXT_LEN = 32, 64
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# writing
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def export_run(source: Path, out: Path, log: Callable[[str], None] = print) -> Path:
+    """Export a run directory (its newest valid checkpoint) or one checkpoint directory of a run to ``out``."""
+    from norton_core.engine import checkpoint as ckpt
+    from norton_core.recipe.load import Recipe, dumps_toml
+
+    source, out = Path(source), Path(out)
+    if (source / "recipe.json").is_file():
+        run_dir = source
+        found = ckpt.find_latest(source / "checkpoints", log)
+        if found is None:
+            raise CheckpointError(f"{source}: the run has no valid checkpoint to export")
+        checkpoint, files = found
+    elif (source / "manifest.json").is_file():
+        run_dir, checkpoint = source.parent.parent, source
+        files = ckpt.read_checkpoint(source)
+        if not (run_dir / "recipe.json").is_file():
+            raise CheckpointError(f"{source}: a checkpoint outside a run directory ({run_dir / 'recipe.json'} missing)")
+    else:
+        raise CheckpointError(f"{source}: expected a run directory (with recipe.json) or a checkpoint directory "
+                              "(with manifest.json)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise NortonError(f"{out}: already exists and is not an empty directory; choose another OUT")
+    resolved = json.loads((run_dir / "recipe.json").read_text(encoding="utf-8"))
+    recipe = Recipe.from_dict(resolved, source=str(run_dir / "recipe.json"))
+    state = json.loads(files["state.json"])
+    spec = recipe.components["model"]
+    evaluation = _json_or_empty(run_dir / "eval.json")
+
+    staging = out.with_name(out.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    (staging / "model.safetensors").write_bytes(files["model.safetensors"])
+    options = _export_text_encoder(spec, staging / "text_encoder")
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "norton_version": __version__,
+            "model": {"name": spec.name, **options}, "max_video_seconds": MAX_VIDEO_SECONDS, "text_len": TEXT_LEN,
+            "text_encoder_from": getattr(spec.config, "text_encoder", None),
+            "run": recipe.run.name, "step": int(state["step"]), "checkpoint": checkpoint.name}
+    (staging / "model.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    (staging / "recipe.json").write_text(json.dumps(resolved, indent=1), encoding="utf-8")
+    (staging / "eval.json").write_text(json.dumps(evaluation, indent=1), encoding="utf-8")
+    from norton_core.runs import column_labels
+
+    columns = column_labels(evaluation, recipe.run.name, bool(recipe.run.init_from or recipe.run.pretrain_recipe))
+    (staging / "README.md").write_text(model_card(meta, columns, dumps_toml(recipe.resolved())), encoding="utf-8")
+    load(staging)  # the export must load on its own before it is handed over
+    if out.exists():
+        out.rmdir()
+    os.replace(staging, out)
+    log(f"norton: exported {checkpoint} (step {meta['step']}) with its tokenizer and model card")
+    return out
+
+
+def _export_text_encoder(spec: Any, target: Path) -> dict[str, Any]:
+    """The model's options, with a text encoder named by the recipe copied in (configuration and tokenizer) and
+    its option pointing there: the export then needs neither the hub nor the package that shipped it."""
+    from norton_core.recipe.options import to_dict
+
+    options = to_dict(spec.config)
+    if "text_encoder" not in options:
+        return options
+    from transformers import AutoConfig
+
+    from norton_core._util.text_encoders import load_tokenizer, resolve_pretrained
+
+    name = options["text_encoder"]
+    AutoConfig.from_pretrained(resolve_pretrained(name)).save_pretrained(target)
+    load_tokenizer(name).save_pretrained(target)
+    options["text_encoder"] = "text_encoder"  # relative to the export directory
+    if "pretrained_text" in options:
+        options["pretrained_text"] = False  # the weights are model.safetensors'
+    return options
+
+
+def model_card(meta: dict[str, Any], evaluation: dict[str, Any], recipe_toml: str) -> str:
+    """The export's README: what the model is, how to use it, its evaluation (``{column: results}``), its recipe."""
+    from norton_core.evaluation import render_report
+
+    lines = [f"# {meta['run']}: a norton video-text model", "",
+             f"Exported by norton {meta['norton_version']} from run `{meta['run']}` at step {meta['step']} "
+             f"(checkpoint `{meta['checkpoint']}`). Model `{meta['model']['name']}`: a video encoder over per-second "
+             f"{meta['model'].get('feature_dim', 512)}-d features and a text encoder"
+             + (f" (from `{meta['text_encoder_from']}`)" if meta.get("text_encoder_from") else "")
+             + ", trained into one joint space.",
+             "", "## Use", "", "```python", "from norton_core.runs.export import load", "",
+             "model = load(\"path/to/this/directory\")",
+             f"videos = model.embed_videos([features])   # (seconds, {meta['model'].get('feature_dim', 512)}) float32 "
+             f"per video; the first {meta['max_video_seconds']} s are encoded",
+             "texts = model.embed_texts([\"crack the eggs into a bowl\"])",
+             "scores = texts @ videos.T                   # higher = better match", "```", "",
+             "Evaluate it with `norton evaluate path/to/this/directory` (the evaluation sets come from the training "
+             "recipe's data source, or `--eval-root DIR`).", "", "## Evaluation", ""]
+    if evaluation:
+        lines += [render_report(evaluation, fmt="markdown"), "",
+                  "Numbers are percentages except `MR` and the counts; `chance` is what a random ranking scores."]
+    else:
+        lines.append("The run was not evaluated.")
+    lines += ["", "## Training recipe", "", "```toml", recipe_toml.strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _json_or_empty(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reading
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def is_export(path: Path) -> bool:
+    return (Path(path) / "model.json").is_file() and (Path(path) / "model.safetensors").is_file()
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        meta = json.loads((path / "model.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path / 'model.json'}: unreadable ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path / 'model.json'}: not a norton export (no \"format\": \"{FORMAT}\")")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: export format {meta['format_version']} is newer than this norton reads "
+                              f"({FORMAT_VERSION}); upgrade norton")
+    return meta
+
+
+def model_options(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The model table with its text encoder resolved inside the export directory."""
+    model = dict(meta["model"])
+    if model.get("text_encoder") == "text_encoder":
+        model["text_encoder"] = str((Path(path) / "text_encoder").resolve())
+    return model
+
+
+def export_recipe(path: Path) -> Any:
+    """The training recipe of an export with its model table pointing into the export (``norton evaluate``)."""
+    from norton_core.recipe.load import Recipe
+
+    path = Path(path)
+    raw = _json_or_empty(path / "recipe.json")
+    if not raw:
+        raise CheckpointError(f"{path}: an export without recipe.json; pass --recipe and --eval-root")
+    raw["model"] = model_options(path, read_meta(path))
+    return Recipe.from_dict(raw, source=str(path / "recipe.json"))
+
+
+class ExportedModel:
+    """A loaded export: :meth:`embed_videos` and :meth:`embed_texts` give vectors of one joint space, compared
+    by dot product (as the evaluation does)."""
+
+    def __init__(self, path: Path, device: str = "cpu") -> None:
+        from norton_core import build
+        from norton_core.evaluation.cli import load_weights
+
+        self.path, self.device = Path(path), device
+        self.meta = read_meta(self.path)
+        options = model_options(self.path, self.meta)
+        name = options.pop("name")
+        self.model = build("model", name, options)
+        weights = self.path / "model.safetensors"
+        load_weights(self.model, weights, weights.read_bytes())
+        self.model.to(device)
+        self.model.eval()
+        self.max_video_seconds = int(self.meta.get("max_video_seconds", MAX_VIDEO_SECONDS))
+        self.text_len = int(self.meta.get("text_len", TEXT_LEN))
+        self.feature_dim = int(options.get("feature_dim", 512))
+
+    def embed_videos(self, features_per_second: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
+        """``(N, d)`` float32: one vector per video from its per-second features ``(seconds, feature_dim)``
+        (the first ``max_video_seconds`` seconds, as in the evaluation)."""
+        from norton_core.evaluation.embed import encode_clips
+
+        spans = []
+        for i, features in enumerate(features_per_second):
+            array = np.asarray(features, dtype=np.float32)
+            if array.ndim != 2 or array.shape[1] != self.feature_dim or len(array) == 0:
+                raise NortonError(f"embed_videos: video {i}: expected (seconds, {self.feature_dim}) features, "
+                                  f"got shape {array.shape}")
+            if not np.isfinite(array).all():
+                raise NortonError(f"embed_videos: video {i}: features hold NaN or inf")
+            spans.append((array, 0, len(array)))
+        return encode_clips(self.model, spans, self.max_video_seconds, batch_size=batch_size, device=self.device)
+
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """``(N, d)`` float32: one vector per text (captions, step descriptions, queries)."""
+        from norton_core.evaluation.embed import encode_texts
+
+        texts = list(texts)
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if bad:
+            raise NortonError(f"embed_texts: item {bad[0]} is a {type(texts[bad[0]]).__name__}, expected a string")
+        return encode_texts(self.model, texts, self.text_len, batch_size=batch_size, device=self.device)
+
+
+def load(path: str | Path, device: str = "cpu") -> ExportedModel:
+    """Load an export directory written by ``norton export``."""
+    if not is_export(Path(path)):
+        raise CheckpointError(f"{path}: not an export directory (expected model.json and model.safetensors)")
+    return ExportedModel(Path(path), device)

