@@ -128,8 +128,9 @@ def unique_names(runs: list[RunSummary]) -> list[str]:
 
 def total_steps(run: RunSummary) -> int:
     """Steps the whole run takes, as its last start said (0 for a run that has not started training)."""
-    starts = [e for e in run.events if e.get("event") == "start" and "total_steps" in e]
-    return int(starts[-1]["total_steps"]) if starts else 0
+    starts = [e["total_steps"] for e in run.events if e.get("event") == "start"
+              and isinstance(e.get("total_steps"), int) and not isinstance(e["total_steps"], bool)]
+    return max(int(starts[-1]), 0) if starts else 0
 
 
 def _epochs(run: RunSummary) -> int:

@@ -159,6 +159,8 @@ def test_a_run_started_from_weights_does_not_call_its_start_untrained():
      r"recipe\.json: epochs 'two' is not a non-negative integer"),
     (lambda run: (run / "metrics.jsonl").write_bytes(b'{"step": 1}\n\xff\n{"step": 2}\n'),
      r"metrics\.jsonl: unreadable"),
+    (lambda run: (run / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n'),
+     r"metrics\.jsonl:2: not a JSON record"),
 ])
 def test_runs_lists_every_run_when_one_is_unreadable(two_runs, capsys, damage, reason):
     """Issue 26 #8: an unreadable eval.json failed the listing of every run, ``step: "abc"`` gave a traceback.
@@ -171,3 +173,13 @@ def test_runs_lists_every_run_when_one_is_unreadable(two_runs, capsys, damage, r
     assert rows["alpha"][:5] == ["alpha", "complete", "8/8", "2", "0.6250"]
     assert rows["beta"][:2] == ["beta", "unreadable"]
     assert len(out) == 5 and re.match(rf"^beta: unreadable: {re.escape(str(b))}/.*{reason}", out[4]), out[4]
+
+
+def test_runs_shows_a_start_record_with_a_bad_total_as_an_unknown_total(two_runs, capsys):
+    """A ``total_steps`` that is not a number in metrics.jsonl (a hand-edited log) leaves the total out."""
+    root, a, b = two_runs
+    with open(b / "metrics.jsonl", "a") as fh:
+        fh.write('{"event": "start", "step": 5, "total_steps": "many"}\n')
+    assert main(["runs", str(root)]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["beta"][:3] == ["beta", "interrupted", "5/8"] and rows["alpha"][:3] == ["alpha", "complete", "8/8"]
