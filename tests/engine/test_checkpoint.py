@@ -4,6 +4,7 @@ superseded, prefers the newest complete checkpoint, and sets invalid ones aside 
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -389,7 +390,7 @@ def rehash(path, name: str, data: bytes) -> None:
     """Replace one file of a committed checkpoint and update its manifest to match: damage no hash detects."""
     (path / name).write_bytes(data)
     manifest = json.loads((path / "manifest.json").read_text())
-    manifest["files"][name] = {"size": len(data), "sha256": __import__("hashlib").sha256(data).hexdigest()}
+    manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 
