@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register_commands(sub)
-    default_plugins().pm.hook.norton_register_commands(subparsers=sub)
+    default_plugins().register_commands(sub)
     return parser
 
 

@@ -92,7 +92,7 @@ def _train(run: Run) -> RunResult:
         epoch = run.ctx.epoch = state.epoch
         # -- 1. the epoch's batches: retrieved neighbourhoods from start_epoch on, random before ---------------------
         steps_in_epoch = _plan_epoch(run, epoch)
-        plugins.call("norton_epoch_start", run=run.ctx, epoch=epoch)
+        plugins.epoch_start(run=run.ctx, epoch=epoch)
         progress.epoch(epoch)
 
         # -- 2. this rank's batches from the cursor on, laid out by DataLoader workers ------------------------------
@@ -127,7 +127,7 @@ def _train(run: Run) -> RunResult:
             if state.step % tcfg.log_every == 0:
                 run.metrics.write({"step": state.step, "epoch": epoch, **step_metrics, "time": time.time()})
             progress.step(state.step, epoch, step_metrics)
-            plugins.call("norton_step_end", run=run.ctx, step=state.step, metrics=step_metrics)
+            plugins.step_end(run=run.ctx, step=state.step, metrics=step_metrics)
             fault_point("step")
             scheduled = bool(tcfg.checkpoint_every) and state.step % tcfg.checkpoint_every == 0
             if scheduled:
@@ -147,12 +147,12 @@ def _train(run: Run) -> RunResult:
         save_state(run)
         epoch_means = {k: v / max(epoch_count, 1) for k, v in epoch_sums.items()}
         run.metrics.write({"event": "epoch_end", "epoch": epoch, "step": state.step, **epoch_means})
-        plugins.call("norton_epoch_end", run=run.ctx, epoch=epoch, metrics=epoch_means)
+        plugins.epoch_end(run=run.ctx, epoch=epoch, metrics=epoch_means)
 
     progress.close()
     if ecfg.after:
         evaluate(run, "after")
-    plugins.call("norton_run_end", run=run.ctx, metrics=dict(run.evaluation.get("after", {})))
+    plugins.run_end(run=run.ctx, metrics=dict(run.evaluation.get("after", {})))
     return _result(run, last_metrics)
 
 
@@ -182,7 +182,7 @@ def _start(run: Run) -> Progress:
         recipe_json = {**run.resolved, "source": run.recipe.source}
         ckpt.replace_atomic(run.run_dir / "recipe.json", json.dumps(recipe_json, indent=1).encode())
         ckpt.replace_atomic(run.run_dir / "plugins.json", json.dumps(plugin_list(run.plugins), indent=1).encode())
-    run.plugins.call("norton_run_start", run=run.ctx)
+    run.plugins.run_start(run=run.ctx)
     if run.recipe.evaluation.before and state.step == 0 and "before" not in run.evaluation:
         evaluate(run, "before")
     return Progress(total, state.step, tcfg.epochs, tcfg.log_every, run.log, enabled=run.dist.is_main)
@@ -195,7 +195,7 @@ def _plan_epoch(run: Run, epoch: int) -> int:
         if rcfg.enabled and epoch >= rcfg.start_epoch:
             state.batches, stats = _retrieval(run, epoch)
             run.metrics.write({"event": "retrieval", "step": state.step, **stats})
-            run.plugins.call("norton_retrieval_round_end", run=run.ctx, epoch=epoch, stats=stats)
+            run.plugins.retrieval_round_end(run=run.ctx, epoch=epoch, stats=stats)
         else:
             state.batches = dataio.random_batches(run.videos, tcfg.videos_per_batch, run.cfg.seed, epoch)
         state.cursor = 0

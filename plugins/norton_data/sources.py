@@ -12,10 +12,7 @@ from typing import Literal
 
 import attrs
 
-from norton_core.data import manifest as mf
-from norton_core.errors import DataError
-from norton_core.plugin.interfaces import DataPaths, DataSource
-from norton_core.recipe.options import option
+from norton_core import MANIFEST, DataError, DataPaths, DataSource, option
 
 #: bump when the generator or the preparation changes what a cached synthetic set holds
 SYNTHETIC_VERSION = 3
@@ -45,10 +42,10 @@ class How2Source(DataSource):
                 paths[key] = None
                 continue
             path = Path(value).expanduser()
-            if not (path / mf.MANIFEST).is_file():
+            if not (path / MANIFEST).is_file():
                 parent = path.parent
                 raise DataError(
-                    f"[data] {key} = {value!r}: no prepared store there ({path / mf.MANIFEST} is missing). "
+                    f"[data] {key} = {value!r}: no prepared store there ({path / MANIFEST} is missing). "
                     f"Prepare it with `norton prepare how2 RAW_DIR --out {parent}` (RAW_DIR holding features/, "
                     f"captions.json and {path.name}.lst), or adopt MMPT shards with `norton prepare mmpt DIR "
                     f"--split {path.name} --out {path}`; {DEMO_HINT}"
@@ -164,8 +161,8 @@ class SyntheticSource(DataSource):
         return self._paths(final)
 
     def _build(self, stage: Path, progress: bool) -> None:
-        from norton_core.data.prepare_how2 import PrepareOptions, prepare_how2
-        from norton_core.data.synthetic import generate
+        from norton_core import PrepareOptions, prepare_how2
+        from norton_core import generate_synthetic as generate
 
         c = self.config
         gen = {f.name: getattr(c, f.name) for f in attrs.fields(type(c))

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from norton_core.errors import DataError
+from norton_core import DataError
 
 log = logging.getLogger("norton.evaluation")
 
@@ -192,7 +192,7 @@ def read_clip_selection(path: Path) -> list[tuple[str, int]]:
     if not path.is_file():
         raise DataError(f"{path}: clip list not found (expected youcook_val.pkl or a text file of <video>_<k> lines)")
     if path.suffix == ".pkl":
-        from norton_core._util.safe_pickle import load_plain
+        from norton_core import load_plain
 
         data = load_plain(path.read_bytes(), source=str(path), max_items=CLIP_PICKLE_MAX_ITEMS,
                           max_depth=CLIP_PICKLE_MAX_DEPTH)

@@ -6,7 +6,7 @@ from typing import Literal
 
 import attrs
 
-from norton_core.recipe.options import option
+from norton_core import option
 
 
 @attrs.frozen
