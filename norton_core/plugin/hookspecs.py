@@ -86,7 +86,7 @@ def norton_register_metric_sinks(register: Register) -> None:
 
 
 @hookspec
-def norton_register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def norton_register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add subcommands to the ``norton`` CLI (called once when the CLI starts).
 
     :param subparsers: ``argparse`` sub-parsers; add a parser and ``set_defaults(func=handler)`` where

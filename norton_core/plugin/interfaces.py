@@ -124,7 +124,9 @@ class Component(abc.ABC):
             from norton_core.errors import PluginError
 
             raise PluginError(problems=missing)
-        return cls(config, **context)
+        # a component's constructor takes its config and the kind's context (the base class declares none)
+        factory: Callable[..., Any] = cls
+        return factory(config, **context)
 
 
 def _importable(module: str) -> bool:

@@ -160,7 +160,8 @@ class Plugins:
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            info = self.infos.get(exc.plugin and self.pm.get_name(exc.plugin) or "")
+            name = self.pm.get_name(exc.plugin) if exc.plugin is not None else None
+            info = self.infos.get(name or "")
             who = info.describe() if info else "a plugin"
             raise PluginError(f"{who}: {exc}") from exc
         self._registry = None
@@ -227,7 +228,7 @@ class Plugins:
 
     # -- typed hook calls: one method per hook, so that a misspelt hook or argument fails the type check ---------
 
-    def register_commands(self, subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    def register_commands(self, subparsers: argparse._SubParsersAction) -> None:
         """:func:`~norton_core.plugin.hookspecs.norton_register_commands`."""
         _call(self.pm.hook.norton_register_commands, subparsers=subparsers)
 
@@ -261,7 +262,9 @@ def _call(caller: pluggy.HookCaller, **kwargs: Any) -> None:
     try:
         caller(**kwargs)
     except Exception as exc:
-        exc.add_note(f"raised inside the norton hook {caller.name}")
+        add_note = getattr(exc, "add_note", None)  # Python 3.11 and later
+        if add_note is not None:
+            add_note(f"raised inside the norton hook {caller.name}")
         raise
 
 
