@@ -48,9 +48,7 @@ from typing import Any, Literal
 import attrs
 import numpy as np
 
-from norton_core.errors import DataError
-from norton_core.plugin.interfaces import EvalContext, Evaluator, Model
-from norton_core.recipe.options import option
+from norton_core import DataError, EvalContext, Evaluator, Model, option
 
 from .readers import FeatureDir, Skips
 
@@ -275,7 +273,8 @@ class DiDeMo(Evaluator):
         skips.report()
         counts = {"queries": float(len(kept)), "videos": float(len(spans))}
         if not kept:
-            nan = {m: math.nan for m in ("R@1", "R@5", "mIoU", "prior_R@1", "prior_R@5", "prior_mIoU")}
+            nan = {f"{p}{m}{c}": math.nan for m in ("R@1", "R@5", "mIoU") for p, c in (("", ""), ("", "_chance"),
+                                                                                         ("prior_", ""))}
             return {**nan, **counts, "unreachable": 0.0, "tied": 0.0, **skips.metrics(_SKIPS)}
         kw = {"batch_size": ctx.batch_size, "device": ctx.device, "progress": ctx.progress}
         text = encode_texts(model, [q.description for q in kept], cfg.max_len - cfg.max_video_len,

@@ -242,6 +242,7 @@ def test_nothing_scorable_gives_nan(tmp_path, plugins):
         p.unlink()
     results = _run(FakeModel(FakeModel.Config()), tmp_path, plugins)
     assert math.isnan(results["didemo/R@1"]) and results["didemo/skipped_missing_features"] == 1
+    assert math.isnan(results["didemo/R@1_chance"]) and math.isnan(results["didemo/prior_mIoU"])
 
 
 @pytest.mark.parametrize("content, needle", [
