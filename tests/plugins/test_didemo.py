@@ -260,3 +260,51 @@ def test_a_file_not_in_the_released_layout_is_an_error_naming_it(tmp_path, plugi
     with pytest.raises(DataError) as err:
         _run(FakeModel(FakeModel.Config()), tmp_path, plugins)
     assert str(out / "test_data.json") in str(err.value) and needle in str(err.value)
+
+
+def reference_predictor_rankings(model, features: list[np.ndarray], texts: np.ndarray, max_video_len: int = 32):
+    """The reference's ``DiDeMoPredictor`` restated: the video sequence as its aligner builds it, the encoder's
+    outputs without the first and last token, the mean over ``[int(s * 5), int((e + 1) * 5))`` (padding included),
+    a bmm with the pooled sentence, a descending sort, and moments kept when any of their seconds is real."""
+    import torch
+
+    vfeats = torch.zeros(len(features), max_video_len, 512)
+    vmasks = torch.zeros(len(features), max_video_len, dtype=torch.bool)
+    for i, f in enumerate(features):
+        n = min(len(f), max_video_len)
+        vfeats[i, :n] = torch.from_numpy(f[:n].astype(np.float32))
+        vmasks[i, :n] = True
+    with torch.no_grad():
+        model.eval()
+        hidden = model.forward_video(vfeats, vmasks)[1][:, 1:-1, :].double()
+    pooled = torch.cat([hidden[:, int(s * 5):int((e + 1) * 5), :].mean(dim=1, keepdim=True) for s, e in MOMENTS], 1)
+    scores = torch.bmm(pooled, torch.from_numpy(texts).double().unsqueeze(-1)).squeeze(-1)
+    out = []
+    for b, rank in enumerate(scores.argsort(dim=-1, descending=True, stable=True)):
+        out.append([MOMENTS[m] for m in rank.tolist() if vmasks[b, MOMENTS[m][0] * 5:(MOMENTS[m][1] + 1) * 5].any()])
+    return out
+
+
+def test_the_evaluator_ranks_moments_as_the_reference_predictor(tmp_path, plugins):
+    """A random model on videos of 30, 27 (padded last chunk) and 22 s (moments dropped): the same rankings, hence
+    the same metrics, as the reference's predictor code restated."""
+    from norton_core.evaluation.embed import encode_texts
+
+    out, queries = make_didemo(tmp_path, videos=3)
+    rng = np.random.default_rng(5)
+    for name, length in (("short.mov", 27), ("shorter.mov", 22)):
+        np.save(out / "features" / f"{name}.npy", rng.standard_normal((length, 512)).astype(np.float16))
+        queries += [{"video": name, "description": f"w{810 + i}", "times": [[i, i]] * 3 + [[i, i + 1]]}
+                    for i in range(5)]
+    (out / "test_data.json").write_text(json.dumps(queries))
+    model = FakeModel(FakeModel.Config(planted=False, seed=3))
+    results = _run(model, tmp_path, plugins)
+    feats = [np.load(out / "features" / f"{q['video']}.npy") for q in queries]
+    texts = encode_texts(model, [q["description"] for q in queries], 64).astype(np.float64)
+    times = [[tuple(t) for t in q["times"]] for q in queries]
+    expected = moment_metrics(reference_predictor_rankings(model, feats, texts), times)
+    assert results["didemo/tied"] == 0 and results["didemo/queries"] == 16
+    assert results["didemo/unreachable"] == 0  # the 22 s video's chunk 4 starts at 20 s: every mark is reachable
+    for metric in ("R@1", "R@5", "mIoU"):
+        assert results[f"didemo/{metric}"] == pytest.approx(expected[metric]), metric
+    assert 0 < results["didemo/R@5"] < 100  # a random model: the comparison is not trivially all hits or misses

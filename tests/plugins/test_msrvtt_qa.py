@@ -148,3 +148,35 @@ def test_a_file_not_in_the_released_layout_is_an_error_naming_it(tmp_path, plugi
     with pytest.raises(DataError) as err:
         _run(FakeModel(FakeModel.Config()), tmp_path, plugins)
     assert str(out / "MSR_MC_test.csv") in str(err.value) and needle in str(err.value)
+
+
+def test_first_rule_equals_the_reference_predictor_on_a_random_model(tmp_path, plugins):
+    """The reference's ``QAPredictor`` restated: the video (first 16 s) repeated 5 times, a bmm of the pooled videos
+    with the 5 pooled sentences, argmax over sentences of the first copy, accuracy against the answers."""
+    import torch
+
+    from norton_core.evaluation.embed import encode_texts
+
+    out = make_qa(tmp_path, questions=30)
+    rng = np.random.default_rng(1)
+    for i in range(30):  # unrelated features: a random model's answers are a mix of right and wrong
+        np.save(out / "features" / f"video{7000 + i}.npy", rng.standard_normal((int(rng.integers(5, 40)), 512)))
+    model = FakeModel(FakeModel.Config(planted=False, seed=2))
+    got = _run(model, tmp_path, plugins, ties="first")["msrvtt_qa/accuracy"]
+    rows = [line.split("\t") for line in (out / "MSR_MC_test.csv").read_text().splitlines()[1:]]
+    vfeats = torch.zeros(len(rows), 16, 512)
+    vmasks = torch.zeros(len(rows), 16, dtype=torch.bool)
+    for i, row in enumerate(rows):
+        f = np.load(out / "features" / f"{row[1].replace('msr', 'video')}.npy")[:16]
+        vfeats[i, :len(f)] = torch.from_numpy(f.astype(np.float32))
+        vmasks[i, :len(f)] = True
+    with torch.no_grad():
+        model.eval()
+        pooled_video = model.forward_video(vfeats.unsqueeze(1).repeat(1, 5, 1, 1).view(-1, 16, 512),
+                                           vmasks.unsqueeze(1).repeat(1, 5, 1).view(-1, 16))[0]
+    pooled_text = torch.from_numpy(encode_texts(model, [c for row in rows for c in row[2:7]], 80))
+    scores = torch.bmm(pooled_video.view(-1, 5, pooled_video.shape[-1]),
+                       pooled_text.view(-1, 5, pooled_text.shape[-1]).transpose(2, 1))
+    predictions = scores.argmax(-1)[:, 0].numpy()
+    expected = 100 * np.mean(predictions == np.array([int(row[7]) for row in rows]))
+    assert got == pytest.approx(expected) and 0 < got < 100
