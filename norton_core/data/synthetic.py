@@ -28,11 +28,14 @@ Output (the raw How2 layout plus evaluation sets in their public layouts, docs/d
     out/features/<id>.npy   out/captions.json   out/train.lst   out/val.lst   out/ground_truth.json
     out/eval/youcook2/{annotations.json, features/}   out/eval/htm_align/{htm_align.json, features/}
     out/eval/msrvtt/{MSRVTT_JSFUSION_test.csv, features/}
+    out/eval/msrvtt/MSR_MC_test.csv   out/eval/didemo/{test_data.json, features/}
 
 Evaluation videos are held out (never in the lists) and annotated without noise: YouCook2 segments are the exact
 step spans; HTM-Align lists a noisy ASR transcript (half of it non-visual chatter, as in the real set, whose
 protocol anchors its windows on those sentences) where each visual sentence carries its step's true span; MSR-VTT
-clips show one step each with a one-sentence description.
+clips show one step each with a one-sentence description. MSR-VTT-QA questions (videos numbered after the
+retrieval clips) offer the clip's sentence among four naming other steps; DiDeMo videos (25-30 s) show two steps in
+marked moments of one or two 5-second chunks, each described by one sentence.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ WORLD_SEED = 20240116
 HTM_ALIGN_NONVISUAL = 0.5
 N_BACKGROUND = 4
 ID_CHARS = string.ascii_letters + string.digits + "-_"
+QA_CHOICES = 5
 
 
 @attrs.frozen
@@ -108,6 +112,9 @@ class SyntheticOptions:
     chatter_pool: int = 12
     chatter_mentions_prob: float = 0.0
     chatter_at_edges_prob: float = 0.0
+    # MSR-VTT-QA multiple choice and DiDeMo moment retrieval sets
+    msrvtt_qa_questions: int = 100
+    didemo_videos: int = 30
 
     def check(self) -> None:
         problems = []
@@ -143,8 +150,17 @@ class SyntheticOptions:
         for name in ("shift_seconds", "feature_noise"):
             if not 0.0 <= getattr(self, name) <= 100.0:
                 problems.append(f"{name} must be in [0, 100], got {getattr(self, name)}")
+        problems += self._check_qa_didemo()
         if problems:
             raise DataError(problems=problems)
+
+    def _check_qa_didemo(self) -> list[str]:
+        problems = [f"{name} must be >= 0, got {getattr(self, name)}" for name in ("msrvtt_qa_questions", "didemo_videos")
+                    if getattr(self, name) < 0]
+        if self.msrvtt_qa_questions and self.actions * self.objects < QA_CHOICES:
+            problems.append(f"msrvtt_qa_questions needs {QA_CHOICES} distinct steps for its candidate sentences; "
+                            f"the world has {self.actions} x {self.objects}")
+        return problems
 
 
 @attrs.frozen
@@ -379,6 +395,9 @@ def generate(out_dir: str | Path, videos: int = 400, seed: int = 0, **options: A
     _youcook2(world, np.random.default_rng([opts.seed, 2]), eval_root / "youcook2", used, opts)
     _htm_align(world, np.random.default_rng([opts.seed, 3]), eval_root / "htm_align", used, opts)
     _msrvtt(world, np.random.default_rng([opts.seed, 4]), eval_root / "msrvtt", opts)
+    # MSR-VTT-QA multiple choice and DiDeMo moment retrieval sets
+    _msrvtt_qa(world, np.random.default_rng([opts.seed, 24, 1]), eval_root / "msrvtt", opts)
+    _didemo(world, np.random.default_rng([opts.seed, 24, 2]), eval_root / "didemo", opts)
     return SyntheticPaths(out, feat_dir, out / "captions.json", lists, eval_root)
 
 
@@ -480,3 +499,83 @@ def _msrvtt(world: World, rng: np.random.Generator, root: Path, opts: SyntheticO
             number = 7000 + i
             writer.writerow([f"ret{i}", f"msr{number}", f"video{number}", sentence])
             _save(root / "features" / f"video{number}.npy", feats)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# MSR-VTT-QA multiple choice and DiDeMo moment retrieval sets
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _step_sentence(world: World, rng: np.random.Generator, a: int, o: int) -> str:
+    return MSRVTT_TEMPLATES[int(rng.integers(len(MSRVTT_TEMPLATES)))].format(a3=world.actions[a][1], o=world.objects[o])
+
+
+def _msrvtt_qa(world: World, rng: np.random.Generator, root: Path, opts: SyntheticOptions) -> None:
+    """``MSR_MC_test.csv`` (tab-separated, 0-based ``answer``) beside the retrieval set: a clip of one step per
+    question (videos numbered after the retrieval clips) and 5 sentences, the other 4 naming other steps."""
+    if not opts.msrvtt_qa_questions:
+        return
+    (root / "features").mkdir(parents=True, exist_ok=True)
+    rows = [["key", "vid_key", *(f"a{k}" for k in range(1, QA_CHOICES + 1)), "answer"]]
+    for i in range(opts.msrvtt_qa_questions):
+        task = world.tasks[int(rng.integers(len(world.tasks)))]
+        a, o = task[int(rng.integers(len(task)))]
+        before, during, after = int(rng.integers(0, 3)), int(rng.integers(6, 16)), int(rng.integers(0, 3))
+        segs = [(0, before, -1, 1), (before, before + during, a, o), (before + during, before + during + after, -1, 2)]
+        feats = world.features(rng, [seg for seg in segs if seg[1] > seg[0]], opts.feature_noise, opts.feature_drift)
+        steps = {(a, o)}
+        while len(steps) < QA_CHOICES:  # distractors: other (action, object) steps, often sharing a word
+            steps.add((int(rng.integers(len(world.actions))), int(rng.integers(len(world.objects)))))
+        others = [_step_sentence(world, rng, *step) for step in sorted(steps - {(a, o)})]
+        answer = int(rng.integers(QA_CHOICES))
+        candidates = [*others[:answer], _step_sentence(world, rng, a, o), *others[answer:]]
+        number = 7000 + opts.msrvtt_clips + i
+        rows.append([f"mc{i}", f"msr{number}", *candidates, str(answer)])
+        _save(root / "features" / f"video{number}.npy", feats)
+    with open(root / "MSR_MC_test.csv", "w", newline="") as fh:
+        csv.writer(fh, delimiter="\t").writerows(rows)
+
+
+DIDEMO_CHUNK = 5
+
+
+def _didemo(world: World, rng: np.random.Generator, root: Path, opts: SyntheticOptions) -> None:
+    """DiDeMo's ``test_data.json``: 25-30 s videos with two marked moments of one or two 5-second chunks, each
+    showing one step; four annotators per sentence, the fourth sometimes marking one chunk more."""
+    if not opts.didemo_videos:
+        return
+    (root / "features").mkdir(parents=True, exist_ok=True)
+    queries: list[dict[str, Any]] = []
+    for v in range(opts.didemo_videos):
+        length = int(rng.integers(25, 31))
+        chunks = -(-length // DIDEMO_CHUNK)
+        first = int(rng.integers(0, chunks - 1))
+        moments = [(first, first + int(rng.integers(0, 2)) if first + 1 < chunks - 1 else first)]
+        rest = [c for c in range(chunks) if c < moments[0][0] - 1 or c > moments[0][1] + 1]
+        start = rest[int(rng.integers(len(rest)))] if rest else chunks - 1
+        moments.append((start, start))
+        marks: list[tuple[int, int, int, int]] = []
+        for s, e in sorted(moments):
+            task = world.tasks[int(rng.integers(len(world.tasks)))]
+            a, o = task[int(rng.integers(len(task)))]
+            marks.append((s, e, a, o))
+        segs, t = [], 0
+        for s, e, a, o in marks:
+            lo, hi = s * DIDEMO_CHUNK, min((e + 1) * DIDEMO_CHUNK, length)
+            if lo > t:
+                segs.append((t, lo, -1, int(rng.integers(N_BACKGROUND))))
+            segs.append((lo, hi, a, o))
+            t = hi
+        if t < length:
+            segs.append((t, length, -1, int(rng.integers(N_BACKGROUND))))
+        feats = world.features(rng, segs, opts.feature_noise, opts.feature_drift)
+        name = f"{int(rng.integers(10**7, 10**8))}@N{v % 100:02d}_{v:010d}.mov"
+        for s, e, a, o in marks:
+            times = [[s, e]] * 3
+            wider = (s, e + 1) if e + 1 < chunks else (max(s - 1, 0), e)
+            times.append(list(wider) if rng.random() < 0.4 else [s, e])
+            template = EVAL_TEMPLATES[int(rng.integers(len(EVAL_TEMPLATES)))]
+            queries.append({"annotation_id": len(queries), "video": name, "times": times, "num_segments": chunks,
+                            "description": template.format(A=world.actions[a][0].capitalize(), o=world.objects[o])})
+        _save(root / "features" / f"{name}.npy", feats)
+    (root / "test_data.json").write_text(json.dumps(queries))

@@ -19,6 +19,8 @@ Chance (the ``chance`` column, where one is defined):
   ``pairs`` for YouCook2 clip retrieval, ``videos`` (``bg_videos`` for ``bg_*`` metrics) for video-paragraph
   retrieval, ``videos`` for MSR-VTT. These are exact under the expected-tie ranking the evaluators use.
 - ``auc``: 50.
+- MSR-VTT-QA ``accuracy``: 20 (one of 5 sentences); DiDeMo ``R@1``, ``R@5``, ``mIoU``: the exact expectation when
+  each query ranks its video's candidate moments at random. Both evaluators return these as ``m_chance``.
 - any metric ``m`` for which the results also hold ``m_chance`` (HTM-Align's ``recall_chance``; a plugin may do
   the same): that value. The ``m_chance`` row itself is then not shown separately.
 
@@ -57,6 +59,14 @@ _NONZERO_NAMES = frozenset({"unscored"})
 
 #: the metric holding each retrieval task's candidate count (``bg_`` metrics use ``bg_<count>``)
 CANDIDATES: dict[str, str] = {"youcook2_clip": "pairs", "youcook2_video": "videos", "msrvtt": "videos"}
+
+# MSR-VTT-QA multiple choice and DiDeMo moment retrieval: both evaluators report their chance levels themselves
+# (``accuracy_chance`` = 20; DiDeMo's exact random-ranking ``R@k_chance`` / ``mIoU_chance``), and DiDeMo its
+# moment-frequency prior (``prior_*``), the trivial baseline shown beside the model's numbers
+PAPER_ROWS["msrvtt_qa"] = ("accuracy", "questions", "videos")
+PAPER_ROWS["didemo"] = ("R@1", "R@5", "mIoU", "prior_R@1", "prior_R@5", "prior_mIoU", "queries", "videos")
+COUNT_METRICS = COUNT_METRICS | {"questions", "queries", "unreachable", "tied"}
+_NONZERO_NAMES = _NONZERO_NAMES | {"unreachable", "tied"}
 
 _RECALL = re.compile(r"^(?P<prefix>bg_)?(?:.*_)?R@(?P<k>\d+)$")
 _MEDIAN_RANK = re.compile(r"^(?P<prefix>bg_)?(?:.*_)?MR$")

