@@ -10,8 +10,8 @@ This module is the whole surface a plugin may rely on; plugins import from ``nor
 - building a component by name (:func:`build`) and the plugin manager (:class:`Plugins`);
 - helpers the built-in plugins share, imported on first use so that ``import norton_core`` stays light (no torch):
   batching (:func:`collate_clips`) and the token layout (:func:`build_text_seq`, :func:`build_video_seq`);
-  evaluation (:func:`encode_clips`, :func:`encode_texts`, :func:`rank_metrics`, :func:`roc_auc`,
-  :func:`grounding_hits`, :func:`alignment_scores`, :func:`caption_average`, :func:`centre_per_caption`);
+  evaluation (:func:`encode_clips`, :func:`encode_texts`, :func:`rank_metrics`, :func:`rank_counts`,
+  :func:`roc_auc`, :func:`grounding_hits`, :func:`alignment_scores`, :func:`caption_average`, :func:`centre_per_caption`);
   nearest-neighbour search (:func:`exact_knn`, :func:`knn_scores`, :func:`row_norms`); run records
   (:func:`scalars`); files and weights (:func:`replace_atomic`, :func:`load_plain`, :func:`load_checkpoint`,
   :class:`LazyTensor`, :func:`load_tokenizer`, :func:`resolve_pretrained`); compiled loops (:func:`compile_cached`,
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from norton_core.data.prepare_how2 import PrepareOptions, prepare_how2
     from norton_core.data.synthetic import generate as generate_synthetic
     from norton_core.evaluation.embed import encode_clips, encode_texts
-    from norton_core.evaluation.metrics import grounding_hits, rank_metrics, roc_auc
+    from norton_core.evaluation.metrics import grounding_hits, rank_counts, rank_metrics, roc_auc
     from norton_core.evaluation.sequence import alignment_scores, caption_average, centre_per_caption
     from norton_core.retrieval.search import exact_knn, knn_scores, row_norms
     from norton_core.runs.scalars import scalars
@@ -90,6 +90,7 @@ _LAZY = {
     "encode_clips": ("norton_core.evaluation.embed", "encode_clips"),
     "encode_texts": ("norton_core.evaluation.embed", "encode_texts"),
     "grounding_hits": ("norton_core.evaluation.metrics", "grounding_hits"),
+    "rank_counts": ("norton_core.evaluation.metrics", "rank_counts"),
     "rank_metrics": ("norton_core.evaluation.metrics", "rank_metrics"),
     "roc_auc": ("norton_core.evaluation.metrics", "roc_auc"),
     "alignment_scores": ("norton_core.evaluation.sequence", "alignment_scores"),
@@ -145,6 +146,7 @@ __all__ = [
     "option", "parse_config", "set_default_plugins", "__version__", "LAUNCH", "compile_cached", "say_if_compiled",
     "compiled_threads", "replace_atomic", "LazyTensor", "load_checkpoint", "load_plain", "load_tokenizer",
     "resolve_pretrained", "collate_clips", "build_text_seq", "build_video_seq", "MANIFEST", "PrepareOptions",
-    "prepare_how2", "generate_synthetic", "encode_clips", "encode_texts", "grounding_hits", "rank_metrics", "roc_auc",
+    "prepare_how2", "generate_synthetic", "encode_clips", "encode_texts", "grounding_hits", "rank_counts",
+    "rank_metrics", "roc_auc",
     "alignment_scores", "caption_average", "centre_per_caption", "exact_knn", "knn_scores", "row_norms", "scalars",
 ]

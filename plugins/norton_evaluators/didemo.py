@@ -253,7 +253,7 @@ class DiDeMo(Evaluator):
         self.config = config
 
     def evaluate(self, model: Model, ctx: EvalContext) -> dict[str, float]:
-        from norton_core.evaluation.embed import encode_clips, encode_texts
+        from norton_core import encode_clips, encode_texts
 
         cfg = self.config
         skips = Skips(self.name)

@@ -102,7 +102,7 @@ def choice_accuracy(scores: np.ndarray, answers: np.ndarray,
     :param ties: ``"expected"``: an answer tied with k others for the best score counts 1 / (k + 1); ``"first"``:
         the first of equal maxima is the prediction (the reference's argmax).
     """
-    from norton_core.evaluation.metrics import rank_counts
+    from norton_core import rank_counts
 
     answers = np.asarray(answers, dtype=np.int64)
     if len(answers) == 0:
@@ -138,7 +138,7 @@ class MSRVTTQA(Evaluator):
         self.config = config
 
     def evaluate(self, model: Model, ctx: EvalContext) -> dict[str, float]:
-        from norton_core.evaluation.embed import encode_clips, encode_texts
+        from norton_core import encode_clips, encode_texts
 
         cfg = self.config
         skips = Skips(self.name)
