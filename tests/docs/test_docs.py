@@ -219,7 +219,9 @@ def test_export_example_embeds_with_an_exported_model(tmp_path, monkeypatch):
 
     smoke = ROOT / "recipes" / "smoke_cpu.toml"
     where = ["--set", f'run.output_dir="{tmp_path / "runs"}"', "--set", f'run.cache_dir="{tmp_path / "cache"}"',
-             "--set", "evaluation.after=false", "--set", "train.max_steps=1"]
+             *[arg for option in ("evaluation.after=false", "train.max_steps=1", "retrieval.enabled=false",
+                                  "data.videos=8", "data.youcook2_videos=1", "data.htm_align_videos=1")
+               for arg in ("--set", option)]]  # the smallest run that writes a checkpoint
     trained = norton("run", str(smoke), *where, cwd=tmp_path)
     assert trained.returncode == 0, trained.stdout
     exported = norton("export", str(tmp_path / "runs" / "smoke_cpu"), "exports/how2_demo", cwd=tmp_path)
