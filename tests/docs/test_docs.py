@@ -21,10 +21,12 @@ import subprocess
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import norton_core.plugin.hookspecs as hookspecs
+from norton_core.plugin.manager import Plugins
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,7 +35,7 @@ else:  # pragma: no cover
 
 ROOT = Path(__file__).parents[2]
 DOCS = ROOT / "docs"
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.S | re.M)
+FENCE = re.compile(r"^[ \t]*```(\w*)\n(.*?)^[ \t]*```$", re.S | re.M)  # indented ones too (in lists)
 LANGUAGES = {"python", "toml", "sh", "bash", "text"}
 #: the first line of every Python block, and the test that runs it
 PYTHON_EXAMPLES = {
@@ -66,9 +68,7 @@ def exec_module(name: str, code: str) -> types.ModuleType:
     return module
 
 
-def builtin_plugins():  # -> Plugins
-    from norton_core.plugin.manager import Plugins
-
+def builtin_plugins() -> Plugins:
     plugins = Plugins()
     plugins.load_entrypoints(env={"NORTON_LOAD_PLUGINS": ""})
     return plugins
@@ -238,7 +238,7 @@ def test_export_example_embeds_with_an_exported_model(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _example_plugins():  # -> Plugins
+def _example_plugins() -> Plugins:
     """The built-in plugins plus every example plugin the docs write, so their recipes validate."""
     sys.path.insert(0, str(ROOT / "tests" / "example_aligner"))
     try:
@@ -252,7 +252,7 @@ def _example_plugins():  # -> Plugins
     return plugins
 
 
-def _check_requires(raw: dict) -> None:
+def _check_requires(raw: dict[str, Any]) -> None:
     """A recipe's ``requires`` names one of the documented example distributions, at a version it has."""
     from packaging.requirements import Requirement
 
