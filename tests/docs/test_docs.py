@@ -14,10 +14,8 @@ import argparse
 import importlib.util
 import inspect
 import json
-import os
 import re
 import shlex
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -27,6 +25,7 @@ import pytest
 
 import norton_core.plugin.hookspecs as hookspecs
 from norton_core.plugin.manager import Plugins
+from norton_core.testing import builtin_plugins
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -66,12 +65,6 @@ def exec_module(name: str, code: str) -> types.ModuleType:
     module = types.ModuleType(name)
     exec(compile(code, f"docs:{name}", "exec"), module.__dict__)
     return module
-
-
-def builtin_plugins() -> Plugins:
-    plugins = Plugins()
-    plugins.load_entrypoints(env={"NORTON_LOAD_PLUGINS": ""})
-    return plugins
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -207,26 +200,34 @@ def test_evaluator_example_scores_a_planted_model(tmp_path):
                                      "my_task/skipped_missing_features": 1.0})
 
 
-def norton(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NORTON_LOAD_PLUGINS": "norton", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "norton_core.cli", *args], cwd=cwd, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, norton_plugins: Plugins) -> Path:
+    """A user's fresh working directory, offline, with norton's own plugins."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path
+
+
+def norton(words: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run a documented ``norton`` / ``norton-run`` command in this process; its stdout."""
+    from norton_core.cli import main
+
+    argv = words[1:] if words[0] == "norton" else ["run", *words[1:]]
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, (words, out, err)
+    return out
 
 
 @pytest.mark.slow
-def test_export_example_embeds_with_an_exported_model(tmp_path, monkeypatch):
+def test_export_example_embeds_with_an_exported_model(in_tmp, capsys):
     import numpy as np
 
     smoke = ROOT / "recipes" / "smoke_cpu.toml"
-    where = ["--set", f'run.output_dir="{tmp_path / "runs"}"', "--set", f'run.cache_dir="{tmp_path / "cache"}"',
-             *[arg for option in ("evaluation.after=false", "train.max_steps=1", "retrieval.enabled=false",
-                                  "data.videos=8", "data.youcook2_videos=1", "data.htm_align_videos=1")
-               for arg in ("--set", option)]]  # the smallest run that writes a checkpoint
-    trained = norton("run", str(smoke), *where, cwd=tmp_path)
-    assert trained.returncode == 0, trained.stdout
-    exported = norton("export", str(tmp_path / "runs" / "smoke_cpu"), "exports/how2_demo", cwd=tmp_path)
-    assert exported.returncode == 0, exported.stdout
-    monkeypatch.chdir(tmp_path)
+    smallest = ("run.output_dir=\"runs\"", "run.cache_dir=\"cache\"", "evaluation.after=false", "train.max_steps=1",
+                "retrieval.enabled=false", "data.videos=8", "data.youcook2_videos=1", "data.htm_align_videos=1")
+    norton(["norton-run", str(smoke), *[arg for option in smallest for arg in ("--set", option)]], capsys)
+    norton(["norton", "export", "runs/smoke_cpu", "exports/how2_demo"], capsys)
     features = np.random.default_rng(0).normal(size=(40, 512)).astype(np.float32)
     scope = {"features": features}
     exec(compile(python_example("# an exported model, from Python"), "docs:export", "exec"), scope)
@@ -432,22 +433,14 @@ def _block_with(page: str, text: str) -> str:
     return code
 
 
-@pytest.mark.slow
-def test_the_recipes_session_runs(tmp_path):
-    outputs = {}
-    for words in commands(_block_with("docs/recipes.md", "norton recipes copy")):
-        done = norton(*words[1:], cwd=tmp_path) if words[0] == "norton" else norton("run", *words[1:], cwd=tmp_path)
-        assert done.returncode == 0, (words, done.stdout)
-        outputs[" ".join(words[:2])] = done.stdout
+def test_the_recipes_session_runs(in_tmp, capsys):
+    outputs = {" ".join(words[:2]): norton(words, capsys)
+               for words in commands(_block_with("docs/recipes.md", "norton recipes copy"))}
     assert "# default" in outputs["norton-run mine.toml"]  # --explain: where each value came from
     assert outputs["norton describe"].startswith("loss 'norton'")
 
 
 @pytest.mark.slow
-def test_the_data_rehearsal_runs(tmp_path):
-    outputs = []
-    for words in commands(_block_with("docs/data.md", "norton prepare synthetic")):
-        done = norton(*words[1:], cwd=tmp_path)
-        assert done.returncode == 0, (words, done.stdout)
-        outputs.append(done.stdout)
+def test_the_data_rehearsal_runs(in_tmp, capsys):
+    outputs = [norton(words, capsys) for words in commands(_block_with("docs/data.md", "norton prepare synthetic"))]
     assert '"ok": true, "videos": 40' in outputs[-1]
