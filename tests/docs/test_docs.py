@@ -5,7 +5,10 @@ Each fenced block has a language, and each language has its check: Python exampl
 plugins or are executed against the engine; TOML blocks are validated as the recipes, study files or package
 metadata they are; every shell command is parsed by norton's own argument parser (a renamed option or command
 fails here) and the paths it names must exist; a few cheap sessions run for real. ``text`` blocks are output
-samples, not commands.
+samples, not commands. Commands named in prose (inline code) must name real commands and options.
+
+A new page's blocks are checked as they are; a new Python example needs its first line in ``PYTHON_EXAMPLES``
+with the test that runs it, and a new kind of shell command a branch in ``check_command``.
 """
 
 from __future__ import annotations
@@ -444,3 +447,42 @@ def test_the_recipes_session_runs(in_tmp, capsys):
 def test_the_data_rehearsal_runs(in_tmp, capsys):
     outputs = [norton(words, capsys) for words in commands(_block_with("docs/data.md", "norton prepare synthetic"))]
     assert '"ok": true, "videos": 40' in outputs[-1]
+
+
+def inline_commands() -> list[tuple[str, str]]:
+    """``(page, span)`` of every inline code span of README.md and the docs pages that starts a norton command."""
+    found = []
+    for page in [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]:
+        prose = FENCE.sub("", page.read_text(encoding="utf-8"))
+        found += [(page.relative_to(ROOT).as_posix(), " ".join(span.split()))
+                  for span in re.findall(r"`(norton(?:-run)? [^`]*)`", prose)]
+    return found
+
+
+def check_inline_command(span: str, where: str) -> None:
+    """A command named in prose (often with placeholders): its subcommands exist and take each ``--option`` given."""
+    from norton_core.cli import build_parser
+
+    words = span.split()
+    parser = build_parser()
+    (top,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert words[0] == "norton-run" or words[1] in top.choices or words[1].isupper(), f"{where}: `{span}`: no command"
+    for word in (["run"] if words[0] == "norton-run" else []) + words[1:]:
+        (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)] or [None]
+        if sub is None or word not in sub.choices:
+            break
+        parser = sub.choices[word]
+    for word in words:
+        if word.startswith("--"):
+            assert word.split("=")[0] in parser._option_string_actions, f"{where}: `{span}`: no option {word}"
+
+
+def test_inline_commands_name_real_commands_and_options():
+    spans = inline_commands()
+    assert len(spans) > 50
+    for page, span in spans:
+        check_inline_command(span, page)
+    with pytest.raises(AssertionError, match="no option --checkpoint"):
+        check_inline_command("norton evaluate RUN --checkpoint all", "test")
+    with pytest.raises(AssertionError, match="no command"):
+        check_inline_command("norton evalute RUN", "test")
