@@ -97,6 +97,24 @@ def test_a_changed_option_makes_the_options_page_stale(monkeypatch):
     assert "| `x` | `integer` | `1` |  | help |" in generator.options_page()
 
 
+def test_a_stale_page_fails_the_docs_build(tmp_path, monkeypatch):
+    exceptions = pytest.importorskip("mkdocs.exceptions")
+    generator = _generator()
+    (tmp_path / "reference").mkdir()
+    for rel in generator.PAGES:
+        (tmp_path / rel).write_text((DOCS / rel).read_text())
+    monkeypatch.setattr(generator, "DOCS", tmp_path)
+    generator.on_pre_build(config=None)  # current pages: the build goes on
+    (tmp_path / "reference" / "hooks.md").write_text("# Hooks reference\n\nedited by hand\n")
+    with pytest.raises(exceptions.PluginError, match="docs/reference/hooks.md differ"):
+        generator.on_pre_build(config=None)
+
+
+def test_table_cells_escape_markdown_outside_code():
+    escape = _generator()._escape
+    assert escape("a|b <name> `x|y` d_e *f* [g]") == "a\\|b &lt;name&gt; `x\\|y` d\\_e \\*f\\* \\[g\\]"
+
+
 def test_hooks_reference_gives_every_hook_with_its_exact_signature():
     page = (DOCS / "reference" / "hooks.md").read_text()
     documented = {m.group(1): m.group(0) for m in re.finditer(r"^(norton_\w+)\((.*)\)( -> .*)?$", page, re.M)}
