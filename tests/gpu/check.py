@@ -1,4 +1,4 @@
-"""The parts of tests/gpu/check.sh, each printing its figures or why it was skipped (see the README's GPU section).
+"""The parts of tests/gpu/check.sh, each printing its figures or why it was skipped (see the GPU section of docs/scale.md).
 
 1. the demo recipe on CUDA in bf16, and in fp16 with loss scaling (finite logged losses, wall time);
 2. a 2-process NCCL run of the smoke recipe (only with 2 or more GPUs);
