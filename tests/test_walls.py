@@ -70,3 +70,11 @@ def test_the_package_face_and_plugin_listing_do_not_import_torch():
             "default_plugins().as_json(); print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_the_plugin_guide_lists_everything_the_package_face_exports():
+    import norton_core
+
+    guide = (ROOT / "docs" / "plugins" / "index.md").read_text()
+    section = guide[guide.index("## What a plugin may import"):]
+    assert [name for name in norton_core.__all__ if name != "__version__" and f"`{name}`" not in section] == []
