@@ -15,6 +15,12 @@ from .youcook2 import YouCook2Clip, YouCook2Video
 
 EVALUATORS = (YouCook2Clip, YouCook2Video, HTMAlign, MSRVTT)
 
+# -- segmentation and step localization (COIN, CrossTask) --
+from .coin import COIN  # noqa: E402
+
+EVALUATORS = (*EVALUATORS, COIN)
+# -- end segmentation and step localization --
+
 
 @hookimpl
 def norton_register_evaluators(register):  # type: ignore[no-untyped-def]
