@@ -17,8 +17,9 @@ EVALUATORS = (YouCook2Clip, YouCook2Video, HTMAlign, MSRVTT)
 
 # -- segmentation and step localization (COIN, CrossTask) --
 from .coin import COIN  # noqa: E402
+from .crosstask import CrossTask  # noqa: E402
 
-EVALUATORS = (*EVALUATORS, COIN)
+EVALUATORS = (*EVALUATORS, COIN, CrossTask)
 # -- end segmentation and step localization --
 
 
