@@ -55,6 +55,19 @@ COUNT_METRICS = frozenset({"pairs", "videos", "captions", "sentences", "alignabl
 _SHOWN_WHEN_NONZERO = ("skipped_",)
 _NONZERO_NAMES = frozenset({"unscored"})
 
+# -- segmentation and step localization (COIN, CrossTask) --
+# COIN's frame accuracy comes with its trivial baselines as ``<metric>_chance`` (background everywhere for
+# ``frame_acc`` and ``class_acc``, a random step for ``fg_frame_acc``), CrossTask's recall with a random second per
+# step; label gaps and duplicates change COIN's background threshold, so they are shown when present.
+PAPER_ROWS.update({
+    "coin": ("frame_acc", "fg_frame_acc", "class_acc", "predicted_bg", "videos", "frames"),
+    "crosstask": ("recall", "videos", "tasks", "steps"),
+})
+COUNT_METRICS = COUNT_METRICS | {"frames", "labels", "tasks", "steps", "label_gaps", "duplicate_labels",
+                                 "segments_cut"}
+_NONZERO_NAMES = _NONZERO_NAMES | {"label_gaps", "duplicate_labels"}
+# -- end segmentation and step localization --
+
 #: the metric holding each retrieval task's candidate count (``bg_`` metrics use ``bg_<count>``)
 CANDIDATES: dict[str, str] = {"youcook2_clip": "pairs", "youcook2_video": "videos", "msrvtt": "videos"}
 

@@ -166,8 +166,12 @@ def _digest(root: Path) -> str:
     return h.hexdigest()
 
 
+#: evaluation sets added after the digest was taken, switched off to compare the rest
+LATER_SETS = {"coin_videos": 0, "crosstask_videos": 0}
+
+
 def test_default_configuration_is_unchanged_by_the_family(tmp_path: Path) -> None:
-    assert _digest(generate(tmp_path, 6, seed=5, **SMALL).root) == DEFAULT_WORLD_DIGEST
+    assert _digest(generate(tmp_path, 6, seed=5, **SMALL, **LATER_SETS).root) == DEFAULT_WORLD_DIGEST
 
 
 def test_ground_truth_names_each_captions_step(default_raw: SyntheticPaths) -> None:
