@@ -216,3 +216,26 @@ def test_a_missing_feature_directory_is_an_error(tmp_path, plugins):
         _run(FakeModel(FakeModel.Config()), tmp_path, plugins)
     r = _run(FakeModel(FakeModel.Config()), tmp_path, plugins, features="coin_feature_fps30_512")
     assert not math.isnan(r["coin/frame_acc"])
+
+
+def test_a_repeated_label_text_sets_the_reference_threshold_and_distinct_undoes_it(tmp_path, plugins, caplog):
+    out = make_coin(tmp_path)
+    database = json.loads((out / "COIN.json").read_text())
+    # id 12 gets the text of id 1 (COIN repeats step names under different ids): two identical label vectors
+    for rec in database["database"].values():
+        for ann in rec["annotation"]:
+            if ann["id"] == "12":
+                ann["label"] = "w600"
+    (out / "COIN.json").write_text(json.dumps(database))
+    model = FakeModel(FakeModel.Config())
+    with caplog.at_level("WARNING", logger="norton.evaluation"):
+        reference = _run(model, tmp_path, plugins)
+    assert reference["coin/duplicate_labels"] == 2 and "share their label text" in caplog.text
+    # the threshold is w600's similarity with itself (~1): about half of the step seconds (a dot product of ~1
+    # give or take the noise) fall below it and are called background
+    assert reference["coin/threshold"] > 0.9
+    assert reference["coin/predicted_bg"] > reference["coin/frame_acc_chance"] + 15
+    distinct = _run(model, tmp_path, plugins, threshold="distinct")
+    # with the threshold between distinct labels only id 12's seconds are lost (argmax picks id 1, its twin)
+    assert distinct["coin/threshold"] < 0.5 and distinct["coin/fg_frame_acc"] > 90
+    assert reference["coin/fg_frame_acc"] < 75

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from norton_evaluators.crosstask import (
+    chance_hits,
     one_time_per_step,
     read_assignment,
     read_tasks,
@@ -97,6 +98,11 @@ def test_recall_counts_annotated_steps_per_task_then_averages_tasks():
     }
     recalls = task_recalls(truth, predicted)
     assert recalls == {"A": pytest.approx(2 / 3), "B": pytest.approx(1 / 2)}
+
+
+def test_chance_is_each_annotated_steps_share_of_the_video():
+    # a uniformly random second hits step 1 with probability 2/4 and step 2 with 1/4; step 3 is not annotated
+    assert chance_hits(_y(4, 3, [(0, 0), (1, 0), (3, 1)])) == pytest.approx(0.75)
 
 
 # ---- reading the release ---------------------------------------------------------------------------------------
