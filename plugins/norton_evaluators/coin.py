@@ -26,6 +26,7 @@ much of it a model predicts:
 
 Options that change numbers: ``threshold = "distinct"`` ignores pairs of labels with the same text (COIN repeats
 some step names under different ids; each such pair puts a label's self-similarity into the reference's ``γ``);
+``threshold = "none"`` never predicts background, so ``fg_frame_acc`` measures the label ranking alone;
 ``normalise = true`` scores with cosines (unit label vectors and video tokens) instead of dot products.
 """
 
@@ -139,7 +140,10 @@ def frame_targets(segments: list[CoinSegment], length: int, skips: Skips, vid: s
 
 def background_threshold(vectors: np.ndarray, labels: list[str], rule: str = "reference") -> float:
     """``γ``: the largest dot product between two different labels (``"reference"``: any two ids; ``"distinct"``:
-    two ids with different texts)."""
+    two ids with different texts), or ``-inf`` for ``"none"`` (never background: every second gets its best
+    label)."""
+    if rule == "none":
+        return -math.inf
     if len(vectors) < 2:
         raise DataError(f"COIN zero-shot needs at least 2 step labels for its background threshold, got {len(vectors)}")
     sim = vectors @ vectors.T
@@ -195,9 +199,9 @@ class COIN(Evaluator):
         window: int = option(32, ge=1, help="window length in seconds (= the video tokens encoded)")
         stride: int = option(16, ge=1, help="seconds between window starts")
         max_len: int = option(96, ge=8, help="total token budget; label texts get max_len - window")
-        threshold: Literal["reference", "distinct"] = option(
-            "reference", help="background threshold: the largest similarity of any two label ids ('reference') "
-                              "or of two labels with different texts ('distinct')")
+        threshold: Literal["reference", "distinct", "none"] = option(
+            "reference", help="background threshold: the largest similarity of any two label ids ('reference'), "
+                              "of two labels with different texts ('distinct'), or none (never background)")
         normalise: bool = option(False, help="score with cosines instead of the reference's dot products")
 
     def __init__(self, config: Config) -> None:

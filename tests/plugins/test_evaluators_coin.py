@@ -83,6 +83,11 @@ def test_identical_label_texts_set_the_reference_threshold_unless_distinct():
     assert background_threshold(vectors, ["a", "b", "b"], "distinct") == pytest.approx(0.6)  # a with b
 
 
+def test_threshold_none_never_predicts_background():
+    assert background_threshold(np.eye(2), ["a", "b"], "none") == -math.inf
+    np.testing.assert_array_equal(predict_frames(np.array([[-5.0, -6.0], [0.0, 0.0]]), -math.inf), [1, 1])
+
+
 def test_prediction_is_argmax_plus_one_only_strictly_above_the_threshold():
     scores = np.array([[0.5, 0.7], [0.7, 0.69], [0.2, 0.1], [0.6, 0.1]])
     np.testing.assert_array_equal(predict_frames(scores, 0.6), [2, 1, 0, 0])  # 0.6 is not above 0.6
