@@ -40,9 +40,7 @@ from typing import Any, Literal
 import attrs
 import numpy as np
 
-from norton_core.errors import DataError
-from norton_core.plugin.interfaces import EvalContext, Evaluator, Model
-from norton_core.recipe.options import option
+from norton_core import DataError, EvalContext, Evaluator, Model, option
 
 from .readers import FeatureDir, Skips, _number, _read_json
 from .sliding import check_windows, scored_videos, unit_rows

@@ -36,9 +36,7 @@ from typing import Literal
 import attrs
 import numpy as np
 
-from norton_core.errors import DataError
-from norton_core.plugin.interfaces import EvalContext, Evaluator, Model
-from norton_core.recipe.options import option
+from norton_core import DataError, EvalContext, Evaluator, Model, option
 
 from .readers import FeatureDir, Skips
 from .sliding import check_windows, scored_videos, unit_rows

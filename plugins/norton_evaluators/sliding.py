@@ -13,8 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from norton_core.errors import RecipeError
-from norton_core.plugin.interfaces import Model
+from norton_core import Model, RecipeError
 
 #: a video to score: its id, its (T, 512) features and the (L, d) label vectors to score it against
 Video = tuple[str, np.ndarray, np.ndarray]
