@@ -29,13 +29,18 @@ Output (the raw How2 layout plus evaluation sets in their public layouts, docs/d
     out/eval/youcook2/{annotations.json, features/}   out/eval/htm_align/{htm_align.json, features/}
     out/eval/msrvtt/{MSRVTT_JSFUSION_test.csv, features/}
     out/eval/msrvtt/MSR_MC_test.csv   out/eval/didemo/{test_data.json, features/}
+    out/eval/coin/{COIN.json, features/}   out/eval/crosstask/{crosstask_release/, features/}
 
 Evaluation videos are held out (never in the lists) and annotated without noise: YouCook2 segments are the exact
 step spans; HTM-Align lists a noisy ASR transcript (half of it non-visual chatter, as in the real set, whose
 protocol anchors its windows on those sentences) where each visual sentence carries its step's true span; MSR-VTT
 clips show one step each with a one-sentence description. MSR-VTT-QA questions (videos numbered after the
 retrieval clips) offer the clip's sentence among four naming other steps; DiDeMo videos (25-30 s) show two steps in
-marked moments of one or two 5-second chunks, each described by one sentence.
+marked moments of one or two 5-second chunks, each described by one sentence. COIN labels are the world's step
+names (``chop onion``), every step segment annotated with its label, a fifth of the videos in the ``training``
+subset; CrossTask's primary tasks are the first three of the world (``crosstask_videos`` videos each in
+``videos.csv``, the last two of them also in ``videos_val.csv``), the next two its related tasks (three videos
+each), and each video's annotation lists its steps' true spans.
 """
 
 from __future__ import annotations
@@ -115,6 +120,9 @@ class SyntheticOptions:
     # MSR-VTT-QA multiple choice and DiDeMo moment retrieval sets
     msrvtt_qa_questions: int = 100
     didemo_videos: int = 30
+    # COIN action segmentation and CrossTask step localization sets
+    coin_videos: int = 30
+    crosstask_videos: int = 35
 
     def check(self) -> None:
         problems = []
@@ -140,6 +148,9 @@ class SyntheticOptions:
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("val_videos", "youcook2_videos", "htm_align_videos", "msrvtt_clips"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("coin_videos", "crosstask_videos"):  # the segmentation and step localization sets
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_seconds < max(self.min_seconds, 16):
@@ -398,6 +409,9 @@ def generate(out_dir: str | Path, videos: int = 400, seed: int = 0, **options: A
     # MSR-VTT-QA multiple choice and DiDeMo moment retrieval sets
     _msrvtt_qa(world, np.random.default_rng([opts.seed, 24, 1]), eval_root / "msrvtt", opts)
     _didemo(world, np.random.default_rng([opts.seed, 24, 2]), eval_root / "didemo", opts)
+    # COIN action segmentation and CrossTask step localization sets
+    _coin(world, np.random.default_rng([opts.seed, 20]), eval_root / "coin", used, opts)
+    _crosstask(world, np.random.default_rng([opts.seed, 21]), eval_root / "crosstask", used, opts)
     return SyntheticPaths(out, feat_dir, out / "captions.json", lists, eval_root)
 
 
@@ -579,3 +593,71 @@ def _didemo(world: World, rng: np.random.Generator, root: Path, opts: SyntheticO
                             "description": template.format(A=world.actions[a][0].capitalize(), o=world.objects[o])})
         _save(root / "features" / f"{name}.npy", feats)
     (root / "test_data.json").write_text(json.dumps(queries))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# COIN action segmentation and CrossTask step localization sets
+# ----------------------------------------------------------------------------------------------------------------
+
+CROSSTASK_PRIMARY = 3
+CROSSTASK_RELATED = 2
+CROSSTASK_VAL = 2  # of each primary task's videos, the last ones, also listed in videos_val.csv
+CROSSTASK_RELATED_VIDEOS = 3
+
+
+def _coin(world: World, rng: np.random.Generator, root: Path, used: set[str], opts: SyntheticOptions) -> None:
+    """COIN.json as released. Step ids number the step names in order of first use, the testing videos' first, so
+    that the testing subset (which defines the label set) uses every id up to its largest; nothing is written for 0
+    videos, so that the set reads as absent rather than empty."""
+    if opts.coin_videos == 0:
+        return
+    (root / "features").mkdir(parents=True, exist_ok=True)
+    videos = []
+    for n in range(opts.coin_videos):
+        vid = _video_id(rng, used)
+        task, segs, feats = _clean_video(world, rng, int(rng.integers(3, 9)), opts)
+        videos.append((vid, task, "training" if n % 5 == 4 else "testing", segs, len(feats)))
+        _save(root / "features" / f"{vid}.npy", feats)
+    ordered = sorted(videos, key=lambda v: v[2] != "testing")  # stable: testing videos first, in order
+    names = list(dict.fromkeys(world.step_name(a, o) for v in ordered for _, _, a, o in v[3] if a >= 0))
+    ids = {name: k for k, name in enumerate(names, start=1)}
+    database: dict[str, Any] = {}
+    for vid, task, subset, segs, length in videos:
+        annotation = [{"id": str(ids[world.step_name(a, o)]), "segment": [float(s), float(e)],
+                       "label": world.step_name(a, o)} for s, e, a, o in segs if a >= 0]
+        database[vid] = {"recipe_type": task, "class": world.task_names[task], "subset": subset, "start": 0.0,
+                         "end": float(length), "duration": float(length),
+                         "video_url": f"https://www.youtube.com/embed/{vid}", "annotation": annotation}
+    (root / "COIN.json").write_text(json.dumps({"version": "synthetic", "database": database}))
+
+
+def _crosstask(world: World, rng: np.random.Generator, root: Path, used: set[str], opts: SyntheticOptions) -> None:
+    """crosstask_release/ as released: task files, video lists and one annotation CSV per video (nothing for 0
+    videos)."""
+    if opts.crosstask_videos == 0:
+        return
+    release = root / "crosstask_release"
+    (release / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / "features").mkdir(parents=True, exist_ok=True)
+    task_ids = {task: str(10000 + task) for task in range(min(len(world.tasks), CROSSTASK_PRIMARY + CROSSTASK_RELATED))}
+    primary = [t for t in task_ids if t < CROSSTASK_PRIMARY]
+    for name, tasks in (("tasks_primary.txt", primary), ("tasks_related.txt", [t for t in task_ids if t not in primary])):
+        blocks = [f"{task_ids[t]}\n{world.task_names[t].capitalize()}\nhttps://www.wikihow.com/{task_ids[t]}\n"
+                  f"{len(world.tasks[t])}\n{','.join(world.step_name(a, o) for a, o in world.tasks[t])}\n\n"
+                  for t in tasks]
+        (release / name).write_text("".join(blocks))
+    rows, val = [], []
+    for task in task_ids:
+        count = max(opts.crosstask_videos, CROSSTASK_VAL) if task in primary else CROSSTASK_RELATED_VIDEOS
+        steps = world.tasks[task]
+        for n in range(count):
+            vid = _video_id(rng, used)
+            segs = _timeline(world, rng, task, int(rng.integers(3, len(steps) + 2)), opts)
+            lines = [f"{steps.index((a, o)) + 1},{s:.2f},{e:.2f}" for s, e, a, o in segs if a >= 0]
+            _save(root / "features" / f"{vid}.npy", world.features(rng, segs, opts.feature_noise, opts.feature_drift))
+            (release / "annotations" / f"{task_ids[task]}_{vid}.csv").write_text("\n".join(lines) + "\n")
+            rows.append(f"{task_ids[task]},{vid},https://www.youtube.com/watch?v={vid}\n")
+            if task in primary and n >= count - CROSSTASK_VAL:
+                val.append(rows[-1])
+    (release / "videos.csv").write_text("".join(rows))
+    (release / "videos_val.csv").write_text("".join(val))

@@ -111,6 +111,11 @@ class SyntheticSource(DataSource):
         max_text_len: int = option(32, ge=1, help="token ids kept per caption")
         max_text_chars: int = option(96, ge=1, help="characters kept per caption before tokenizing")
         shard_size: int = option(128, ge=1, help="videos per shard (small, so the demo set has several shards)")
+        # -- segmentation and step localization sets --
+        coin_videos: int = option(30, ge=0, help="COIN-format action segmentation videos (a fifth in 'training')")
+        crosstask_videos: int = option(35, ge=0, help="CrossTask-format videos per primary task (3 tasks; the "
+                                                      "reference split trains on 30 and tests the rest)")
+        # -- end segmentation and step localization sets --
 
         def __attrs_post_init__(self) -> None:
             for low, high in (("task_steps_min", "task_steps_max"), ("step_seconds_min", "step_seconds_max"),
