@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 HOW2_VIDEOS = 1_100_000
 PAPER = "paper: about 6 h for the whole post-training on 2 A100s"
