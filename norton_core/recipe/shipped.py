@@ -18,11 +18,11 @@ _HERE = Path(__file__).resolve().parent
 
 def shipped_dir() -> Path:
     """The directory holding the shipped ``*.toml`` recipes (installed copy first, then the checkout's)."""
-    for candidate in (_HERE / "recipes", _HERE.parent / "recipes"):
+    for candidate in (_HERE / "recipes", _HERE.parent / "recipes", _HERE.parent.parent / "recipes"):
         if candidate.is_dir() and any(candidate.glob("*.toml")):
             return candidate
-    raise RecipeError(f"the shipped recipes are missing: neither {_HERE / 'recipes'} nor {_HERE.parent / 'recipes'} "
-                      "holds *.toml files (reinstall norton)")
+    raise RecipeError(f"the shipped recipes are missing: none of {_HERE / 'recipes'}, {_HERE.parent / 'recipes'} "
+                      f"and {_HERE.parent.parent / 'recipes'} holds *.toml files (reinstall norton)")
 
 
 def shipped_names() -> list[str]:
