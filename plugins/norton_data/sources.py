@@ -13,6 +13,7 @@ from typing import Literal
 import attrs
 
 from norton_core.data import manifest as mf
+from norton_core.data.synthetic_words import MAX_SECONDS, MAX_VIDEOS
 from norton_core.errors import DataError
 from norton_core.plugin.interfaces import DataPaths, DataSource
 from norton_core.recipe.options import option
@@ -73,19 +74,19 @@ class SyntheticSource(DataSource):
 
     @attrs.frozen
     class Config:
-        videos: int = option(400, ge=1, help="training videos")
-        val_videos: int = option(40, ge=0, help="validation videos")
+        videos: int = option(400, ge=1, le=MAX_VIDEOS, help="training videos")
+        val_videos: int = option(40, ge=0, le=MAX_VIDEOS, help="validation videos")
         seed: int = option(0, help="generator seed")
-        min_seconds: int = option(40, ge=1, help="shortest video (about)")
-        max_seconds: int = option(120, ge=16, help="longest video (about)")
+        min_seconds: int = option(40, ge=1, le=MAX_SECONDS, help="shortest video (about)")
+        max_seconds: int = option(120, ge=16, le=MAX_SECONDS, help="longest video (about)")
         shift_prob: float = option(0.3, ge=0, le=0.9, help="share of captions moved off their step")
         shift_seconds: float = option(6.0, ge=0, le=100, help="largest caption time shift in seconds")
         nonvisual_prob: float = option(0.15, ge=0, le=0.9, help="share of captions with no visual counterpart")
         uncaptioned_prob: float = option(0.1, ge=0, le=0.9, help="share of steps without a caption")
         feature_noise: float = option(0.6, ge=0, le=100, help="feature noise relative to a step's signal")
-        youcook2_videos: int = option(50, ge=0, help="held-out YouCook2-format evaluation videos")
-        htm_align_videos: int = option(20, ge=0, help="held-out HTM-Align-format evaluation videos")
-        msrvtt_clips: int = option(200, ge=0, help="MSR-VTT-format evaluation clips")
+        youcook2_videos: int = option(50, ge=0, le=MAX_VIDEOS, help="held-out YouCook2-format evaluation videos")
+        htm_align_videos: int = option(20, ge=0, le=MAX_VIDEOS, help="held-out HTM-Align-format evaluation videos")
+        msrvtt_clips: int = option(200, ge=0, le=MAX_VIDEOS, help="MSR-VTT-format evaluation clips")
         # the generator family (norton_core.data.synthetic); the defaults are the demo's world
         world_seed: int = option(20240116, help="seed of the world: step vocabularies, task recipes, feature maps")
         tasks: int = option(12, ge=1, le=200, help="tasks (recipes); names past 12 are generated")
