@@ -130,6 +130,7 @@ class OutputLock(DirectoryLock):
     ``--out`` is refused at once, before it removes the first one's staging files or writes a shard."""
 
     error = DataError
+    clear_on_release = True
 
     def __init__(self, out_dir: Path) -> None:
         super().__init__(out_dir, "output directory", "another norton prepare is writing it; wait for it to end "

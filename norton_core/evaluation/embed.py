@@ -186,7 +186,7 @@ def _encode_video(model: Model, laid: list[tuple[np.ndarray, np.ndarray]], max_v
                 pooled, outputs, _ = model.forward_video(vfeats, vmasks, attend_cls=False)  # type: ignore[call-arg]
             chosen = (outputs[:, 1:1 + max_video_len] if tokens else pooled).float().cpu().numpy()
             # per-second outputs are checked where the video has seconds; padded ones are never read
-            seconds = vmasks[:, 1:1 + max_video_len, None].cpu().numpy().astype(bool) if tokens else True
+            seconds = vmasks[:, :max_video_len, None].cpu().numpy().astype(bool) if tokens else True
             _check_finite(np.where(seconds, chosen, 0.0), desc)
             out.append(chosen)
             bar.update(len(chunk))

@@ -160,7 +160,7 @@ def _digest(root: Path) -> str:
 
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name != "ground_truth.json":
+        if p.is_file() and p.name not in ("ground_truth.json", ".lock"):  # the output lock is not generated data
             h.update(str(p.relative_to(root)).encode())
             h.update(p.read_bytes())
     return h.hexdigest()
