@@ -359,7 +359,7 @@ def _read_listed(file: Path, meta: Any, step: Any) -> bytes:
         raise CheckpointError(f"{file}: the manifest's entry is malformed (checkpoint step {step})")
     if not (file.exists() or file.is_symlink()):
         raise CheckpointError(f"{file}: missing in checkpoint step {step}")
-    return read_bounded(file, size, f"a checkpoint file of {size} bytes (its manifest's size)", CheckpointError)
+    return read_bounded(file, size, "a checkpoint file (the size its manifest records)", CheckpointError)
 
 
 def read_checkpoint(path: Path, verify: bool = True) -> dict[str, bytes]:

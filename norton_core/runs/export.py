@@ -316,6 +316,7 @@ def export_recipe(path: Path) -> Any:
     if not raw:
         raise CheckpointError(f"{path}: an export without recipe.json; pass --recipe and --eval-root")
     raw["model"] = model_options(path, read_meta(path))
+    check_model_options(path, raw["model"])
     return Recipe.from_dict(raw, source=str(path / "recipe.json"))
 
 
@@ -324,14 +325,16 @@ class ExportedModel:
     by dot product (as the evaluation does)."""
 
     def __init__(self, path: Path, device: str = "cpu") -> None:
+        from norton_core import build
         from norton_core.evaluation.cli import load_weights
 
         self.path, self.device = Path(path), device
         verify_export(self.path)  # before the model reads its text encoder's files from the export
         self.meta = read_meta(self.path)
         options = model_options(self.path, self.meta)
+        check_model_options(self.path, options)
         name = options.pop("name")
-        self.model = build_export_model(self.path, name, options)
+        self.model = build("model", name, options)
         weights = self.path / "model.safetensors"
         load_weights(self.model, weights, read_weights(self.path))
         self.model.to(device)
@@ -367,17 +370,22 @@ class ExportedModel:
         return encode_texts(self.model, texts, self.text_len, batch_size=batch_size, device=self.device)
 
 
-def build_export_model(path: Path, name: str, options: dict[str, Any]) -> Any:
-    """The model ``model.json`` describes; an option out of its declared range (``video_layers = 100000``) is
-    refused before anything is allocated, naming ``model.json``."""
-    from norton_core import build
-    from norton_core.errors import RecipeError
+def check_model_options(path: Path, model: dict[str, Any]) -> None:
+    """The model table of ``model.json`` (with ``name``) against the registered model's option schema: an option
+    out of its declared range (``video_layers = 100000``) is refused before anything is allocated, naming
+    ``model.json``."""
+    from norton_core.plugin.manager import default_plugins
+    from norton_core.recipe.options import parse_config
 
-    try:
-        return build("model", name, options)
-    except RecipeError as exc:
-        raise CheckpointError(f"{path / 'model.json'}: {'; '.join(exc.lines())}",
-                              problems=[f"{path / 'model.json'}: {line}" for line in exc.lines()]) from None
+    registry = default_plugins().registry
+    options = {k: v for k, v in model.items() if k != "name"}
+    if ("model", model["name"]) not in registry:
+        raise CheckpointError(f"{path / 'model.json'}: {registry.unknown_message('model', model['name'])}")
+    _, problems = parse_config(registry.get("model", model["name"]).cls.Config, options, path="model",
+                               source=str(path / "model.json"))
+    if problems:
+        raise CheckpointError(problems[0] if len(problems) == 1 else f"{len(problems)} problems in "
+                              f"{path / 'model.json'}", problems=problems)
 
 
 def load(path: str | Path, device: str = "cpu") -> ExportedModel:

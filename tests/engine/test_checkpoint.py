@@ -399,7 +399,8 @@ def test_a_checkpoint_file_that_is_a_fifo_a_device_or_sparse_is_refused_before_r
     began = time.monotonic()
     expected = {"fifo": "is a FIFO (named pipe), not a regular file",
                 "dev_zero": "is a character device, not a regular file",
-                "sparse": "21474836480 bytes, more than the 15 bytes limit for a checkpoint file of 15 bytes"}[kind]
+                "sparse": "21474836480 bytes, more than the 15 bytes limit for a checkpoint file (the size its "
+                          "manifest records)"}[kind]
     with pytest.raises(CheckpointError) as info:
         ckpt.read_checkpoint(path)
     assert f"{rng}: {expected}" in str(info.value)

@@ -91,14 +91,17 @@ def test_an_export_without_a_manifest_is_refused_with_the_fix(export):
 
 
 def test_video_layers_out_of_range_in_model_json_is_refused_before_allocating(export):
+    from norton_core.runs.export import export_recipe
+
     meta = json.loads((export / "model.json").read_text())
     meta["model"]["video_layers"] = 100_000
     (export / "model.json").write_text(json.dumps(meta))
     write_manifest(export)  # re-hashed: the manifest vouches for it, the range does not
     with pytest.raises(CheckpointError) as info:
         load(export)
-    assert str(info.value) == (f"{export / 'model.json'}: model 'mmfusion-separate': model.video_layers: "
-                               f"must be <= 48, got 100000")
+    assert str(info.value) == f"{export / 'model.json'}: model.video_layers: must be <= 48, got 100000"
+    with pytest.raises(CheckpointError, match=r"model\.json: model\.video_layers: must be <= 48"):
+        export_recipe(export)  # norton evaluate EXPORT builds the model from the export's recipe
 
 
 def test_a_fifo_as_model_json_is_refused_without_blocking(export):
