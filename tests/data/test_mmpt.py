@@ -60,7 +60,7 @@ def test_mmpt_directory_reads_identically_without_copying(tmp_path: Path) -> Non
                         "--no-progress"]) == 0
     out = src / "norton_train"
     assert {p.name: p.stat().st_mtime_ns for p in src.iterdir() if p.name != "norton_train"} == before
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]  # nothing copied
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "manifest.json"]  # nothing copied (.lock: empty)
     verify_store(out, progress=False)
     for mode in ("mmap", "pread"):
         store = ShardStore.open(out, mode)
