@@ -38,7 +38,7 @@ SET_SOURCE = "--set"
 MAX_RECIPE_BYTES = 1024 * 1024
 #: the longest ``extends`` chain followed (the shipped recipes use two levels)
 MAX_EXTENDS_DEPTH = 32
-#: at most this many unknown-key lines are printed; the rest are counted in one more line
+#: at most this many problem lines are printed for one recipe; the rest are counted in one more line
 MAX_PROBLEM_LINES = 50
 
 

@@ -179,11 +179,12 @@ def _json_or_empty(path: Path) -> dict[str, Any]:
 
 
 def _listed_files(root: Path) -> list[str]:
-    """Every file under ``root`` the manifest covers, as ``/``-separated relative paths, sorted."""
+    """Every entry under ``root`` the manifest covers (anything but a directory: an added FIFO or link counts
+    too), as ``/``-separated relative paths, sorted."""
     out = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
-        if path.is_file() and rel not in UNLISTED:
+        if not (path.is_dir() and not path.is_symlink()) and rel not in UNLISTED:
             out.append(rel)
     return out
 

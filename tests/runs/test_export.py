@@ -145,3 +145,11 @@ def test_norton_evaluate_on_a_damaged_export_exits_2_with_one_line(export):
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert "tokenizer.json: missing from the export" in done.stderr
+
+
+def test_an_added_fifo_beside_the_tokenizer_is_refused_without_blocking(export):
+    import os
+
+    os.mkfifo(export / "text_encoder" / "added_tokens.json")  # transformers would open it and wait forever
+    with pytest.raises(CheckpointError, match=r"added_tokens\.json: not written by the export"):
+        verify_export(export)
