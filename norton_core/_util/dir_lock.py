@@ -58,7 +58,11 @@ class DirectoryLock:
         return f"{self.what} {self.path.parent} is locked by {holder}; {self.advice}"
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as exc:  # a read-only directory, a .lock that is a directory...
+            raise self.error(f"{self.path}: cannot open the lock of {self.what} {self.path.parent} "
+                             f"({exc.strerror or exc})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -63,3 +63,4 @@ def test_limits_are_printed_in_round_units():
     assert human_bytes(1024 * 1024) == "1 MiB"
     assert human_bytes(16 * 1024**3) == "16 GiB"
     assert human_bytes(1000) == "1000 bytes"
+
