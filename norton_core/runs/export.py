@@ -80,7 +80,7 @@ def export_run(source: Path, out: Path, log: Callable[[str], None] = print) -> P
                               "(with manifest.json)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise NortonError(f"{out}: already exists and is not an empty directory; choose another OUT")
-    resolved = json.loads((run_dir / "recipe.json").read_text(encoding="utf-8"))
+    resolved = _json_or_empty(run_dir / "recipe.json")
     recipe = Recipe.from_dict(resolved, source=str(run_dir / "recipe.json"))
     state = json.loads(files["state.json"])
     spec = recipe.components["model"]
