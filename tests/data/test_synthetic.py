@@ -160,7 +160,7 @@ def _digest(root: Path) -> str:
 
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name != "ground_truth.json":
+        if p.is_file() and p.name not in ("ground_truth.json", ".lock"):  # the output lock is not generated data
             h.update(str(p.relative_to(root)).encode())
             h.update(p.read_bytes())
     return h.hexdigest()
@@ -258,3 +258,18 @@ def test_chatter_at_the_edges_is_said_over_the_talking_head(tmp_path: Path) -> N
             if kind == "nonvisual" and not text.startswith("today"):
                 at_edges.append(start < first or start >= last)
     assert at_edges and sum(at_edges) / len(at_edges) > 0.8
+
+
+def test_a_billion_videos_are_refused_by_the_declared_bound_before_anything_is_written(tmp_path):
+    """--set data.videos=1000000000 passed --dry-run and then wrote 4.3 GB in 100 s."""
+    from norton_core.data.synthetic_words import MAX_VIDEOS
+    from norton_core.recipe.load import load_recipe
+
+    smoke = Path(__file__).resolve().parents[2] / "recipes" / "smoke_cpu.toml"
+    with pytest.raises(RecipeError) as info:
+        load_recipe(smoke, ["data.videos=1000000000"])
+    assert info.value.lines() == [f"--set: data.videos: must be <= {MAX_VIDEOS}, got 1000000000"]
+    with pytest.raises(DataError, match=rf"videos must be in \[1, {MAX_VIDEOS}\] \(the generator's limit\), got "
+                                        r"1000000000"):
+        generate(tmp_path / "out", 10**9)
+    assert not (tmp_path / "out").exists()
