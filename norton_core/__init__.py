@@ -11,13 +11,14 @@ This module is the whole surface a plugin may rely on; plugins import from ``nor
 - helpers the built-in plugins share, imported on first use so that ``import norton_core`` stays light (no torch):
   batching (:func:`collate_clips`) and the token layout (:func:`build_text_seq`, :func:`build_video_seq`);
   evaluation (:func:`encode_clips`, :func:`encode_texts`, :func:`rank_metrics`, :func:`rank_counts`,
-  :func:`roc_auc`, :func:`grounding_hits`, :func:`alignment_scores`, :func:`caption_average`, :func:`centre_per_caption`);
-  nearest-neighbour search (:func:`exact_knn`, :func:`knn_scores`, :func:`row_norms`); run records
-  (:func:`scalars`); files and weights (:func:`replace_atomic`, :func:`read_bounded`, :func:`load_plain`, :func:`load_checkpoint`,
-  :class:`LazyTensor`, :func:`load_tokenizer`, :func:`resolve_pretrained`); compiled loops (:func:`compile_cached`,
-  :func:`say_if_compiled`, :func:`compiled_threads`, :data:`LAUNCH`); data stores (:data:`MANIFEST`,
-  :func:`prepare_how2`, :class:`PrepareOptions`, :func:`generate_synthetic` and its limits
-  :data:`SYNTHETIC_MAX_VIDEOS`, :data:`SYNTHETIC_MAX_SECONDS`).
+  :func:`roc_auc`, :func:`grounding_hits`, :func:`alignment_scores`, :func:`caption_average`,
+  :func:`centre_per_caption`); nearest-neighbour search (:func:`exact_knn`, :func:`knn_scores`, :func:`row_norms`);
+  run records (:func:`scalars`); files and weights (:func:`replace_atomic`, :func:`read_bounded`,
+  :func:`read_json`, :func:`load_plain`, :func:`load_checkpoint`, :class:`LazyTensor`, :func:`load_tokenizer`,
+  :func:`resolve_pretrained`); compiled loops (:func:`compile_cached`, :func:`say_if_compiled`,
+  :func:`compiled_threads`, :data:`LAUNCH`); data stores (:data:`MANIFEST`, :func:`prepare_how2`,
+  :class:`PrepareOptions`, :func:`generate_synthetic` and its limits :data:`SYNTHETIC_MAX_VIDEOS`,
+  :data:`SYNTHETIC_MAX_SECONDS`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from norton_core.plugin.registry import Register
 from norton_core.recipe.options import option, parse_config
 
 if TYPE_CHECKING:
-    from norton_core._util.bounded import read_bounded
+    from norton_core._util.bounded import read_bounded, read_json
     from norton_core._util.compiled import LAUNCH, compile_cached, say_if_compiled
     from norton_core._util.compiled import threads as compiled_threads
     from norton_core._util.files import replace_atomic
@@ -80,6 +81,7 @@ _LAZY = {
     "compiled_threads": ("norton_core._util.compiled", "threads"),
     "replace_atomic": ("norton_core._util.files", "replace_atomic"),
     "read_bounded": ("norton_core._util.bounded", "read_bounded"),
+    "read_json": ("norton_core._util.bounded", "read_json"),
     "LazyTensor": ("norton_core._util.safe_checkpoint", "LazyTensor"),
     "load_checkpoint": ("norton_core._util.safe_checkpoint", "load_checkpoint"),
     "load_plain": ("norton_core._util.safe_pickle", "load_plain"),
@@ -151,9 +153,9 @@ __all__ = [
     "Loss", "MetricSink", "Model", "NortonError", "PluginError", "Plugins", "Preempted", "RecipeError", "Register",
     "RetrievalBackend", "SpecialTokens", "TrainingError", "VideoRecord", "build", "default_plugins", "hookimpl",
     "option", "parse_config", "set_default_plugins", "__version__", "LAUNCH", "compile_cached", "say_if_compiled",
-    "compiled_threads", "replace_atomic", "read_bounded", "LazyTensor", "load_checkpoint", "load_plain", "load_tokenizer",
-    "resolve_pretrained", "collate_clips", "build_text_seq", "build_video_seq", "MANIFEST", "PrepareOptions",
-    "prepare_how2", "generate_synthetic", "encode_clips", "encode_texts", "grounding_hits", "rank_counts",
-    "rank_metrics", "roc_auc", "SYNTHETIC_MAX_SECONDS", "SYNTHETIC_MAX_VIDEOS",
-    "alignment_scores", "caption_average", "centre_per_caption", "exact_knn", "knn_scores", "row_norms", "scalars",
+    "compiled_threads", "replace_atomic", "read_bounded", "read_json", "LazyTensor", "load_checkpoint", "load_plain",
+    "load_tokenizer", "resolve_pretrained", "collate_clips", "build_text_seq", "build_video_seq", "MANIFEST",
+    "PrepareOptions", "prepare_how2", "generate_synthetic", "SYNTHETIC_MAX_SECONDS", "SYNTHETIC_MAX_VIDEOS",
+    "encode_clips", "encode_texts", "grounding_hits", "rank_counts", "rank_metrics", "roc_auc", "alignment_scores",
+    "caption_average", "centre_per_caption", "exact_knn", "knn_scores", "row_norms", "scalars",
 ]

@@ -1,4 +1,5 @@
-"""Reading small files whose size the reader bounds: recipes, JSON metadata, pickles, checkpoint files.
+"""Reading small files whose size the reader bounds: recipes, JSON metadata (:func:`read_json`), pickles,
+checkpoint files.
 
 :func:`read_bounded` checks the file's type and size *before* reading: a FIFO (which would block forever), a
 character device such as ``/dev/zero`` (endless), a directory or a file larger than the limit (a sparse 20 GB file
@@ -10,9 +11,11 @@ bytes are read, so a file that grows after the check is still refused instead of
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from norton_core.errors import NortonError
 
@@ -89,3 +92,24 @@ def read_text_bounded(path: Path | str, limit: int, what: str, error: type[Norto
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(f"{path}: not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}); expected {what}") from None
+
+
+def read_json(path: Path | str, limit: int, what: str, error: type[NortonError] = NortonError, *,
+              expect: type | None = None) -> Any:
+    """The JSON value of ``path``, read by :func:`read_bounded`: the one way norton reads a JSON file.
+
+    Every failure is one ``error`` line naming the file: missing, not a regular file, over ``limit``, not UTF-8,
+    not JSON (with the position), or, with ``expect`` (``dict`` or ``list``), a value of another type. Callers for
+    which a missing file is normal check ``path.exists()`` first and say what they do instead.
+    """
+    text = read_text_bounded(path, limit, what, error)
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise error(f"{path}: not valid JSON ({exc}); expected {what}") from None
+    except RecursionError:
+        raise error(f"{path}: JSON nested too deeply; expected {what}") from None
+    if expect is not None and not isinstance(value, expect):
+        wanted = {dict: "a JSON object", list: "a JSON list"}.get(expect, expect.__name__)
+        raise error(f"{path}: expected {wanted} ({what}), got {type(value).__name__}")
+    return value

@@ -7,7 +7,6 @@ in the order it calls them. Nothing here holds training state beyond the ``Run``
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import sys
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 import attrs
 import numpy as np
 
+from norton_core._util.bounded import read_json
 from norton_core.engine import checkpoint as ckpt
 from norton_core.engine import distributed, state_files
 from norton_core.engine import loader as dataio
@@ -193,7 +193,7 @@ def assemble(recipe: Recipe, plugins: Plugins, *, dist: Dist, log: Callable[[str
     if found is None and dist.is_main:  # a fresh start (or --resume before any checkpoint): no stale outputs
         run.metrics.truncate(0)
         (run_dir / "eval.json").unlink(missing_ok=True)
-    run.evaluation = dict(prior_evaluation) | read_json(run_dir / "eval.json")
+    run.evaluation = dict(prior_evaluation) | read_evaluation(run_dir / "eval.json")
     return run
 
 
@@ -353,11 +353,18 @@ def plugin_list(plugins: Any) -> list[dict[str, Any]]:
             for i in sorted(plugins.infos.values(), key=lambda i: i.name)]
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+#: the largest eval.json read back (a run's results are a few KB)
+MAX_EVAL_BYTES = 16 * 1024 * 1024
+
+
+def read_evaluation(path: Path) -> dict[str, Any]:
+    """A resumed run's ``eval.json`` (absent before its first evaluation). An unreadable one is an error naming
+    it, not an empty table: a silently dropped result would be evaluated again, or be missing from the run's table."""
+    if not path.exists():
         return {}
+    results: dict[str, Any] = read_json(path, MAX_EVAL_BYTES, "the run's evaluation results; delete it to evaluate "
+                                        "again", CheckpointError, expect=dict)
+    return results
 
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from norton_core import __version__
-from norton_core._util.bounded import read_bounded
+from norton_core._util.bounded import read_bounded, read_json
 from norton_core.errors import CheckpointError, NortonError
 
 FORMAT = "norton-export"
@@ -161,15 +161,10 @@ def model_card(meta: dict[str, Any], evaluation: dict[str, Any], recipe_toml: st
 
 
 def _json_or_empty(path: Path) -> dict[str, Any]:
+    """An export's optional JSON metadata file: absent means none was written."""
     if not path.exists():
         return {}
-    raw = read_bounded(path, MAX_JSON_BYTES, "an export's JSON metadata", CheckpointError)
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    value: dict[str, Any] = read_json(path, MAX_JSON_BYTES, "an export's JSON metadata", CheckpointError, expect=dict)
     return value
 
 

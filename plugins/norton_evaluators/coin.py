@@ -42,7 +42,7 @@ import numpy as np
 
 from norton_core import DataError, EvalContext, Evaluator, Model, option
 
-from .readers import FeatureDir, Skips, _number, _read_json
+from .readers import FeatureDir, Skips, _number, read_annotations
 from .sliding import check_windows, scored_videos, unit_rows
 
 log = logging.getLogger("norton.evaluation")
@@ -75,7 +75,7 @@ class CoinSet:
 
 def read_coin(path: Path, subset: str) -> CoinSet:
     """The label set and the videos of ``subset`` from ``COIN.json`` as released."""
-    data = _read_json(path)
+    data = read_annotations(path)
     database = data.get("database") if isinstance(data, dict) else None
     if not isinstance(database, dict):
         raise DataError(f"{path}: expected an object with a \"database\" object (the COIN.json layout)")

@@ -37,7 +37,6 @@ video name as it appears in the JSON, extension included), ``empty_description``
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -50,7 +49,7 @@ import numpy as np
 
 from norton_core import DataError, EvalContext, Evaluator, Model, option
 
-from .readers import FeatureDir, Skips
+from .readers import FeatureDir, Skips, read_annotations
 
 _SKIPS = ("missing_features", "bad_features", "empty_description", "no_times")
 CHUNK_SECONDS = 5
@@ -75,10 +74,7 @@ def read_didemo(path: Path, skips: Skips) -> list[Query]:
     """
     if not path.is_file():
         raise DataError(f"{path}: evaluation file not found (expected DiDeMo's test_data.json)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    data = read_annotations(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a list of queries {{\"video\", \"description\", \"times\"}}, got "
                         f"{type(data).__name__}")

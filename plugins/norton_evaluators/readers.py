@@ -9,7 +9,6 @@ with examples, never dropped silently.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from collections import Counter
@@ -19,7 +18,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from norton_core import DataError
+from norton_core import DataError, read_json
 
 log = logging.getLogger("norton.evaluation")
 
@@ -103,14 +102,15 @@ class FeatureDir:
         return feats
 
 
-def _read_json(path: Path) -> Any:
+#: the largest annotation file read (the released YouCook2, HTM-Align and COIN files are a few MB to tens of MB)
+MAX_ANNOTATION_BYTES = 512 * 1024 * 1024
+
+
+def read_annotations(path: Path) -> Any:
+    """An evaluation set's JSON annotation file; missing, oversized or invalid is one :class:`DataError` line."""
     if not path.is_file():
         raise DataError(f"{path}: evaluation file not found (expected the public layout, see docs/data_formats.md)")
-    try:
-        with path.open(encoding="utf-8") as fh:
-            return json.load(fh)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+    return read_json(path, MAX_ANNOTATION_BYTES, "an evaluation annotation file", DataError)
 
 
 def _number(value: Any) -> bool:
@@ -135,7 +135,7 @@ class Segment:
 def read_youcook2(path: Path, subset: str | None) -> dict[str, list[Segment]]:
     """``{video_id: segments sorted by id}`` for the videos of ``subset`` (None: every video) in the official
     YouCook2 layout."""
-    data = _read_json(path)
+    data = read_annotations(path)
     database = data.get("database") if isinstance(data, dict) else None
     if not isinstance(database, dict):
         raise DataError(f"{path}: expected an object with a \"database\" object (YouCook2 layout), "
@@ -254,7 +254,7 @@ class AlignSentence:
 
 def read_htm_align(path: Path) -> dict[str, list[AlignSentence]]:
     """``{video_id: sentences in file order}`` from ``htm_align.json``."""
-    data = _read_json(path)
+    data = read_annotations(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected an object {{video_id: [[alignable, start, end, text], ...]}}, "
                         f"got {type(data).__name__}")

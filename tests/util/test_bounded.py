@@ -64,3 +64,31 @@ def test_limits_are_printed_in_round_units():
     assert human_bytes(16 * 1024**3) == "16 GiB"
     assert human_bytes(1000) == "1000 bytes"
 
+
+
+def test_read_json_is_one_line_per_failure_and_checks_the_type(tmp_path):
+    from norton_core._util.bounded import read_json
+    from norton_core.errors import DataError
+
+    good = tmp_path / "good.json"
+    good.write_text('{"a": [1, 2]}')
+    assert read_json(good, 1024, "a test file", DataError, expect=dict) == {"a": [1, 2]}
+    cases = {"missing.json": None, "bad.json": b'{"a": ', "latin.json": b'{"a": "\xe9"}', "list.json": b"[1]",
+             "deep.json": b"[" * 100_000 + b"]" * 100_000}
+    for name, content in cases.items():
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
+        with pytest.raises(DataError) as info:
+            read_json(tmp_path / name, 1024 * 1024, "a test file", DataError, expect=dict)
+        message = str(info.value)
+        assert message.startswith(str(tmp_path / name)) and "\n" not in message, message
+
+
+def test_a_resumed_runs_unreadable_eval_json_is_an_error_not_an_empty_table(tmp_path):
+    from norton_core.engine.setup import read_evaluation
+    from norton_core.errors import CheckpointError
+
+    assert read_evaluation(tmp_path / "eval.json") == {}
+    (tmp_path / "eval.json").write_text('{"after": {"youcook2_clip/R@1": 1.5}')
+    with pytest.raises(CheckpointError, match="eval.json: not valid JSON.*delete it to evaluate again"):
+        read_evaluation(tmp_path / "eval.json")
