@@ -93,7 +93,8 @@ def weights_sha256(run_dir: Path) -> str | None:
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and value:
+    """Dotted keys to leaf values (an empty table has no leaf: nothing is set in it)."""
+    if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, inner in value.items():
             out.update(_flat(inner, f"{prefix}.{key}" if prefix else str(key)))

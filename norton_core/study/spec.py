@@ -43,7 +43,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
-#: characters kept as they are in a variant's directory name (others become "_", and a hash keeps names distinct)
+#: a variant label with one of these is no plain directory name (a separator, a control character)
+_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
+#: characters kept as they are when a label must be rewritten (others become "_"; a hash keeps names distinct)
 _DIR_CHARS = re.compile(r"[^A-Za-z0-9._=-]")
 #: seeds seed numpy's and torch's generators, which take 32-bit seeds
 SEED_LIMIT = 2**32
@@ -95,7 +97,7 @@ class Study:
         with every other character replaced and a hash of the label appended (a value such as ``"../.."`` or a
         store path never names a directory outside the study)."""
         label = self.variant_label(value)
-        if _NAME.fullmatch(label.replace("=", "_")) and len(label) <= 100:
+        if not _UNSAFE.search(label) and not label.startswith(".") and len(label) <= 100:
             return label
         digest = hashlib.sha256(label.encode()).hexdigest()[:8]
         return f"{_DIR_CHARS.sub('_', label)[:80].lstrip('.') or '_'}-{digest}"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from norton_core.errors import RecipeError
-from norton_core.study.report import build_report
 from norton_core.plugin.manager import default_plugins
+from norton_core.study.report import build_report
 from norton_core.study.runner import cell_dir, plan
 from norton_core.study.spec import load_study
 
