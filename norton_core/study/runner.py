@@ -12,8 +12,8 @@ reads the same data.
 A finished stage leaves ``<name>.json`` beside its run directory: its overrides, its provenance (resolved recipe,
 data identity, first stage: :mod:`.provenance`), its final evaluation and diagnostics. It is reused only when that
 provenance is exactly the one asked for now; otherwise it is trained again, with a line naming what changed. An
-interrupted stage resumes from its newest checkpoint when it was started with the provenance asked for now
-(``.<name>.started.json`` records it), and starts afresh otherwise.
+interrupted stage (a run directory without a record) resumes from its newest checkpoint when it was started with the
+provenance asked for now (``.<name>.started.json`` keeps a hash of it), and starts afresh otherwise.
 """
 
 from __future__ import annotations
@@ -211,7 +211,6 @@ def run_stage(stage: Stage, plugins: Any, log: Callable[[str], None], first: dic
            "evaluation": {k: v for k, v in result.evaluation.items() if "/" not in k},
            "diagnostics": {str(e): r for e, r in read_diagnostics(result.run_dir / "diagnostics.jsonl").items()}}
     _write(stage.record, out)
-    stage.started.unlink(missing_ok=True)
     return out
 
 
