@@ -209,11 +209,12 @@ def run_parallel(stages: list[Stage], jobs: int, log: Callable[[str], None]) -> 
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
-    if failures:
-        real = [f for f in failures if not isinstance(f, errors.Preempted)]
-        raise (real or failures)[0]
+    real = [f for f in failures if not isinstance(f, errors.Preempted)]
+    if real:
+        raise real[0]
     if stopping:
-        raise errors.Preempted("norton study: stopped; run the same command again to continue")
+        raise errors.Preempted(f"stopped: {len(failures)} running stage(s) committed a checkpoint; run the same "
+                               "`norton study` command again to continue")
     return {s.key: done[s.key] for s in stages if s.key in done}
 
 
