@@ -23,6 +23,7 @@ import signal
 import sys
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TextIO
 
 from norton_core import errors
@@ -170,6 +171,7 @@ def run_parallel(stages: list[Stage], jobs: int, log: Callable[[str], None]) -> 
             if not stopping:
                 log(f"norton study: {why}: the running stages commit a checkpoint and stop")
             stopping = True
+            # the executor keeps its processes in a private map; without it the workers stop at SIGTERM of the group
             for proc in list(getattr(pool, "_processes", {}).values()):
                 if proc.is_alive() and proc.pid is not None:
                     os.kill(proc.pid, signal.SIGTERM)
@@ -198,7 +200,12 @@ def run_parallel(stages: list[Stage], jobs: int, log: Callable[[str], None]) -> 
                     continue
                 for future in finished:
                     stage = running.pop(future)
-                    status, value = future.result()  # an exception that is no NortonError is a bug: its traceback
+                    try:
+                        status, value = future.result()  # an exception that is no NortonError is a bug: a traceback
+                    except BrokenProcessPool:
+                        raise errors.TrainingError(
+                            f"{stage.title}: its worker process died (killed, or out of memory); finished cells are "
+                            "kept: run the same `norton study` command again to continue") from None
                     if status == "ok":
                         done[stage.key] = value
                         log(f"norton study: {stage.title}: finished")

@@ -4,12 +4,15 @@ and the same report as one process."""
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from norton_core.cli import main
-from norton_core.study.parallel import _Prefixed, placement
+from norton_core.study.parallel import _init_worker, _Prefixed, placement
 from norton_core.study.runner import Stage
 from tests.study.tiny import how2_recipe, study_file
 
@@ -76,3 +79,27 @@ def test_two_jobs_give_the_report_of_one(how2_data: tuple[Path, Path], tmp_path:
     # the records do not depend on how many processes made them: one process reuses what two made
     assert main(["study", str(two), "--jobs", "1"]) == 0
     assert capsys.readouterr().out.count("done, skipped") == 3
+
+
+def _probe() -> tuple[int, str, int]:
+    import time
+
+    import torch
+
+    time.sleep(0.5)  # long enough for the second worker to take the second probe
+    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES", ""), torch.get_num_threads()
+
+
+@pytest.mark.slow
+def test_a_worker_keeps_its_gpu_and_threads() -> None:
+    """Workers start as ``run_parallel`` starts them: each takes one GPU id for good, and its share of threads."""
+    ctx = mp.get_context("spawn")
+    gpus = ctx.Queue()
+    for gpu in ("3", "5"):
+        gpus.put(gpu)
+    with ProcessPoolExecutor(max_workers=2, mp_context=ctx, initializer=_init_worker, initargs=(1, gpus)) as pool:
+        seen = [f.result() for f in [pool.submit(_probe) for _ in range(4)]]
+    by_pid = {pid: gpu for pid, gpu, _ in seen}
+    assert all(by_pid[pid] == gpu for pid, gpu, _ in seen)  # a worker never changes GPU
+    assert len(set(by_pid.values())) == len(by_pid) and set(by_pid.values()) <= {"3", "5"}
+    assert {threads for _, _, threads in seen} == {1}
