@@ -233,7 +233,7 @@ def load_study(path: str | Path, *, seeds: tuple[int, ...] | None = None, values
     if problems:
         raise RecipeError(problems=[f"{path}: {p}" for p in problems])
     study = Study(source=path, name=name, base=base_path, output_dir=Path(out), seeds=tuple(raw_seeds),
-                 baseline=str(baseline), metrics=tuple(metrics), set=common, diagnostics=bool(diagnostics),
+                  baseline=str(baseline), metrics=tuple(metrics), set=common, diagnostics=bool(diagnostics),
                   variant_key=key, variant_values=tuple(values), arms=tuple(arms), variant_cases=cases)
     _check_directories(study, path)
     return study
