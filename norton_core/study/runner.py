@@ -13,7 +13,7 @@ A finished stage leaves ``<name>.json`` beside its run directory: its overrides,
 data identity, first stage: :mod:`.provenance`), its final evaluation and diagnostics. It is reused only when that
 provenance is exactly the one asked for now; otherwise it is trained again, with a line naming what changed. An
 interrupted stage (a run directory without a record) resumes from its newest checkpoint when it was started with the
-provenance asked for now (``.<name>.started.json`` keeps a hash of it), and starts afresh otherwise.
+provenance asked for now (``.<name>.started`` keeps a hash of it), and starts afresh otherwise.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class Stage:
 
     @property
     def started(self) -> Path:
-        return self.where / f".{self.name}.started.json"
+        return self.where / f".{self.name}.started"
 
     @property
     def title(self) -> str:
@@ -132,6 +132,9 @@ def _stage(study: Study, value: Any, seed: int, where: Path, name: str, recipe_p
     recipe = load_recipe(recipe_path, overrides, plugins=plugins)
     seeded = ["run.seed"]
     data = recipe.components["data"]
+    if study.diagnostics and name != PRETRAIN and not hasattr(data.cls, "ground_truth_path"):
+        raise RecipeError(f"diagnostics = true needs the ground truth of generated data, and the {data.name!r} data "
+                          "source has none: set diagnostics = false in the study")
     if not data_seed_fixed and any(f.name == "seed" for f in attrs.fields(type(data.config))):
         overrides.append(f"data.seed={seed}")
         seeded.append("data.seed")

@@ -52,7 +52,7 @@ SEED_LIMIT = 2**32
 #: the first stage's run directory and record in every cell: no arm may take this name
 PRETRAIN = "pretrain"
 #: files the study writes beside each arm's run directory ``<arm>/``: ``<arm>.json`` (the record) and its temporary
-#: ``<arm>.tmp``; an arm named ``x.json`` would have its run directory where arm ``x`` keeps its record
+#: ``<arm>.json.tmp``; an arm named ``x.json`` would have its run directory where arm ``x`` keeps its record
 RESERVED_SUFFIXES = (".json", ".tmp")
 #: recipe keys every cell gets from the study itself (its directory, its name, its seed): overriding them would
 #: move a cell's run or silently lose the study's value

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from norton_core.cli import main
+from norton_core.errors import RecipeError
 from norton_core.plugin.manager import default_plugins
 from norton_core.study.runner import plan
 from norton_core.study.spec import load_study
@@ -24,6 +25,17 @@ def test_a_prepared_store_has_no_data_seed_to_set(how2_data: tuple[Path, Path], 
     stages, _ = plan(load_study(study_file(tmp_path / "s.toml", base, tmp_path / "out")), default_plugins())
     assert len(stages) == 4 and all(s.seeded == ("run.seed",) for s in stages)
     assert not any(o.startswith("data.seed") for s in stages for o in s.overrides)
+
+
+def test_diagnostics_without_ground_truth_are_refused_before_training(how2_data: tuple[Path, Path],
+                                                                      tmp_path: Path) -> None:
+    study = study_file(tmp_path / "s.toml", how2_recipe(tmp_path / "base.toml", *how2_data), tmp_path / "out")
+    study.write_text("diagnostics = true\n" + study.read_text())
+    with pytest.raises(RecipeError) as err:
+        plan(load_study(study), default_plugins())
+    assert err.value.lines() == [f"{study}: {arm}: diagnostics = true needs the ground truth of generated data, and "
+                                 "the 'how2' data source has none: set diagnostics = false in the study (cells: base "
+                                 "seed 0, base seed 1)" for arm in ("norton", "nce")]
 
 
 @pytest.mark.slow
