@@ -17,8 +17,8 @@ This module is the whole surface a plugin may rely on; plugins import from ``nor
   :func:`read_json`, :func:`load_plain`, :func:`load_checkpoint`, :class:`LazyTensor`, :func:`load_tokenizer`,
   :func:`resolve_pretrained`); compiled loops (:func:`compile_cached`, :func:`say_if_compiled`,
   :func:`compiled_threads`, :data:`LAUNCH`); data stores (:data:`MANIFEST`, :func:`prepare_how2`,
-  :class:`PrepareOptions`, :func:`generate_synthetic` and its limits :data:`SYNTHETIC_MAX_VIDEOS`,
-  :data:`SYNTHETIC_MAX_SECONDS`).
+  :class:`PrepareOptions`, :func:`generate_synthetic` and its options
+  :class:`SyntheticOptions`).
 """
 
 from __future__ import annotations
@@ -60,9 +60,8 @@ if TYPE_CHECKING:
     from norton_core.data.layout import build_text_seq, build_video_seq
     from norton_core.data.manifest import MANIFEST
     from norton_core.data.prepare_how2 import PrepareOptions, prepare_how2
+    from norton_core.data.synthetic import SyntheticOptions
     from norton_core.data.synthetic import generate as generate_synthetic
-    from norton_core.data.synthetic_words import MAX_SECONDS as SYNTHETIC_MAX_SECONDS
-    from norton_core.data.synthetic_words import MAX_VIDEOS as SYNTHETIC_MAX_VIDEOS
     from norton_core.evaluation.embed import encode_clips, encode_texts
     from norton_core.evaluation.metrics import grounding_hits, rank_counts, rank_metrics, roc_auc
     from norton_core.evaluation.sequence import alignment_scores, caption_average, centre_per_caption
@@ -94,8 +93,7 @@ _LAZY = {
     "PrepareOptions": ("norton_core.data.prepare_how2", "PrepareOptions"),
     "prepare_how2": ("norton_core.data.prepare_how2", "prepare_how2"),
     "generate_synthetic": ("norton_core.data.synthetic", "generate"),
-    "SYNTHETIC_MAX_SECONDS": ("norton_core.data.synthetic_words", "MAX_SECONDS"),
-    "SYNTHETIC_MAX_VIDEOS": ("norton_core.data.synthetic_words", "MAX_VIDEOS"),
+    "SyntheticOptions": ("norton_core.data.synthetic", "SyntheticOptions"),
     "encode_clips": ("norton_core.evaluation.embed", "encode_clips"),
     "encode_texts": ("norton_core.evaluation.embed", "encode_texts"),
     "grounding_hits": ("norton_core.evaluation.metrics", "grounding_hits"),
@@ -155,7 +153,7 @@ __all__ = [
     "option", "parse_config", "set_default_plugins", "__version__", "LAUNCH", "compile_cached", "say_if_compiled",
     "compiled_threads", "replace_atomic", "read_bounded", "read_json", "LazyTensor", "load_checkpoint", "load_plain",
     "load_tokenizer", "resolve_pretrained", "collate_clips", "build_text_seq", "build_video_seq", "MANIFEST",
-    "PrepareOptions", "prepare_how2", "generate_synthetic", "SYNTHETIC_MAX_SECONDS", "SYNTHETIC_MAX_VIDEOS",
+    "PrepareOptions", "prepare_how2", "generate_synthetic", "SyntheticOptions",
     "encode_clips", "encode_texts", "grounding_hits", "rank_counts", "rank_metrics", "roc_auc", "alignment_scores",
     "caption_average", "centre_per_caption", "exact_knn", "knn_scores", "row_norms", "scalars",
 ]

@@ -49,7 +49,7 @@ import csv
 import json
 import string
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import numpy as np
@@ -75,6 +75,7 @@ from norton_core.data.synthetic_words import (
 )
 from norton_core.data.writer import locked_output
 from norton_core.errors import DataError
+from norton_core.recipe.options import check_config, option
 
 DIM = 512
 WORLD_SEED = 20240116
@@ -85,89 +86,84 @@ ID_CHARS = string.ascii_letters + string.digits + "-_"
 QA_CHOICES = 5
 
 
+N_ACTIONS = len(ACTIONS) + len(MORE_ACTIONS)
+N_OBJECTS = len(OBJECTS) + len(MORE_OBJECTS)
+N_CHATTER = len(CHATTER) + len(CHATTER_OPENERS) * len(CHATTER_TOPICS)
+
+
 @attrs.frozen
 class SyntheticOptions:
-    """Generator options (the ``synthetic`` data source exposes the same names)."""
+    """The generator's options, declared once with their bounds and help: the ``synthetic`` data source's recipe
+    options are these (plus how the set is prepared), and :meth:`check` applies the same bounds to a direct call of
+    :func:`generate`. Relations between options are checked when an instance is made."""
 
-    videos: int = 400
-    val_videos: int = 40
-    seed: int = 0
-    min_seconds: int = 40
-    max_seconds: int = 120
-    shift_prob: float = 0.3
-    shift_seconds: float = 6.0
-    nonvisual_prob: float = 0.15
-    uncaptioned_prob: float = 0.1
-    feature_noise: float = 0.6
-    youcook2_videos: int = 50
-    htm_align_videos: int = 20
-    msrvtt_clips: int = 200
-    dirty: float = 0.0
+    videos: int = option(400, ge=1, le=MAX_VIDEOS, help="training videos")
+    val_videos: int = option(40, ge=0, le=MAX_VIDEOS, help="validation videos")
+    seed: int = option(0, ge=0, help="generator seed")
+    min_seconds: int = option(40, ge=1, le=MAX_SECONDS, help="shortest video (about)")
+    max_seconds: int = option(120, ge=16, le=MAX_SECONDS, help="longest video (about; at least min_seconds and 16)")
+    shift_prob: float = option(0.3, ge=0, le=0.9, help="share of captions moved off their step")
+    shift_seconds: float = option(6.0, ge=0, le=100, help="largest caption time shift in seconds")
+    nonvisual_prob: float = option(0.15, ge=0, le=0.9, help="share of captions with no visual counterpart")
+    uncaptioned_prob: float = option(0.1, ge=0, le=0.9, help="share of steps without a caption")
+    feature_noise: float = option(0.6, ge=0, le=100, help="feature noise relative to a step's signal")
+    youcook2_videos: int = option(50, ge=0, le=MAX_VIDEOS, help="held-out YouCook2-format evaluation videos")
+    htm_align_videos: int = option(20, ge=0, le=MAX_VIDEOS, help="held-out HTM-Align-format evaluation videos")
+    msrvtt_clips: int = option(200, ge=0, le=MAX_VIDEOS, help="MSR-VTT-format evaluation clips")
+    dirty: float = option(0.0, ge=0, le=0.9, help="share of raw records written malformed on purpose (to exercise "
+                                                   "`norton prepare`'s checks)")
     # the family: world
-    world_seed: int = WORLD_SEED
-    tasks: int = 12
-    actions: int = 12
-    objects: int = 20
-    task_objects: int = 4
-    task_steps_min: int = 6
-    task_steps_max: int = 9
-    step_seconds_min: int = 4
-    step_seconds_max: int = 12
-    feature_drift: float = 0.0
+    world_seed: int = option(WORLD_SEED, help="seed of the world: step vocabularies, task recipes, feature maps")
+    tasks: int = option(12, ge=1, le=200, help="tasks (recipes); names past 12 are generated")
+    actions: int = option(12, ge=2, le=N_ACTIONS, help="action words (verbs) in the step vocabulary")
+    objects: int = option(20, ge=2, le=N_OBJECTS, help="object words (ingredients) in the step vocabulary")
+    task_objects: int = option(4, ge=1, help="ingredients per task (80% of its steps use them; at most objects)")
+    task_steps_min: int = option(6, ge=2, le=40, help="fewest steps in a task's recipe")
+    task_steps_max: int = option(9, ge=2, le=40, help="most steps in a task's recipe")
+    step_seconds_min: int = option(4, ge=1, le=60, help="shortest step (seconds)")
+    step_seconds_max: int = option(12, ge=1, le=120, help="longest step (seconds)")
+    feature_drift: float = option(0.0, ge=0, le=100, help="slow random-walk drift of the features over a video, "
+                                                           "relative to a step's signal")
     # the family: videos and captions
-    skip_step_prob: float = 0.1
-    caption_templates: str = "default"
-    chatter_pool: int = 12
-    chatter_mentions_prob: float = 0.0
-    chatter_at_edges_prob: float = 0.0
-    # MSR-VTT-QA multiple choice and DiDeMo moment retrieval sets
-    msrvtt_qa_questions: int = 100
-    didemo_videos: int = 30
-    # COIN action segmentation and CrossTask step localization sets
-    coin_videos: int = 30
-    crosstask_videos: int = 35
+    skip_step_prob: float = option(0.1, ge=0, le=0.9, help="share of a task's steps a video skips")
+    caption_templates: Literal["default", "alternate", "both"] = option("default", help="ASR caption wording")
+    chatter_pool: int = option(12, ge=1, le=N_CHATTER, help="distinct non-visual lines (a small pool repeats "
+                                                             "across videos)")
+    chatter_mentions_prob: float = option(0.0, ge=0, le=0.9, help="share of non-visual lines that name an "
+                                                                   "ingredient without showing it")
+    chatter_at_edges_prob: float = option(0.0, ge=0, le=0.9, help="share of non-visual lines said over the "
+                                                                   "talking-head intro or outro")
+    # the later evaluation sets, each from its own random stream (0 writes none)
+    msrvtt_qa_questions: int = option(100, ge=0, le=MAX_VIDEOS, help="MSR-VTT-QA-format multiple-choice questions "
+                                                                      "(msrvtt/MSR_MC_test.csv)")
+    didemo_videos: int = option(30, ge=0, le=MAX_VIDEOS, help="DiDeMo-format evaluation videos (two queries each)")
+    coin_videos: int = option(30, ge=0, le=MAX_VIDEOS, help="COIN-format action segmentation videos (a fifth in "
+                                                             "'training')")
+    crosstask_videos: int = option(35, ge=0, le=MAX_VIDEOS, help="CrossTask-format videos per primary task (3 "
+                                                                  "tasks; the reference split trains on 30 and tests "
+                                                                  "the rest)")
 
-    def check(self) -> None:
+    def __attrs_post_init__(self) -> None:
         problems = []
-        limits = {"tasks": (1, 200), "actions": (2, len(ACTIONS) + len(MORE_ACTIONS)),
-                  "objects": (2, len(OBJECTS) + len(MORE_OBJECTS)), "task_objects": (1, self.objects),
-                  "task_steps_min": (2, 40), "task_steps_max": (self.task_steps_min, 40),
-                  "step_seconds_min": (1, 60), "step_seconds_max": (self.step_seconds_min, 120),
-                  "chatter_pool": (1, len(CHATTER) + len(CHATTER_OPENERS) * len(CHATTER_TOPICS))}
-        for name, (lo, hi) in limits.items():
-            if not lo <= getattr(self, name) <= hi:
-                problems.append(f"{name} must be in [{lo}, {hi}], got {getattr(self, name)}")
+        for low, high in (("task_steps_min", "task_steps_max"), ("step_seconds_min", "step_seconds_max"),
+                          ("task_objects", "objects"), ("min_seconds", "max_seconds")):
+            if getattr(self, low) > getattr(self, high):
+                problems.append(f"{low} ({getattr(self, low)}) must not exceed {high} ({getattr(self, high)})")
         if self.task_steps_max > self.actions * self.objects:
             problems.append(f"task_steps_max = {self.task_steps_max} exceeds the distinct (action, object) steps "
                             f"({self.actions} x {self.objects})")
-        if self.caption_templates not in TEMPLATE_SETS:
-            problems.append(f"caption_templates must be one of {sorted(TEMPLATE_SETS)}, got {self.caption_templates!r}")
-        for name in ("skip_step_prob", "chatter_mentions_prob", "chatter_at_edges_prob"):
-            if not 0.0 <= getattr(self, name) <= 0.9:
-                problems.append(f"{name} must be in [0, 0.9], got {getattr(self, name)}")
-        if not 0.0 <= self.feature_drift <= 100.0:
-            problems.append(f"feature_drift must be in [0, 100], got {self.feature_drift}")
-        for name, low in (("videos", 1), ("val_videos", 0), ("youcook2_videos", 0), ("htm_align_videos", 0),
-                          ("msrvtt_clips", 0), ("msrvtt_qa_questions", 0), ("didemo_videos", 0), ("coin_videos", 0),
-                          ("crosstask_videos", 0)):
-            if not low <= getattr(self, name) <= MAX_VIDEOS:
-                problems.append(f"{name} must be in [{low}, {MAX_VIDEOS}] (the generator's limit), got "
-                                f"{getattr(self, name)}")
-        if not 1 <= self.min_seconds <= MAX_SECONDS:
-            problems.append(f"min_seconds must be in [1, {MAX_SECONDS}], got {self.min_seconds}")
-        if not max(self.min_seconds, 16) <= self.max_seconds <= MAX_SECONDS:
-            problems.append(f"max_seconds must be in [max(min_seconds, 16), {MAX_SECONDS}], got {self.max_seconds}")
-        for name in ("shift_prob", "nonvisual_prob", "uncaptioned_prob", "dirty"):
-            if not 0.0 <= getattr(self, name) <= 0.9:
-                problems.append(f"{name} must be in [0, 0.9], got {getattr(self, name)}")
-        for name in ("shift_seconds", "feature_noise"):
-            if not 0.0 <= getattr(self, name) <= 100.0:
-                problems.append(f"{name} must be in [0, 100], got {getattr(self, name)}")
         if self.msrvtt_qa_questions and self.actions * self.objects < QA_CHOICES:
             problems.append(f"msrvtt_qa_questions needs {QA_CHOICES} distinct steps for its candidate sentences; "
                             f"the world has {self.actions} x {self.objects}")
         if problems:
-            raise DataError(problems=problems)
+            raise ValueError("; ".join(problems))
+
+    def check(self) -> None:
+        """Every option's declared bounds, all problems at once (a recipe's table gets the same check when it is
+        parsed); :class:`DataError` when any fails."""
+        _, problems = check_config(type(self), attrs.asdict(self))
+        if problems:
+            raise DataError(problems=[f"{path}: {message}" for path, message in problems])
 
 
 @attrs.frozen
@@ -362,7 +358,10 @@ def generate(out_dir: str | Path, videos: int = 400, seed: int = 0, **options: A
 
     ``options`` are the other fields of :class:`SyntheticOptions`.
     """
-    opts = SyntheticOptions(videos=videos, seed=seed, **options)
+    try:
+        opts = SyntheticOptions(videos=videos, seed=seed, **options)
+    except ValueError as exc:
+        raise DataError(f"synthetic generator: {exc}") from None
     opts.check()
     with locked_output(Path(out_dir)):  # one generator per --out: a second one is refused, never interleaved
         return _generate(Path(out_dir), opts)

@@ -269,7 +269,26 @@ def test_a_billion_videos_are_refused_by_the_declared_bound_before_anything_is_w
     with pytest.raises(RecipeError) as info:
         load_recipe(smoke, ["data.videos=1000000000"])
     assert info.value.lines() == [f"--set: data.videos: must be <= {MAX_VIDEOS}, got 1000000000"]
-    with pytest.raises(DataError, match=rf"videos must be in \[1, {MAX_VIDEOS}\] \(the generator's limit\), got "
-                                        r"1000000000"):
+    with pytest.raises(DataError, match=rf"videos: must be <= {MAX_VIDEOS}, got 1000000000"):
         generate(tmp_path / "out", 10**9)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_generator_and_the_data_source_share_one_options_schema(tmp_path: Path) -> None:
+    import attrs
+
+    from norton_core import RecipeError, build
+    from norton_core.data.synthetic import SyntheticOptions
+    from norton_core.plugin.manager import Plugins
+
+    plugins = Plugins()
+    plugins.load_entrypoints({"NORTON_LOAD_PLUGINS": ""})
+    source = build("data", "synthetic", {}, plugins=plugins)
+    generator_fields = {f.name: f.metadata for f in attrs.fields(SyntheticOptions)}
+    assert {f.name: f.metadata for f in attrs.fields(type(source.config)) if f.name in generator_fields} == \
+        generator_fields
+    # the same relation check, as a recipe problem and as a direct call's error
+    with pytest.raises(RecipeError, match=r"task_steps_min \(10\) must not exceed task_steps_max \(8\)"):
+        build("data", "synthetic", {"task_steps_min": 10, "task_steps_max": 8}, plugins=plugins)
+    with pytest.raises(DataError, match=r"task_steps_min \(10\) must not exceed task_steps_max \(8\)"):
+        generate(tmp_path, 4, task_steps_min=10, task_steps_max=8)
