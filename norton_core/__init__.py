@@ -15,12 +15,15 @@ from norton_core.plugin.interfaces import (
     Aligner,
     DataPaths,
     DataSource,
+    DecodeSpec,
     EmptyConfig,
     EvalContext,
     Evaluator,
+    FeatureExtractor,
     Loss,
     MetricSink,
     Model,
+    OutputSpec,
     RetrievalBackend,
     SpecialTokens,
     VideoRecord,
@@ -40,7 +43,7 @@ def build(kind: str, name: str, options: Mapping[str, Any] | None = None, *, plu
     ``norton_core.build("loss", "norton", {"beta": 0.3})``.
 
     :param kind: one of ``data``, ``aligner``, ``model``, ``loss``, ``retrieval_backend``, ``evaluator``,
-        ``metric_sink``.
+        ``metric_sink``, ``feature_extractor``.
     :param options: the component's table (without ``name``); validated strictly, all problems reported at once.
     :param context: the kind's keyword context (see :mod:`norton_core.plugin.interfaces`), e.g. ``special_tokens``.
     :raises PluginError: unknown name. :raises RecipeError: invalid options.
@@ -57,8 +60,9 @@ def build(kind: str, name: str, options: Mapping[str, Any] | None = None, *, plu
 
 
 __all__ = [
-    "Aligner", "CheckpointError", "DataError", "DataPaths", "DataSource", "EmptyConfig", "EvalContext", "Evaluator",
-    "Loss", "MetricSink", "Model", "NortonError", "PluginError", "Plugins", "Preempted", "RecipeError", "Register",
+    "Aligner", "CheckpointError", "DataError", "DataPaths", "DataSource", "DecodeSpec", "EmptyConfig", "EvalContext",
+    "Evaluator", "FeatureExtractor", "Loss", "MetricSink", "Model", "OutputSpec", "NortonError", "PluginError", "Plugins",
+    "Preempted", "RecipeError", "Register",
     "RetrievalBackend", "SpecialTokens", "TrainingError", "VideoRecord", "build", "default_plugins", "hookimpl", "option",
     "parse_config", "set_default_plugins", "__version__",
 ]
