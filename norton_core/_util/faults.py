@@ -15,6 +15,9 @@ round ``retrieval_embed`` (after each embedding batch), ``retrieval_index`` (aft
 
 Data preparation points: ``shard_file_renamed`` (after each of a shard's six files is renamed into place) and
 ``shard_committed`` (after a shard's record is written).
+
+Feature extraction points: ``extract_batch`` (after each batch of chunks is embedded, before its rows are stored)
+and ``extract_video_written`` (after a video's ``.npy`` is renamed into place).
 """
 
 from __future__ import annotations

@@ -1,0 +1,391 @@
+"""``norton extract``: video files -> ``OUT/<id>.npy`` feature rows, with a report.
+
+The pipeline: decoding (:mod:`norton_core.extract.decode`, in worker processes when ``workers > 0``) streams
+pieces of frame chunks tagged with their video; the main process gathers chunks from any videos into batches of
+exactly ``batch_size`` (the last one zero-padded, so every chunk is embedded in a batch of the same shape), turns
+them into rows with the extractor, and writes a video's ``.npy`` as soon as its last chunk is embedded.
+
+Restartable: every ``.npy`` is written atomically (staging name, fsync, rename), so an existing ``OUT/<id>.npy``
+is complete and is skipped on a rerun; a kill leaves at most hidden staging files, removed by the next run.
+Rows depend on their own chunk only, so a rerun writes the same bytes as an uninterrupted run. ``OUT/extraction.json``
+records the extractor, its options and weights: a rerun into the same directory with other settings is refused
+rather than mixing features of two extractors.
+
+Dirty videos (missing, empty, unreadable, without a video stream, a decode error midway, shorter than one row) are
+skipped with their reason in the report, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import queue
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from norton_core._util.faults import fault_point
+from norton_core._util.files import replace_atomic
+from norton_core.errors import DataError
+from norton_core.extract.decode import REASONS, SkipVideo, iter_chunks
+from norton_core.plugin.interfaces import DecodeSpec, FeatureExtractor
+
+#: file suffixes taken as videos when a directory is listed
+VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".ts", ".3gp",
+                            ".ogv", ".wmv"})
+#: suffixes of list files (one video path per line, relative to the list's folder)
+LIST_SUFFIXES = frozenset({".txt", ".lst", ".list"})
+SETTINGS_FILE = "extraction.json"
+#: chunks per piece sent from a decoding worker (bounds the memory a long video takes in flight)
+PIECE_ROWS = 8
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# inputs
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def collect_videos(inputs: Sequence[str | Path]) -> list[Path]:
+    """Videos named by ``inputs``: folders (their video files, recursively), list files (``.txt``/``.lst``: one
+    path per line, ``#`` comments) and video files. Sorted by id; two videos with one id are an error."""
+    videos: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            videos += [p for p in item.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
+        elif item.suffix.lower() in LIST_SUFFIXES:
+            if not item.is_file():
+                raise DataError(f"{item}: no such list file")
+            for lineno, line in enumerate(item.read_text(encoding="utf-8").splitlines(), 1):
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    path = Path(line)
+                    videos.append(path if path.is_absolute() else item.parent / path)
+                    if not path.suffix:
+                        raise DataError(f"{item}:{lineno}: {line!r} has no file suffix; list video files")
+        else:
+            videos.append(item)  # a missing file is reported per video (skipped), not fatal
+    by_id: dict[str, Path] = {}
+    for path in videos:
+        other = by_id.setdefault(path.stem, path)
+        if other != path:
+            raise DataError(f"two videos have the id {path.stem!r}: {other} and {path}; the output is <id>.npy, "
+                            "so ids must be unique")
+    return [by_id[k] for k in sorted(by_id)]
+
+
+def parse_shard(text: str | None, env: dict[str, str] | None = None) -> tuple[int, int]:
+    """``--shard I/N`` (I counted from 0), else ``RANK``/``WORLD_SIZE`` under torchrun, else ``(0, 1)``."""
+    env = dict(os.environ) if env is None else env
+    if text is None:
+        if "WORLD_SIZE" in env and "RANK" in env:
+            return int(env["RANK"]), int(env["WORLD_SIZE"])
+        return 0, 1
+    index, sep, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = -1, 0
+    if not sep or n < 1 or not 0 <= i < n:
+        raise DataError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+    return i, n
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# decoding events: ("rows", video, piece) / ("done", video, frames) / ("skip", video, SkipVideo)
+# ----------------------------------------------------------------------------------------------------------------
+
+Event = tuple[str, int, Any]
+
+
+def _decode_inline(videos: list[tuple[int, Path]], spec: DecodeSpec) -> Iterator[Event]:
+    for index, path in videos:
+        yield from _decode_stream(index, path, spec)
+
+
+def _decode_stream(index: int, path: Path, spec: DecodeSpec) -> Iterator[Event]:
+    """One video's events; a skip after some pieces tells the consumer to drop those pieces."""
+    rows = 0
+    try:
+        for piece in iter_chunks(path, spec, max_rows=PIECE_ROWS):
+            rows += len(piece)
+            yield ("rows", index, piece)
+    except SkipVideo as skip:
+        yield ("skip", index, (skip.reason, skip.detail))
+        return
+    yield ("done", index, rows)
+
+
+def _worker(tasks: Any, results: Any, spec: DecodeSpec) -> None:
+    """A decoding process: videos from ``tasks`` until ``None``; announces each video before decoding it."""
+    while True:
+        task = tasks.get()
+        if task is None:
+            results.put(("exit", -1, os.getpid()))
+            return
+        index, path = task
+        results.put(("start", index, os.getpid()))
+        for event in _decode_stream(index, Path(path), spec):
+            results.put(event)
+
+
+def _decode_workers(videos: list[tuple[int, Path]], spec: DecodeSpec, workers: int) -> Iterator[Event]:
+    """Events from ``workers`` processes. A worker that dies (a decoder crash) has its video skipped as a decode
+    error and is replaced."""
+    ctx = multiprocessing.get_context("spawn")
+    tasks, results = ctx.Queue(), ctx.Queue(maxsize=4 * workers)
+    for index, path in videos:
+        tasks.put((index, str(path)))
+    procs: dict[int, Any] = {}
+
+    def start() -> None:
+        tasks.put(None)
+        proc = ctx.Process(target=_worker, args=(tasks, results, spec), daemon=True)
+        proc.start()
+        procs[proc.pid] = proc
+
+    for _ in range(min(workers, len(videos))):
+        start()
+    current: dict[int, int] = {}  # pid -> video index being decoded
+    finished = 0
+    try:
+        while finished < len(videos):
+            try:
+                kind, index, payload = results.get(timeout=1.0)
+            except queue.Empty:
+                for pid, proc in list(procs.items()):
+                    if not proc.is_alive() and proc.exitcode not in (0, None):
+                        del procs[pid]
+                        if pid in current:
+                            finished += 1
+                            yield ("skip", current.pop(pid), ("decode error",
+                                                              f"the decoding process died (exit code {proc.exitcode})"))
+                        start()
+                continue
+            if kind == "start":
+                current[payload] = index
+            elif kind == "exit":
+                procs.pop(payload, None)
+            else:
+                if kind in ("done", "skip"):
+                    finished += 1
+                    current = {pid: i for pid, i in current.items() if i != index}
+                yield (kind, index, payload)
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.join(timeout=5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the run
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@attrs.define
+class Report:
+    """What ``extract_report.json`` holds."""
+
+    extractor: str
+    shard: str
+    videos: int = 0
+    extracted: int = 0
+    already_done: int = 0
+    skipped: dict[str, list[dict[str, str]]] = attrs.field(factory=dict)
+    rows: int = 0
+    video_seconds: float = 0.0
+    elapsed_seconds: float = 0.0
+
+    def skip(self, video: Path, reason: str, detail: str) -> None:
+        self.skipped.setdefault(reason, []).append({"video": str(video), "detail": detail})
+
+    def as_json(self) -> dict[str, Any]:
+        out = attrs.asdict(self)
+        out["skipped_counts"] = {reason: len(self.skipped.get(reason, [])) for reason in REASONS}
+        out["skipped_total"] = sum(out["skipped_counts"].values())
+        return out
+
+
+def settings_record(name: str, extractor: FeatureExtractor, config: Any, weights: Path | None) -> dict[str, Any]:
+    """What ``OUT/extraction.json`` holds: the settings that decide the bytes of every row."""
+    weights_id = None
+    if weights is not None:
+        digest = hashlib.sha256()
+        with open(weights, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        weights_id = {"file": Path(weights).name, "sha256": digest.hexdigest()}
+    record = {"extractor": name, "options": attrs.asdict(config) if attrs.has(type(config)) else {},
+              "weights": weights_id, "decode": attrs.asdict(extractor.decode), "output": attrs.asdict(extractor.output)}
+    return json.loads(json.dumps(record))  # as it reads back from the file (tuples become lists)
+
+
+def check_settings(out: Path, record: dict[str, Any]) -> None:
+    """Refuse to add features of other settings to a directory; write the record on first use."""
+    path = out / SETTINGS_FILE
+    if path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: unreadable ({exc}); delete it only if every .npy there came from this "
+                            "extractor") from None
+        if old != record:
+            diff = sorted(k for k in record if old.get(k) != record[k])
+            raise DataError(f"{out} holds features made with other settings ({', '.join(diff)} differ; see {path}); "
+                            "write to another --out directory")
+        return
+    replace_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+
+
+def npy_bytes(rows: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, rows, allow_pickle=False)
+    return buf.getvalue()
+
+
+def remove_stale_staging(out: Path, ids: set[str]) -> int:
+    """Staging files of this shard's ids left by a killed run (other shards' live staging files are untouched)."""
+    removed = 0
+    for tmp in out.glob(".*.npy.tmp-*"):
+        if tmp.name[1:].split(".npy.tmp-")[0] in ids:
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+class Progress:
+    """Periodic lines on stderr: videos done, videos/s, seconds of video/s, ETA."""
+
+    def __init__(self, total: int, every: float, enabled: bool) -> None:
+        self.total, self.every, self.enabled = total, every, enabled
+        self.start = self.last = time.monotonic()
+        self.done = 0
+        self.seconds = 0.0
+
+    def video(self, seconds: float) -> None:
+        self.done += 1
+        self.seconds += seconds
+        now = time.monotonic()
+        if self.enabled and (now - self.last >= self.every or self.done == self.total):
+            self.last = now
+            print(self.line(now), file=sys.stderr, flush=True)
+
+    def line(self, now: float) -> str:
+        spent = max(now - self.start, 1e-9)
+        rate = self.done / spent
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta != float("inf") else "?"
+        return (f"extract: {self.done}/{self.total} videos, {rate:.2f} videos/s, {self.seconds / spent:.1f} s of "
+                f"video/s, ETA {eta_text}")
+
+
+@attrs.define
+class _Pending:
+    """A video whose rows are being computed."""
+
+    chunks: int = 0  # chunks received
+    rows: list[tuple[int, np.ndarray]] = attrs.field(factory=list)  # (position, row) embedded so far
+    total: int | None = None  # set when decoding finished
+    dropped: bool = False
+
+
+def run_extract(videos: Sequence[Path], out: Path, extractor: FeatureExtractor, *, name: str, settings: dict[str, Any],
+                batch_size: int = 32, shard: tuple[int, int] = (0, 1), workers: int = 0, progress_every: float = 10.0,
+                progress: bool = True) -> Report:
+    """Extract this shard's share of ``videos`` into ``out``; returns the report (also written to ``out``)."""
+    import torch
+
+    started = time.monotonic()
+    index, count = shard
+    mine = list(videos)[index::count]
+    out.mkdir(parents=True, exist_ok=True)
+    check_settings(out, settings)
+    report = Report(extractor=name, shard=f"{index}/{count}", videos=len(mine))
+    remove_stale_staging(out, {p.stem for p in mine})
+    todo: list[tuple[int, Path]] = []
+    for i, path in enumerate(mine):
+        if (out / f"{path.stem}.npy").is_file():
+            report.already_done += 1
+        else:
+            todo.append((i, path))
+    spec, dtype = extractor.decode, np.dtype(extractor.output.dtype)
+    meter = Progress(len(todo), progress_every, progress)
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 1, 3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(1, 1, 3, 1, 1)
+    pending: dict[int, _Pending] = {}
+    batch: list[tuple[int, int, np.ndarray]] = []  # (video, position, chunk)
+
+    def finish(video: int) -> None:
+        state = pending.pop(video)
+        rows = np.stack([row for _, row in sorted(state.rows, key=lambda item: item[0])]).astype(dtype)
+        path = mine[video]
+        replace_atomic(out / f"{path.stem}.npy", npy_bytes(rows))
+        fault_point("extract_video_written")
+        report.extracted += 1
+        report.rows += len(rows)
+        seconds = len(rows) / spec.rows_per_second
+        report.video_seconds += seconds
+        meter.video(seconds)
+
+    def flush() -> None:
+        if not batch:
+            return
+        chunks = np.zeros((batch_size, *batch[0][2].shape), dtype=np.uint8)
+        for slot, (_, _, chunk) in enumerate(batch):
+            chunks[slot] = chunk
+        pixels = torch.from_numpy(chunks).permute(0, 1, 4, 2, 3).float().div_(255.0)  # (B, F, 3, H, W)
+        if spec.mean != (0.0, 0.0, 0.0) or spec.std != (1.0, 1.0, 1.0):
+            pixels = (pixels - mean) / std
+        rows = extractor.embed(pixels)
+        rows = rows.detach().float().cpu().numpy() if hasattr(rows, "detach") else np.asarray(rows, np.float32)
+        if rows.shape != (batch_size, extractor.output.width):
+            raise DataError(f"feature extractor {name!r} returned rows of shape {rows.shape} for {batch_size} chunks; "
+                            f"expected ({batch_size}, {extractor.output.width})")
+        fault_point("extract_batch")
+        done = []
+        for slot, (video, position, _) in enumerate(batch):
+            state = pending[video]
+            state.rows.append((position, rows[slot]))
+            if state.total is not None and len(state.rows) == state.total:
+                done.append(video)
+        batch.clear()
+        for video in done:
+            finish(video)
+
+    events = _decode_workers(todo, spec, workers) if workers > 0 and todo else _decode_inline(todo, spec)
+    for kind, video, payload in events:
+        state = pending.setdefault(video, _Pending())
+        if kind == "rows":
+            for chunk in payload:
+                batch.append((video, state.chunks, chunk))
+                state.chunks += 1
+                if len(batch) == batch_size:
+                    flush()
+        elif kind == "skip":
+            reason, detail = payload
+            report.skip(mine[video], reason, detail)
+            pending.pop(video, None)
+            batch[:] = [item for item in batch if item[0] != video]
+            meter.video(0.0)
+        else:  # done
+            state.total = payload
+            if len(state.rows) == state.total:
+                finish(video)
+    flush()
+    report.elapsed_seconds = round(time.monotonic() - started, 3)
+    report.video_seconds = round(report.video_seconds, 3)
+    replace_atomic(out / report_name(shard), (json.dumps(report.as_json(), indent=2) + "\n").encode())
+    return report
+
+
+def report_name(shard: tuple[int, int]) -> str:
+    """``extract_report.json``, or ``extract_report.shard-I-of-N.json`` when the list is shared out."""
+    index, count = shard
+    return "extract_report.json" if count == 1 else f"extract_report.shard-{index}-of-{count}.json"
