@@ -31,6 +31,12 @@ def register_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--no-progress", action="store_true", help="no progress lines (the summary is still printed)")
     p.set_defaults(func=_cmd_extract)
 
+    p = sub.add_parser("captions", help="subtitles (.vtt/.srt, YouTube auto-captions included) -> captions.json")
+    p.add_argument("subtitles", nargs="+", metavar="SUBTITLES", help="subtitle files or folders (searched recursively); "
+                   "the video id is the file name without the suffix and a language tag (abc.en.vtt -> abc)")
+    p.add_argument("--out", required=True, help="the captions.json to write (norton prepare how2 reads it)")
+    p.set_defaults(func=_cmd_captions)
+
 
 def _parse_options(items: list[str]) -> dict[str, object]:
     if sys.version_info >= (3, 11):
@@ -84,4 +90,27 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     for reason, items in report.skipped.items():
         first = items[0]["detail"]
         print(f"extract: skipped {len(items)} ({reason}), e.g. {first}", file=sys.stderr)
+    return 0
+
+
+def _cmd_captions(args: argparse.Namespace) -> int:
+    import json
+
+    from norton_core._util.files import replace_atomic
+    from norton_core.extract.subtitles import captions_from_subtitles, collect_subtitles
+
+    paths = collect_subtitles(args.subtitles)
+    if not paths:
+        raise DataError(f"no .vtt or .srt files found in {' '.join(args.subtitles)}")
+    captions = captions_from_subtitles(paths)
+    empty = sorted(vid for vid, table in captions.items() if not table["text"])
+    kept = {vid: table for vid, table in captions.items() if table["text"]}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    replace_atomic(out, json.dumps(kept, ensure_ascii=False).encode("utf-8"))
+    lines = sum(len(table["text"]) for table in kept.values())
+    print(f"captions: {len(kept)} videos, {lines} caption lines -> {out}", file=sys.stderr)
+    if empty:
+        print(f"captions: left out {len(empty)} subtitle files without any cue text: {', '.join(empty[:5])}"
+              + (" ..." if len(empty) > 5 else ""), file=sys.stderr)
     return 0
