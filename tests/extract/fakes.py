@@ -2,7 +2,7 @@
 
 ``tiny-stats`` decodes at 4 fps, short side 16, centre crop 16, 4 frames per row; its row for a chunk is the mean
 pixel of each of the 4 frames, then the largest pixel of each (8 values), on pixels / 255 - 0.5 (so the runner's
-mean/std step is exercised).
+mean/std step is exercised), repeated to the ``width`` option.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ TINY = DecodeSpec(fps=4, short_side=16, crop=16, frames_per_row=4, mean=(0.5, 0.
 @attrs.frozen
 class TinyConfig:
     delay: float = option(0.0, ge=0.0, help="seconds to sleep per batch (to kill a run midway)")
+    width: int = option(8, ge=8, help="row width: the 8 statistics repeated (512 makes rows a model can train on)")
 
 
 class TinyStats(FeatureExtractor):
@@ -31,7 +32,7 @@ class TinyStats(FeatureExtractor):
     Config = TinyConfig
 
     def __init__(self, config: TinyConfig, weights: Path | None = None, device: str = "cpu") -> None:
-        self.config, self.decode, self.output = config, TINY, OutputSpec(width=8, dtype="float16")
+        self.config, self.decode, self.output = config, TINY, OutputSpec(width=config.width, dtype="float16")
 
     def embed(self, chunks: Any) -> Any:
         import torch
@@ -39,7 +40,8 @@ class TinyStats(FeatureExtractor):
         if self.config.delay:
             time.sleep(self.config.delay)
         flat = chunks.flatten(2)  # (N, F, 3*H*W)
-        return torch.cat([flat.mean(dim=2), flat.amax(dim=2)], dim=1)
+        stats = torch.cat([flat.mean(dim=2), flat.amax(dim=2)], dim=1)
+        return stats.repeat(1, -(-self.config.width // 8))[:, : self.config.width]
 
 
 @hookimpl
