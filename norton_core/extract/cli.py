@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -74,7 +75,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     videos = collect_videos(args.videos)
     if not videos:
         raise DataError(f"no videos found in {' '.join(args.videos)}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    local_rank = os.environ.get("LOCAL_RANK")  # under torchrun each process takes its own GPU
+    device = args.device or ((f"cuda:{local_rank}" if local_rank else "cuda") if torch.cuda.is_available() else "cpu")
     options = _parse_options(args.options)
     extractor = build("feature_extractor", args.extractor, options, plugins=plugins, weights=weights, device=device)
     config = getattr(extractor, "config", None)

@@ -317,8 +317,10 @@ def run_extract(videos: Sequence[Path], out: Path, extractor: FeatureExtractor, 
             todo.append((i, path))
     spec, dtype = extractor.decode, np.dtype(extractor.output.dtype)
     meter = Progress(len(todo), progress_every, progress)
-    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 1, 3, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32).view(1, 1, 3, 1, 1)
+    device = torch.device(getattr(extractor, "device", "cpu"))
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=device).view(1, 1, 3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32, device=device).view(1, 1, 3, 1, 1)
+    normalise = spec.mean != (0.0, 0.0, 0.0) or spec.std != (1.0, 1.0, 1.0)
     pending: dict[int, _Pending] = {}
     batch: list[tuple[int, int, np.ndarray]] = []  # (video, position, chunk)
 
@@ -340,10 +342,12 @@ def run_extract(videos: Sequence[Path], out: Path, extractor: FeatureExtractor, 
         chunks = np.zeros((batch_size, *batch[0][2].shape), dtype=np.uint8)
         for slot, (_, _, chunk) in enumerate(batch):
             chunks[slot] = chunk
-        pixels = torch.from_numpy(chunks).permute(0, 1, 4, 2, 3).float().div_(255.0)  # (B, F, 3, H, W)
-        if spec.mean != (0.0, 0.0, 0.0) or spec.std != (1.0, 1.0, 1.0):
+        # uint8 goes to the device (a quarter of the float bytes), then becomes (B, F, 3, H, W) floats there
+        pixels = torch.from_numpy(chunks).to(device).permute(0, 1, 4, 2, 3).float().div_(255.0)
+        if normalise:
             pixels = (pixels - mean) / std
-        rows = extractor.embed(pixels)
+        with torch.inference_mode():
+            rows = extractor.embed(pixels)
         rows = rows.detach().float().cpu().numpy() if hasattr(rows, "detach") else np.asarray(rows, np.float32)
         if rows.shape != (batch_size, extractor.output.width):
             raise DataError(f"feature extractor {name!r} returned rows of shape {rows.shape} for {batch_size} chunks; "

@@ -350,8 +350,11 @@ class FeatureExtractor(Component):
 
     Built as ``cls(config, weights=Path | None, device=str)``: ``weights`` is the ``--weights`` file (None when not
     given), ``device`` a torch device string. An instance sets :attr:`decode` and :attr:`output` (they may depend
-    on its config or weights).
+    on its config or weights) and :attr:`device`, where the runner puts the chunks it hands to :meth:`embed`.
     """
+
+    #: the torch device :meth:`embed` takes its chunks on
+    device: Any = "cpu"
 
     #: what the decoder must deliver
     decode: DecodeSpec
