@@ -21,11 +21,14 @@ import hashlib
 import io
 import json
 import multiprocessing
+import multiprocessing.connection as mp_connection
 import os
-import queue
+import pickle
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +102,7 @@ def parse_shard(text: str | None, env: dict[str, str] | None = None) -> tuple[in
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# decoding events: ("rows", video, piece) / ("done", video, frames) / ("skip", video, SkipVideo)
+# decoding events: ("rows", video, piece) / ("done", video, rows) / ("skip", video, (reason, detail))
 # ----------------------------------------------------------------------------------------------------------------
 
 Event = tuple[str, int, Any]
@@ -123,65 +126,79 @@ def _decode_stream(index: int, path: Path, spec: DecodeSpec) -> Iterator[Event]:
     yield ("done", index, rows)
 
 
-def _worker(tasks: Any, results: Any, spec: DecodeSpec) -> None:
-    """A decoding process: videos from ``tasks`` until ``None``; announces each video before decoding it."""
+def _worker(tasks: Connection, results: Connection, spec: DecodeSpec) -> None:
+    """A decoding process: decodes the videos it is sent, one at a time, until it is sent ``None``. Events go
+    through a pipe written synchronously (nothing is lost in a buffer if the process dies), and a full pipe
+    blocks the decoder, which bounds the frames in flight."""
     while True:
-        task = tasks.get()
+        task = tasks.recv()
         if task is None:
-            results.put(("exit", -1, os.getpid()))
             return
         index, path = task
-        results.put(("start", index, os.getpid()))
+        fault_point("extract_decode")
         for event in _decode_stream(index, Path(path), spec):
-            results.put(event)
+            results.send(event)
+
+
+@attrs.define
+class _DecodingProcess:
+    proc: Any
+    tasks: Connection
+    results: Connection
+    video: int | None = None
 
 
 def _decode_workers(videos: list[tuple[int, Path]], spec: DecodeSpec, workers: int) -> Iterator[Event]:
-    """Events from ``workers`` processes. A worker that dies (a decoder crash) has its video skipped as a decode
-    error and is replaced."""
+    """Events from ``workers`` decoding processes, each sent one video at a time. A process that dies (a decoder
+    crash) has its video skipped as a decode error, and a new process takes its place."""
     ctx = multiprocessing.get_context("spawn")
-    tasks, results = ctx.Queue(), ctx.Queue(maxsize=4 * workers)
-    for index, path in videos:
-        tasks.put((index, str(path)))
-    procs: dict[int, Any] = {}
+    todo = deque(videos)
+    running: list[_DecodingProcess] = []
 
-    def start() -> None:
-        tasks.put(None)
-        proc = ctx.Process(target=_worker, args=(tasks, results, spec), daemon=True)
+    def start() -> _DecodingProcess:
+        task_read, task_write = ctx.Pipe(duplex=False)
+        result_read, result_write = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_worker, args=(task_read, result_write, spec), daemon=True)
         proc.start()
-        procs[proc.pid] = proc
+        task_read.close()
+        result_write.close()  # the process holds the only writing end: its death reads as end-of-file here
+        worker = _DecodingProcess(proc, task_write, result_read)
+        running.append(worker)
+        return worker
+
+    def assign(worker: _DecodingProcess) -> None:
+        if todo:
+            index, path = todo.popleft()
+            worker.video = index
+            worker.tasks.send((index, str(path)))
+        else:
+            worker.video = None
+            worker.tasks.send(None)
 
     for _ in range(min(workers, len(videos))):
-        start()
-    current: dict[int, int] = {}  # pid -> video index being decoded
-    finished = 0
+        assign(start())
     try:
-        while finished < len(videos):
-            try:
-                kind, index, payload = results.get(timeout=1.0)
-            except queue.Empty:
-                for pid, proc in list(procs.items()):
-                    if not proc.is_alive() and proc.exitcode not in (0, None):
-                        del procs[pid]
-                        if pid in current:
-                            finished += 1
-                            yield ("skip", current.pop(pid), ("decode error",
-                                                              f"the decoding process died (exit code {proc.exitcode})"))
-                        start()
-                continue
-            if kind == "start":
-                current[payload] = index
-            elif kind == "exit":
-                procs.pop(payload, None)
-            else:
-                if kind in ("done", "skip"):
-                    finished += 1
-                    current = {pid: i for pid, i in current.items() if i != index}
+        while any(w.video is not None for w in running):
+            busy = {w.results: w for w in running if w.video is not None}
+            for conn in mp_connection.wait(list(busy)):
+                worker = busy[conn]  # type: ignore[index]
+                try:
+                    kind, index, payload = worker.results.recv()
+                except (EOFError, OSError, pickle.UnpicklingError):
+                    worker.proc.join(timeout=10)
+                    running.remove(worker)
+                    yield ("skip", worker.video, ("decode error", "the decoding process died (exit code "
+                                                                  f"{worker.proc.exitcode}) while decoding it"))
+                    assign(start())
+                    continue
                 yield (kind, index, payload)
+                if kind in ("done", "skip"):
+                    assign(worker)
     finally:
-        for proc in procs.values():
-            proc.kill()
-            proc.join(timeout=5)
+        for worker in running:
+            if worker.video is not None and worker.proc.is_alive():  # stopped early: its video is not wanted
+                worker.proc.kill()
+            worker.proc.join(timeout=10)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -108,6 +108,16 @@ def test_decoding_workers_give_the_same_bytes(folder, tmp_path):
         assert (tmp_path / "inline" / name).read_bytes() == (tmp_path / "workers" / name).read_bytes()
 
 
+def test_a_crashed_decoding_process_skips_its_video_and_is_replaced(folder, tmp_path, monkeypatch):
+    # the decoding process is killed when it starts its second video; a new process decodes the third
+    monkeypatch.setenv("NORTON_FAULT", "extract_decode:2")
+    videos = collect_videos([folder / "v1.mp4", folder / "v2.webm", folder / "v3.avi"])
+    report = extract(videos, tmp_path / "out", workers=1)
+    assert sorted(p.stem for p in (tmp_path / "out").glob("*.npy")) == ["v1", "v3"]
+    (item,) = report.skipped["decode error"]
+    assert item["video"] == str(folder / "v2.webm") and f"exit code -{signal.SIGKILL.value}" in item["detail"]
+
+
 def test_shards_split_the_sorted_list(folder, tmp_path):
     videos = collect_videos([folder])
     first = extract(videos, tmp_path / "out", shard=(0, 2))
