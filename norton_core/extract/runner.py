@@ -278,27 +278,43 @@ def remove_stale_staging(out: Path, ids: set[str]) -> int:
 
 
 class Progress:
-    """Periodic lines on stderr: videos done, videos/s, seconds of video/s, ETA."""
+    """A progress bar on a terminal; elsewhere (a log file, a cluster job) a line every ``every`` seconds with
+    videos done, videos/s, seconds of video/s and the ETA, and always one when the last video is done."""
 
     def __init__(self, total: int, every: float, enabled: bool) -> None:
         self.total, self.every, self.enabled = total, every, enabled
         self.start = self.last = time.monotonic()
         self.done = 0
         self.seconds = 0.0
+        self.bar = None
+        if enabled and total and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="video", file=sys.stderr, dynamic_ncols=True)
 
     def video(self, seconds: float) -> None:
         self.done += 1
         self.seconds += seconds
         now = time.monotonic()
-        if self.enabled and (now - self.last >= self.every or self.done == self.total):
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{self.seconds / max(now - self.start, 1e-9):.1f} s of video/s", refresh=False)
+            self.bar.update(1)
+        elif self.enabled and (now - self.last >= self.every or self.done == self.total):
             self.last = now
             print(self.line(now), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
     def line(self, now: float) -> str:
         spent = max(now - self.start, 1e-9)
         rate = self.done / spent
-        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-        eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta != float("inf") else "?"
+        if rate > 0:
+            eta = int((self.total - self.done) / rate)
+            eta_text = f"{eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}"
+        else:
+            eta_text = "?"
         return (f"extract: {self.done}/{self.total} videos, {rate:.2f} videos/s, {self.seconds / spent:.1f} s of "
                 f"video/s, ETA {eta_text}")
 
@@ -400,6 +416,7 @@ def run_extract(videos: Sequence[Path], out: Path, extractor: FeatureExtractor, 
             if len(state.rows) == state.total:
                 finish(video)
     flush()
+    meter.close()
     report.elapsed_seconds = round(time.monotonic() - started, 3)
     report.video_seconds = round(report.video_seconds, 3)
     replace_atomic(out / report_name(shard), (json.dumps(report.as_json(), indent=2) + "\n").encode())

@@ -14,7 +14,7 @@ import tests.extract.fakes as fakes
 from norton_core.cli import main
 from norton_core.errors import DataError
 from norton_core.extract.decode import iter_chunks
-from norton_core.extract.runner import collect_videos, parse_shard, run_extract, settings_record
+from norton_core.extract.runner import Progress, collect_videos, parse_shard, run_extract, settings_record
 from tests.extract.fakes import TINY, TinyConfig, TinyStats
 from tests.extract.videos import make_audio_only, make_video
 
@@ -196,3 +196,11 @@ def test_progress_lines_and_summary(folder, tmp_path, norton_plugins, capsys):
     assert any(line.startswith("extract: 2/2 videos,") and "s of video/s, ETA" in line for line in lines)
     assert any(line.startswith("extract: 1 extracted, 0 already done, 1 skipped of 2 videos (2 rows") for line in lines)
     assert any(line.startswith("extract: skipped 1 (empty file), e.g.") for line in lines)
+
+
+def test_progress_line_rates_and_eta():
+    meter = Progress(total=10, every=60.0, enabled=False)
+    meter.start, meter.done, meter.seconds = 0.0, 1, 30.0
+    assert meter.line(10.0) == "extract: 1/10 videos, 0.10 videos/s, 3.0 s of video/s, ETA 0:01:30"
+    meter.total = 100_000
+    assert meter.line(10.0).endswith("ETA 277:46:30")  # 99,999 videos at 0.1/s: past a day, in hours
