@@ -69,8 +69,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     if ("feature_extractor", args.extractor) not in plugins.registry:
         raise PluginError(plugins.registry.unknown_message("feature_extractor", args.extractor) + plugins.broken_note())
     weights = Path(args.weights) if args.weights else None
-    if weights is not None and not weights.is_file():
-        raise DataError(f"--weights {weights}: no such file")
+    if weights is not None and not weights.exists():
+        raise DataError(f"--weights {weights}: no such file or directory")
     shard = parse_shard(args.shard)
     videos = collect_videos(args.videos)
     if not videos:

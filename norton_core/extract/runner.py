@@ -234,11 +234,15 @@ def settings_record(name: str, extractor: FeatureExtractor, config: Any, weights
     """What ``OUT/extraction.json`` holds: the settings that decide the bytes of every row."""
     weights_id = None
     if weights is not None:
+        weights = Path(weights)
+        files = sorted(p for p in weights.rglob("*") if p.is_file()) if weights.is_dir() else [weights]
         digest = hashlib.sha256()
-        with open(weights, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        weights_id = {"file": Path(weights).name, "sha256": digest.hexdigest()}
+        for path in files:  # a model directory: every file's name and bytes
+            digest.update(str(path.relative_to(weights)).encode() + b"\0" if weights.is_dir() else b"")
+            with open(path, "rb") as fh:
+                for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                    digest.update(block)
+        weights_id = {"file": weights.name, "sha256": digest.hexdigest()}
     record = {"extractor": name, "options": attrs.asdict(config) if attrs.has(type(config)) else {},
               "weights": weights_id, "decode": attrs.asdict(extractor.decode), "output": attrs.asdict(extractor.output)}
     return json.loads(json.dumps(record))  # as it reads back from the file (tuples become lists)

@@ -8,7 +8,7 @@ import torch
 
 from norton_core.cli import main
 from tests.extract.videos import make_video
-from tests.plugins.test_extractors import random_state
+from tests.plugins.extractor_weights import make_tiny_clip, random_state
 
 
 @pytest.mark.slow
@@ -32,3 +32,18 @@ def test_norton_extract_with_s3d_howto100m_writes_unit_float16_rows(tmp_path, no
     assert settings["extractor"] == "s3d-howto100m" and settings["weights"]["file"] == "s3d_howto100m.pth"
     assert settings["decode"] == {"fps": 30, "short_side": 224, "crop": 224, "frames_per_row": 30,
                                   "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+
+
+def test_norton_extract_with_clip_frames(tmp_path, norton_plugins, capsys):
+    (tmp_path / "clip").mkdir()
+    model_dir = make_tiny_clip(tmp_path / "clip")
+    video = make_video(tmp_path / "walk.mp4", 80, 60, 25, 60, seed=4)  # 2.4 s: 3 rows at 2 frames per row
+    code = main(["extract", str(video), "--out", str(tmp_path / "features"), "--extractor", "clip-frames",
+                 "--weights", str(model_dir), "--option", "frames_per_second=2", "--workers", "0", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    rows = np.load(tmp_path / "features" / "walk.npy")
+    assert rows.shape == (3, 16) and rows.dtype == np.float16
+    np.testing.assert_allclose(np.linalg.norm(rows.astype(np.float32), axis=1), 1.0, atol=1e-3)
+    settings = json.loads((tmp_path / "features" / "extraction.json").read_text())
+    assert settings["options"] == {"frames_per_second": 2} and len(settings["weights"]["sha256"]) == 64
+

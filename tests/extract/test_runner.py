@@ -177,7 +177,7 @@ def test_cli_errors_are_one_line(folder, tmp_path, norton_plugins, capsys):
     assert _norton(norton_plugins, [str(folder / "v1.mp4"), "--out", str(tmp_path), "--extractor", "tiny-stat"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "norton: error: unknown feature_extractor 'tiny-stat' (did you mean 'tiny-stats'?); known: "
-        "s3d-howto100m [norton], tiny-stats [?]"]
+        "clip-frames [norton], s3d-howto100m [norton], tiny-stats [?]"]
     assert main(["extract", str(folder / "v1.mp4"), "--out", str(tmp_path), "--extractor", "tiny-stats",
                  "--shard", "2/2"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [

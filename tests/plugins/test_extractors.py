@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 import zipfile
@@ -13,25 +12,7 @@ from norton_extractors.s3dg import S3DG, same_max_pool, space_to_depth
 
 from norton_core import CheckpointError, DecodeSpec, PluginError, build
 from norton_core.plugin.cli import component_text
-
-
-def random_state(seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random weights for every entry: convolutions with He (fan-in) scaling so that the signal survives the ~20
-    layers, BatchNorm parameters and statistics near the identity, linear maps with 1/sqrt(fan-in) scaling."""
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, value in S3DG().state_dict().items():
-        if value.dim() == 5:
-            out[key] = torch.randn(value.shape, generator=gen) * math.sqrt(2.0 / value[0].numel())
-        elif ".bn" in key and key.endswith(("running_var", "weight")):
-            out[key] = 1.0 + 0.2 * torch.rand(value.shape, generator=gen)
-        elif ".bn" in key and key.endswith(("running_mean", "bias")):
-            out[key] = 0.01 * torch.randn(value.shape, generator=gen)
-        elif value.dtype.is_floating_point:
-            out[key] = torch.randn(value.shape, generator=gen) / math.sqrt(value.shape[-1])
-        else:
-            out[key] = value
-    return out
+from tests.plugins.extractor_weights import make_tiny_clip, random_state
 
 
 @pytest.fixture(autouse=True)
@@ -153,10 +134,33 @@ def test_registered_as_a_kind_without_importing_torch(norton_plugins):
             "print(json.dumps([p['components'] for p in listing if p['name'] == 'extractors'])); "
             "print('torch' in sys.modules, 'av' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out == ['[{"feature_extractor": ["s3d-howto100m"]}]', "False False"]
+    assert out == ['[{"feature_extractor": ["clip-frames", "s3d-howto100m"]}]', "False False"]
 
 
 def test_rows_are_float_and_numpy_castable(weights):
     extractor = build("feature_extractor", "s3d-howto100m", {}, weights=weights)
     rows = extractor.embed(torch.zeros(1, 2, 3, 32, 32)).numpy().astype(extractor.output.dtype)
     assert rows.dtype == np.float16 and rows.shape == (1, 512)
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    return make_tiny_clip(tmp_path_factory.mktemp("clip"))
+
+
+def test_clip_frames_decodes_as_its_processor_says_and_averages_frames(clip_dir):
+    from transformers import CLIPModel
+
+    extractor = build("feature_extractor", "clip-frames", {"frames_per_second": 2}, weights=clip_dir)
+    assert extractor.decode == DecodeSpec(fps=2, short_side=36, crop=32, frames_per_row=2, mean=(0.5, 0.4, 0.3),
+                                          std=(0.2, 0.25, 0.3))
+    assert (extractor.output.width, extractor.output.dtype, extractor.decode.rows_per_second) == (16, "float16", 1.0)
+    chunks = torch.rand(3, 2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    rows = extractor.embed(chunks)
+    model = CLIPModel.from_pretrained(clip_dir).eval()
+    with torch.inference_mode():
+        per_frame = model.visual_projection(model.vision_model(pixel_values=chunks.flatten(0, 1)).pooler_output)
+    per_frame = torch.nn.functional.normalize(per_frame, dim=1).view(3, 2, 16)
+    torch.testing.assert_close(rows, torch.nn.functional.normalize(per_frame.mean(dim=1), dim=1))
+    with pytest.raises(PluginError, match="needs --weights DIR: a local CLIP model directory"):
+        build("feature_extractor", "clip-frames", {})
