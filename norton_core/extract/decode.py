@@ -26,7 +26,7 @@ from norton_core.plugin.interfaces import DecodeSpec
 
 #: the reasons a video is skipped, as they are counted in the extraction report
 REASONS: tuple[str, ...] = ("missing file", "empty file", "unreadable", "no video stream", "decode error",
-                            "too short")
+                            "too short", "non-finite rows")
 
 
 class SkipVideo(Exception):

@@ -330,7 +330,6 @@ class _Pending:
     chunks: int = 0  # chunks received
     rows: list[tuple[int, np.ndarray]] = attrs.field(factory=list)  # (position, row) embedded so far
     total: int | None = None  # set when decoding finished
-    dropped: bool = False
 
 
 def run_extract(videos: Sequence[Path], out: Path, extractor: FeatureExtractor, *, name: str, settings: dict[str, Any],
@@ -363,8 +362,14 @@ def run_extract(videos: Sequence[Path], out: Path, extractor: FeatureExtractor, 
 
     def finish(video: int) -> None:
         state = pending.pop(video)
-        rows = np.stack([row for _, row in sorted(state.rows, key=lambda item: item[0])]).astype(dtype)
+        with np.errstate(over="ignore"):  # an overflow becomes inf, reported just below
+            rows = np.stack([row for _, row in sorted(state.rows, key=lambda item: item[0])]).astype(dtype)
         path = mine[video]
+        if not np.isfinite(rows).all():  # NaN from the model, or values past the storage dtype's range
+            bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+            report.skip(path, "non-finite rows", f"{path}: rows {bad[:5].tolist()} are not finite as {dtype.name}")
+            meter.video(0.0)
+            return
         replace_atomic(out / f"{path.stem}.npy", npy_bytes(rows))
         fault_point("extract_video_written")
         report.extracted += 1

@@ -325,12 +325,17 @@ class DecodeSpec:
     :ivar std: per-channel (RGB) divisor applied after the mean.
     """
 
-    fps: int = 30
-    short_side: int = 224
-    crop: int | None = 224
-    frames_per_row: int = 30
+    fps: int = attrs.field(default=30, validator=attrs.validators.gt(0))
+    short_side: int = attrs.field(default=224, validator=attrs.validators.gt(0))
+    crop: int | None = attrs.field(default=224)
+    frames_per_row: int = attrs.field(default=30, validator=attrs.validators.gt(0))
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    @crop.validator
+    def _crop_fits(self, _attribute: Any, value: int | None) -> None:
+        if value is not None and not 0 < value <= self.short_side:
+            raise ValueError(f"DecodeSpec: crop {value} must be between 1 and short_side ({self.short_side})")
 
     @property
     def rows_per_second(self) -> float:

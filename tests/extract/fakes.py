@@ -23,6 +23,7 @@ TINY = DecodeSpec(fps=4, short_side=16, crop=16, frames_per_row=4, mean=(0.5, 0.
 class TinyConfig:
     delay: float = option(0.0, ge=0.0, help="seconds to sleep per batch (to kill a run midway)")
     width: int = option(8, ge=8, help="row width: the 8 statistics repeated (512 makes rows a model can train on)")
+    scale: float = option(1.0, help="factor on every row value")
 
 
 class TinyStats(FeatureExtractor):
@@ -41,7 +42,7 @@ class TinyStats(FeatureExtractor):
             time.sleep(self.config.delay)
         flat = chunks.flatten(2)  # (N, F, 3*H*W)
         stats = torch.cat([flat.mean(dim=2), flat.amax(dim=2)], dim=1)
-        return stats.repeat(1, -(-self.config.width // 8))[:, : self.config.width]
+        return self.config.scale * stats.repeat(1, -(-self.config.width // 8))[:, : self.config.width]
 
 
 @hookimpl

@@ -65,7 +65,7 @@ def test_one_row_per_second_for_good_videos_and_named_reasons_for_dirty_ones(fol
     assert rows["v2"][3, 2] == np.float16(-0.5) and rows["v2"][3, 1] != np.float16(-0.5)  # padded frames are zeros
     saved = json.loads((out / "extract_report.json").read_text())
     assert saved["skipped_counts"] == {"missing file": 0, "empty file": 1, "unreadable": 1, "no video stream": 1,
-                                       "decode error": 0, "too short": 1}
+                                       "decode error": 0, "too short": 1, "non-finite rows": 0}
     assert (saved["videos"], saved["extracted"], saved["skipped_total"], saved["rows"]) == (7, 3, 4, 8)
     assert saved["video_seconds"] == 8.0
     assert [item["video"] for item in saved["skipped"]["too short"]] == [str(folder / "short.mp4")]
@@ -116,6 +116,16 @@ def test_a_crashed_decoding_process_skips_its_video_and_is_replaced(folder, tmp_
     assert sorted(p.stem for p in (tmp_path / "out").glob("*.npy")) == ["v1", "v3"]
     (item,) = report.skipped["decode error"]
     assert item["video"] == str(folder / "v2.webm") and f"exit code -{signal.SIGKILL.value}" in item["detail"]
+
+
+def test_rows_past_float16_are_skipped_not_saved_as_inf(folder, tmp_path):
+    extractor = TinyStats(TinyConfig(scale=1e6))  # max pixel 0.5 * 1e6 > 65504, the largest float16
+    settings = settings_record("tiny-stats", extractor, extractor.config, None)
+    report = run_extract([folder / "v1.mp4"], tmp_path, extractor, name="tiny-stats", settings=settings,
+                         progress=False)
+    assert not list(tmp_path.glob("*.npy"))
+    (item,) = report.skipped["non-finite rows"]
+    assert item["detail"].endswith("rows [0, 1] are not finite as float16")
 
 
 def test_shards_split_the_sorted_list(folder, tmp_path):
