@@ -24,6 +24,8 @@ def make_video(path: Path, width: int = 320, height: int = 240, fps: int = 25, f
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if codec == "libvpx-vp9":  # its default (best quality) encoding takes seconds even for tiny videos
+            stream.options = {"deadline": "realtime", "cpu-used": "8"}
         sound = container.add_stream("aac", rate=16000) if audio else None
         for i in range(frames):
             for packet in stream.encode(av.VideoFrame.from_ndarray(pattern(width, height, i, seed), format="rgb24")):
