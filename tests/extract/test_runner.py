@@ -78,8 +78,11 @@ def test_rerun_skips_finished_videos_and_refuses_other_settings(folder, tmp_path
     videos = collect_videos([folder / "v1.mp4", folder / "v3.avi"])
     extract(videos, out)
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*.npy")}
+    (out / ".v3.npy.tmp-4242").write_bytes(b"half written")  # a killed run's staging file: removed
+    (out / ".v7.npy.tmp-4243").write_bytes(b"another shard's")  # not this run's video: left alone
     report = extract(videos, out)
     assert (report.already_done, report.extracted) == (2, 0)
+    assert sorted(p.name for p in out.glob(".*")) == [".v7.npy.tmp-4243"]
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*.npy")} == before
     other = TinyStats(TinyConfig(delay=0.5))
     settings = settings_record("tiny-stats", other, other.config, None)
