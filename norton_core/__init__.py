@@ -4,8 +4,9 @@ This module is the whole surface a plugin may rely on; plugins import from ``nor
 (``tests/test_walls.py`` keeps the built-in and example plugins to it). What it offers:
 
 - declaring components: :data:`hookimpl`, :class:`Register`, the component base classes (:class:`Aligner`,
-  :class:`DataSource`, :class:`Evaluator`, :class:`Loss`, :class:`MetricSink`, :class:`Model`,
-  :class:`RetrievalBackend`) and their context types, :func:`option` and :func:`parse_config` for options;
+  :class:`DataSource`, :class:`Evaluator`, :class:`FeatureExtractor`, :class:`Loss`, :class:`MetricSink`,
+  :class:`Model`, :class:`RetrievalBackend`) and their context types (:class:`DecodeSpec` and :class:`OutputSpec`
+  for extractors), :func:`option` and :func:`parse_config` for options;
 - the error types (:class:`NortonError` and its kinds), printed as one line by the CLI;
 - building a component by name (:func:`build`) and the plugin manager (:class:`Plugins`);
 - helpers the built-in plugins share, imported on first use so that ``import norton_core`` stays light (no torch):
@@ -34,12 +35,15 @@ from norton_core.plugin.interfaces import (
     Aligner,
     DataPaths,
     DataSource,
+    DecodeSpec,
     EmptyConfig,
     EvalContext,
     Evaluator,
+    FeatureExtractor,
     Loss,
     MetricSink,
     Model,
+    OutputSpec,
     RetrievalBackend,
     SpecialTokens,
     VideoRecord,
@@ -130,7 +134,7 @@ def build(kind: str, name: str, options: Mapping[str, Any] | None = None, *, plu
     ``norton_core.build("loss", "norton", {"beta": 0.3})``.
 
     :param kind: one of ``data``, ``aligner``, ``model``, ``loss``, ``retrieval_backend``, ``evaluator``,
-        ``metric_sink``.
+        ``metric_sink``, ``feature_extractor``.
     :param options: the component's table (without ``name``); validated strictly, all problems reported at once.
     :param context: the kind's keyword context (see :mod:`norton_core.plugin.interfaces`), e.g. ``special_tokens``.
     :raises PluginError: unknown name. :raises RecipeError: invalid options.
@@ -147,13 +151,14 @@ def build(kind: str, name: str, options: Mapping[str, Any] | None = None, *, plu
 
 
 __all__ = [
-    "Aligner", "CheckpointError", "DataError", "DataPaths", "DataSource", "EmptyConfig", "EvalContext", "Evaluator",
-    "Loss", "MetricSink", "Model", "NortonError", "PluginError", "Plugins", "Preempted", "RecipeError", "Register",
-    "RetrievalBackend", "SpecialTokens", "TrainingError", "VideoRecord", "build", "default_plugins", "hookimpl",
-    "option", "parse_config", "set_default_plugins", "__version__", "LAUNCH", "compile_cached", "say_if_compiled",
-    "compiled_threads", "replace_atomic", "read_bounded", "read_json", "LazyTensor", "load_checkpoint", "load_plain",
-    "load_tokenizer", "resolve_pretrained", "collate_clips", "build_text_seq", "build_video_seq", "MANIFEST",
-    "PrepareOptions", "prepare_how2", "generate_synthetic", "SyntheticOptions",
-    "encode_clips", "encode_texts", "grounding_hits", "rank_counts", "rank_metrics", "roc_auc", "alignment_scores",
-    "caption_average", "centre_per_caption", "exact_knn", "knn_scores", "row_norms", "scalars",
+    "Aligner", "CheckpointError", "DataError", "DataPaths", "DataSource", "DecodeSpec", "EmptyConfig", "EvalContext",
+    "Evaluator", "FeatureExtractor", "Loss", "MetricSink", "Model", "NortonError", "OutputSpec", "PluginError",
+    "Plugins", "Preempted", "RecipeError", "Register", "RetrievalBackend", "SpecialTokens", "TrainingError",
+    "VideoRecord", "build", "default_plugins", "hookimpl", "option", "parse_config", "set_default_plugins",
+    "__version__", "LAUNCH", "compile_cached", "say_if_compiled", "compiled_threads", "replace_atomic",
+    "read_bounded", "read_json", "LazyTensor", "load_checkpoint", "load_plain", "load_tokenizer",
+    "resolve_pretrained", "collate_clips", "build_text_seq", "build_video_seq", "MANIFEST", "PrepareOptions",
+    "prepare_how2", "generate_synthetic", "SyntheticOptions", "encode_clips", "encode_texts", "grounding_hits",
+    "rank_counts", "rank_metrics", "roc_auc", "alignment_scores", "caption_average", "centre_per_caption",
+    "exact_knn", "knn_scores", "row_norms", "scalars",
 ]

@@ -46,6 +46,7 @@ _REGISTER_HOOKS = {
     "retrieval_backend": "norton_register_retrieval_backends",
     "evaluator": "norton_register_evaluators",
     "metric_sink": "norton_register_metric_sinks",
+    "feature_extractor": "norton_register_feature_extractors",
 }
 
 

@@ -38,7 +38,7 @@ else:  # pragma: no cover
 ROOT = Path(__file__).parents[2]
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^[ \t]*```(\w*)\n(.*?)^[ \t]*```$", re.S | re.M)  # indented ones too (in lists)
-LANGUAGES = {"python", "toml", "sh", "bash", "text"}
+LANGUAGES = {"python", "toml", "sh", "bash", "text", "json"}
 #: the first line of every Python block, and the test that runs it
 PYTHON_EXAMPLES = {
     "# norton_example_loss/__init__.py": "test_loss_example_is_the_tested_example_plugin",
@@ -46,6 +46,7 @@ PYTHON_EXAMPLES = {
     "# norton_lsh/__init__.py": "test_retrieval_backend_example_works_with_the_engine",
     "# norton_my_task/__init__.py": "test_evaluator_example_scores_a_planted_model",
     "# an exported model, from Python": "test_export_example_embeds_with_an_exported_model",
+    "# norton_frame_means/__init__.py": "test_extractor_example_registers_and_embeds",
 }
 
 
@@ -148,6 +149,11 @@ def test_every_python_block_is_run_by_a_test():
     assert sorted(firsts) == sorted(PYTHON_EXAMPLES)
     for test in PYTHON_EXAMPLES.values():
         assert test in globals(), test
+
+
+def test_json_blocks_are_json():
+    for page, _, code in blocks("json"):
+        json.loads(code)  # raises, naming the position, on a broken example
 
 
 def test_text_blocks_are_output_not_commands():
@@ -321,6 +327,10 @@ def _check_study(page: str, code: str, tmp_path: Path) -> None:
     (tmp_path / "recipes").symlink_to(ROOT / "recipes")
     path = tmp_path / "studies" / f"{raw['name']}.toml"
     path.write_text(code)
+    # a base recipe written out earlier on the same page (its first line names the file) is written beside it
+    for other_page, _, other in blocks("toml"):
+        if other_page == page and other.strip().splitlines()[0].strip() == f"# {raw['base']}":
+            (tmp_path / "studies" / raw["base"]).write_text(other)
     study = load_study(path)
     assert study.name == raw["name"]
 
@@ -345,7 +355,7 @@ def test_toml_block_is_a_valid_recipe_study_or_pyproject(page, code, tmp_path):
     tomllib.loads(code)
     if code.startswith("# pyproject.toml"):
         _check_pyproject(page, code)
-    elif re.search(r"^(base|seeds|arms|\[variants)", code, re.M):
+    elif re.search(r"^\s*(base|seeds|arms|\[variants)", code, re.M):  # blocks inside lists are indented
         _check_study(page, code, tmp_path)
     else:
         _validate_recipe(page, code, tmp_path)
@@ -420,6 +430,8 @@ def check_command(words: list[str], where: str, readme_commands: str) -> None:
             assert f'"{flag}"' in source, (where, flag)  # the script declares the option
     elif program == "python3" and args[:2] == ["-m", "venv"] or program.startswith(".venv/bin/"):
         assert " ".join(words) in readme_commands, (where, words)  # the set-up commands are the README's
+    elif program in ("mkfifo", "ln", "echo", "truncate", "ls", "grep", "sed", "mkdir"):
+        pass  # plain shell around norton: setting up an example's files, listing what it wrote
     elif program != "wait":
         raise AssertionError(f"{where}: no check for the command {words}")
 
@@ -504,3 +516,24 @@ def test_inline_commands_name_real_commands_and_options():
         check_inline_command("norton evaluate RUN --checkpoint all", "test")
     with pytest.raises(AssertionError, match="no command"):
         check_inline_command("norton evalute RUN", "test")
+
+
+def test_extractor_example_registers_and_embeds():
+    import types
+
+    import torch
+
+    from norton_core import build
+    from norton_core.plugin.manager import Plugins
+
+    module = types.ModuleType("norton_frame_means")
+    exec(compile(python_example("# norton_frame_means/__init__.py"), "docs/extract.md", "exec"), module.__dict__)
+    plugins = Plugins()
+    plugins.register(module, name="frame-means")
+    extractor = build("feature_extractor", "frame-means", {"grid": 4}, plugins=plugins)
+    chunks = torch.rand(3, extractor.decode.frames_per_row, 3, extractor.decode.crop, extractor.decode.crop)
+    rows = extractor.embed(chunks)
+    assert rows.shape == (3, extractor.output.width) == (3, 48)
+    assert torch.allclose(rows[1], extractor.embed(chunks[1:2])[0])  # a row depends on its own chunk only
+    assert torch.allclose(rows[0, :16].mean(), chunks[0, :, 0].mean(), atol=1e-6)  # the red cells average red
+

@@ -66,3 +66,11 @@ def test_readme_names_every_shipped_recipe():
     section = README.split("## Recipes\n", 1)[1].split("\n## ", 1)[0]
     for path in (ROOT / "recipes").glob("*.toml"):
         assert f"`{path.stem}`" in section, path.stem
+
+
+def test_readme_shell_examples_are_docs_blocks_where_they_are_checked():
+    docs_blocks = {code for page in (ROOT / "docs").rglob("*.md")
+                   for code in re.findall(r"```(?:sh|bash)\n(.*?)\n```", page.read_text(), re.S)}
+    examples = re.findall(r"```sh\n(.*?)\n```", README, re.S)
+    assert examples and [code for code in examples if code not in docs_blocks] == []
+

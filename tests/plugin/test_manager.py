@@ -131,7 +131,7 @@ def test_build_validates_options_strictly():
 
 def test_builtins_are_real_entry_points_of_this_distribution():
     names = {ep.name: ep.dist.name for ep in md.entry_points(group="norton") if ep.dist.name == "norton"}
-    assert set(names) == {"data", "aligners", "models", "losses", "retrieval", "evaluators", "sinks"}
+    assert set(names) == {"data", "aligners", "models", "losses", "retrieval", "evaluators", "sinks", "extractors"}
 
 
 def test_hook_calls_are_traced_on_request(capsys):
