@@ -153,7 +153,10 @@ def test_every_python_block_is_run_by_a_test():
 
 def test_json_blocks_are_json():
     for page, _, code in blocks("json"):
-        json.loads(code)  # raises, naming the position, on a broken example
+        try:
+            json.loads(code)
+        except ValueError as exc:
+            raise AssertionError(f"{page}: a json block does not parse ({exc})") from None
 
 
 def test_text_blocks_are_output_not_commands():
