@@ -1,4 +1,4 @@
-"""Benchmark: what the default read checks cost per training step of the laptop demo (issue 10 #3, #4).
+"""Benchmark: what the default read checks cost per training step of the laptop demo.
 
 Run: ``python benchmarks/integrity_bench.py [--steps 20] [--epochs 3] [--threads 1]``
 

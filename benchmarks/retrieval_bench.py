@@ -116,6 +116,17 @@ def _timed(f) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - t
 
 
+def _module(package_dir: Path, *candidates: str):  # noqa: ANN202 - a module
+    """The first of ``norton_core.<candidate>`` that exists in the tree under test (the rooms moved once, and
+    ``--compare`` may run a tree from before)."""
+    import importlib
+
+    for name in candidates:
+        if (package_dir / (name.replace(".", "/") + ".py")).exists():
+            return importlib.import_module(f"norton_core.{name}")
+    return None
+
+
 def child(n: int, found_path: str, recall_sample: int) -> None:
     import faiss  # noqa: F401 - libraries loaded before the baseline: their code is not the round's memory
     import torch
@@ -128,19 +139,18 @@ def child(n: int, found_path: str, recall_sample: int) -> None:
     started = time.perf_counter()
     kernels = 0.0
     here = Path(norton_core.__file__).parent
-    if (here / "smallest_k.py").exists():  # not in an older tree given to --compare
-        from norton_core.retrieval.smallest_k import RunningSmallest
-
-        warm = RunningSmallest(2, 1)
+    smallest_k = _module(here, "retrieval.smallest_k", "smallest_k")
+    if smallest_k is not None:  # not in an older tree given to --compare
+        warm = smallest_k.RunningSmallest(2, 1)
         warm.add(np.zeros((3, 2), dtype=np.float32), 0)
         warm.result()
-    if (here / "engine" / "batch_draw.py").exists():
-        from norton_core.retrieval.batches import neighbour_batches
-
-        neighbour_batches(np.zeros((1, 2), dtype=np.int64), np.zeros(1, dtype=np.int64), 1, 3, random.Random(0))
+    if (here / "retrieval" / "batch_draw.py").exists() or (here / "engine" / "batch_draw.py").exists():
+        batching = _module(here, "retrieval.batches", "engine.batching")
+        batching.neighbour_batches(np.zeros((1, 2), dtype=np.int64), np.zeros(1, dtype=np.int64), 1, 3,
+                                   random.Random(0))
     kernels = time.perf_counter() - started
 
-    from norton_core.retrieval.round import plan_batches
+    plan_batches = _module(here, "retrieval.round", "engine.retrieval").plan_batches
 
     before = _rss("VmRSS")
     matrix = vectors(n)
@@ -222,9 +232,10 @@ def main() -> None:
         child(int(args.child[0]), args.child[1], int(args.child[2]))
         return
     if args.recall_sample is None:
-        from norton_core.recipe.tables import RetrievalConfig
+        import norton_core
 
-        args.recall_sample = RetrievalConfig().recall_sample
+        tables = _module(Path(norton_core.__file__).parent, "recipe.tables", "engine.config")
+        args.recall_sample = tables.RetrievalConfig().recall_sample
     print(f"recall check: {args.recall_sample} sampled queries", flush=True)
     compare_sizes = {int(s) for s in args.compare_sizes.split(",")} if args.compare else set()
     with tempfile.TemporaryDirectory() as tmp:

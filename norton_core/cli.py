@@ -18,9 +18,9 @@ from norton_core.errors import NortonError
 from norton_core.plugin.manager import default_plugins
 
 #: core modules that add their own subcommands (data preparation, evaluation, reading runs back, shipped recipes,
-#: plugin options and installs, studies)
+#: plugin options and installs, studies, feature extraction)
 _CORE_COMMANDS = ("norton_core.data.cli", "norton_core.evaluation.cli", "norton_core.runs.cli", "norton_core.recipe.cli",
-                  "norton_core.plugin.cli", "norton_core.study.cli")
+                  "norton_core.plugin.cli", "norton_core.study.cli", "norton_core.extract.cli")
 
 
 def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register_commands(sub)
-    default_plugins().pm.hook.norton_register_commands(subparsers=sub)
+    default_plugins().register_commands(sub)
     return parser
 
 

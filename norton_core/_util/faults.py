@@ -15,6 +15,10 @@ round ``retrieval_embed`` (after each embedding batch), ``retrieval_index`` (aft
 
 Data preparation points: ``shard_file_renamed`` (after each of a shard's six files is renamed into place) and
 ``shard_committed`` (after a shard's record is written).
+
+Feature extraction points: ``extract_batch`` (after each batch of chunks is embedded, before its rows are stored),
+``extract_video_written`` (after a video's ``.npy`` is renamed into place) and, in a decoding process,
+``extract_decode`` (when it starts on a video).
 """
 
 from __future__ import annotations

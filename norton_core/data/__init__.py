@@ -1,4 +1,4 @@
-"""Feature storage and data preparation (issue 3).
+"""Feature storage and data preparation.
 
 - :mod:`~norton_core.data.store`: ``ShardStore.open(dir, read_mode)`` random access to a prepared shard set.
 - :mod:`~norton_core.data.prepare_how2`: ``norton prepare how2`` (raw How2 layout -> one store per split).

@@ -19,19 +19,23 @@ from pathlib import Path
 
 import numpy as np
 
+from norton_core._util.bounded import read_bounded
 from norton_core._util.files import replace_atomic
 from norton_core._util.safe_pickle import load_plain
 from norton_core.data import manifest as mf
 from norton_core.data.npyfile import hash_file, read_header
+from norton_core.data.writer import locked_output
 from norton_core.errors import DataError
+
+#: the largest ``{split}_meta.pkl`` read (HowTo100M's 1.2M video ids take a few tens of MB)
+MAX_META_BYTES = 1024**3
 
 
 def load_meta(path: Path) -> dict[int, list[str]]:
     """``{shard_index: [video_id, ...]}`` from an MMPT ``{split}_meta.pkl``, safely."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: MMPT meta file is missing") from None
+    if not path.exists():
+        raise DataError(f"{path}: MMPT meta file is missing")
+    raw = read_bounded(path, MAX_META_BYTES, "an MMPT meta file", DataError)
     # {shard: [id, ...]} is two containers deep; an honest pickle.dump spends at least a byte per value
     meta = load_plain(raw, source=str(path), max_items=len(raw), max_depth=2)
     ok = isinstance(meta, dict) and all(
@@ -158,13 +162,13 @@ def import_mmpt(
         "num_videos": sum(len(v) for v in meta.values()), "skipped": {}, "source": "mmpt", "shards": shards,
         "unsampleable": counts,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    replace_atomic(out / mf.MANIFEST, mf.dumps(manifest))
-    try:
-        ShardStore.open(out).close()  # the same checks as any later open, now, while the user is watching
-    except DataError:
-        (out / mf.MANIFEST).unlink()
-        raise
+    with locked_output(out):  # one prepare per --out: a second one is refused, never interleaved
+        replace_atomic(out / mf.MANIFEST, mf.dumps(manifest))
+        try:
+            ShardStore.open(out).close()  # the same checks as any later open, now, while the user is watching
+        except DataError:
+            (out / mf.MANIFEST).unlink()
+            raise
     _report(split, shards, counts, float32_files)
     return out
 

@@ -56,7 +56,7 @@ from norton_core._util.faults import fault_point
 from norton_core._util.files import replace_atomic
 from norton_core.data import manifest as mf
 from norton_core.data.caption_index import index_captions
-from norton_core.data.writer import ShardWriter, read_finished_part, remove_staging, write_part
+from norton_core.data.writer import ShardWriter, locked_output, read_finished_part, remove_staging, write_part
 from norton_core.errors import DataError
 
 N_EXAMPLES = 5
@@ -453,10 +453,11 @@ def prepare_how2(
         raise DataError(f"{features_dir}: features directory is missing")
     if not Path(captions_path).is_file():
         raise DataError(f"{captions_path}: captions file is missing")
-    return {
-        split: prepare_split(
-            split, Path(lst), Path(features_dir), Path(captions_path), Path(out_root) / split, options,
-            workers=workers, progress=progress, allow_empty=allow_empty,
-        )
-        for split, lst in lists.items()
-    }
+    with locked_output(Path(out_root)):  # one prepare per --out: a second one is refused, never interleaved
+        return {
+            split: prepare_split(
+                split, Path(lst), Path(features_dir), Path(captions_path), Path(out_root) / split, options,
+                workers=workers, progress=progress, allow_empty=allow_empty,
+            )
+            for split, lst in lists.items()
+        }

@@ -28,11 +28,19 @@ Output (the raw How2 layout plus evaluation sets in their public layouts, docs/d
     out/features/<id>.npy   out/captions.json   out/train.lst   out/val.lst   out/ground_truth.json
     out/eval/youcook2/{annotations.json, features/}   out/eval/htm_align/{htm_align.json, features/}
     out/eval/msrvtt/{MSRVTT_JSFUSION_test.csv, features/}
+    out/eval/msrvtt/MSR_MC_test.csv   out/eval/didemo/{test_data.json, features/}
+    out/eval/coin/{COIN.json, features/}   out/eval/crosstask/{crosstask_release/, features/}
 
 Evaluation videos are held out (never in the lists) and annotated without noise: YouCook2 segments are the exact
 step spans; HTM-Align lists a noisy ASR transcript (half of it non-visual chatter, as in the real set, whose
 protocol anchors its windows on those sentences) where each visual sentence carries its step's true span; MSR-VTT
-clips show one step each with a one-sentence description.
+clips show one step each with a one-sentence description. MSR-VTT-QA questions (videos numbered after the
+retrieval clips) offer the clip's sentence among four naming other steps; DiDeMo videos (25-30 s) show two steps in
+marked moments of one or two 5-second chunks, each described by one sentence. COIN labels are the world's step
+names (``chop onion``), every step segment annotated with its label, a fifth of the videos in the ``training``
+subset; CrossTask's primary tasks are the first three of the world (``crosstask_videos`` videos each in
+``videos.csv``, the last two of them also in ``videos_val.csv``), the next two its related tasks (three videos
+each), and each video's annotation lists its steps' true spans.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ import csv
 import json
 import string
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import numpy as np
@@ -56,6 +64,8 @@ from norton_core.data.synthetic_words import (
     DISHES,
     EVAL_TEMPLATES,
     INTRO,
+    MAX_SECONDS,
+    MAX_VIDEOS,
     MENTION_TEMPLATES,
     MORE_ACTIONS,
     MORE_OBJECTS,
@@ -63,7 +73,9 @@ from norton_core.data.synthetic_words import (
     OBJECTS,
     TASKS,
 )
+from norton_core.data.writer import locked_output
 from norton_core.errors import DataError
+from norton_core.recipe.options import check_config, option
 
 DIM = 512
 WORLD_SEED = 20240116
@@ -71,80 +83,87 @@ WORLD_SEED = 20240116
 HTM_ALIGN_NONVISUAL = 0.5
 N_BACKGROUND = 4
 ID_CHARS = string.ascii_letters + string.digits + "-_"
+QA_CHOICES = 5
+
+
+N_ACTIONS = len(ACTIONS) + len(MORE_ACTIONS)
+N_OBJECTS = len(OBJECTS) + len(MORE_OBJECTS)
+N_CHATTER = len(CHATTER) + len(CHATTER_OPENERS) * len(CHATTER_TOPICS)
 
 
 @attrs.frozen
 class SyntheticOptions:
-    """Generator options (the ``synthetic`` data source exposes the same names)."""
+    """The generator's options, declared once with their bounds and help: the ``synthetic`` data source's recipe
+    options are these (plus how the set is prepared), and :meth:`check` applies the same bounds to a direct call of
+    :func:`generate`. Relations between options are checked when an instance is made."""
 
-    videos: int = 400
-    val_videos: int = 40
-    seed: int = 0
-    min_seconds: int = 40
-    max_seconds: int = 120
-    shift_prob: float = 0.3
-    shift_seconds: float = 6.0
-    nonvisual_prob: float = 0.15
-    uncaptioned_prob: float = 0.1
-    feature_noise: float = 0.6
-    youcook2_videos: int = 50
-    htm_align_videos: int = 20
-    msrvtt_clips: int = 200
-    dirty: float = 0.0
+    videos: int = option(400, ge=1, le=MAX_VIDEOS, help="training videos")
+    val_videos: int = option(40, ge=0, le=MAX_VIDEOS, help="validation videos")
+    seed: int = option(0, ge=0, help="generator seed")
+    min_seconds: int = option(40, ge=1, le=MAX_SECONDS, help="shortest video (about)")
+    max_seconds: int = option(120, ge=16, le=MAX_SECONDS, help="longest video (about; at least min_seconds and 16)")
+    shift_prob: float = option(0.3, ge=0, le=0.9, help="share of captions moved off their step")
+    shift_seconds: float = option(6.0, ge=0, le=100, help="largest caption time shift in seconds")
+    nonvisual_prob: float = option(0.15, ge=0, le=0.9, help="share of captions with no visual counterpart")
+    uncaptioned_prob: float = option(0.1, ge=0, le=0.9, help="share of steps without a caption")
+    feature_noise: float = option(0.6, ge=0, le=100, help="feature noise relative to a step's signal")
+    youcook2_videos: int = option(50, ge=0, le=MAX_VIDEOS, help="held-out YouCook2-format evaluation videos")
+    htm_align_videos: int = option(20, ge=0, le=MAX_VIDEOS, help="held-out HTM-Align-format evaluation videos")
+    msrvtt_clips: int = option(200, ge=0, le=MAX_VIDEOS, help="MSR-VTT-format evaluation clips")
+    dirty: float = option(0.0, ge=0, le=0.9, help="share of raw records written malformed on purpose (to exercise "
+                                                   "`norton prepare`'s checks)")
     # the family: world
-    world_seed: int = WORLD_SEED
-    tasks: int = 12
-    actions: int = 12
-    objects: int = 20
-    task_objects: int = 4
-    task_steps_min: int = 6
-    task_steps_max: int = 9
-    step_seconds_min: int = 4
-    step_seconds_max: int = 12
-    feature_drift: float = 0.0
+    world_seed: int = option(WORLD_SEED, help="seed of the world: step vocabularies, task recipes, feature maps")
+    tasks: int = option(12, ge=1, le=200, help="tasks (recipes); names past 12 are generated")
+    actions: int = option(12, ge=2, le=N_ACTIONS, help="action words (verbs) in the step vocabulary")
+    objects: int = option(20, ge=2, le=N_OBJECTS, help="object words (ingredients) in the step vocabulary")
+    task_objects: int = option(4, ge=1, help="ingredients per task (80% of its steps use them; at most objects)")
+    task_steps_min: int = option(6, ge=2, le=40, help="fewest steps in a task's recipe")
+    task_steps_max: int = option(9, ge=2, le=40, help="most steps in a task's recipe")
+    step_seconds_min: int = option(4, ge=1, le=60, help="shortest step (seconds)")
+    step_seconds_max: int = option(12, ge=1, le=120, help="longest step (seconds)")
+    feature_drift: float = option(0.0, ge=0, le=100, help="slow random-walk drift of the features over a video, "
+                                                           "relative to a step's signal")
     # the family: videos and captions
-    skip_step_prob: float = 0.1
-    caption_templates: str = "default"
-    chatter_pool: int = 12
-    chatter_mentions_prob: float = 0.0
-    chatter_at_edges_prob: float = 0.0
+    skip_step_prob: float = option(0.1, ge=0, le=0.9, help="share of a task's steps a video skips")
+    caption_templates: Literal["default", "alternate", "both"] = option("default", help="ASR caption wording")
+    chatter_pool: int = option(12, ge=1, le=N_CHATTER, help="distinct non-visual lines (a small pool repeats "
+                                                             "across videos)")
+    chatter_mentions_prob: float = option(0.0, ge=0, le=0.9, help="share of non-visual lines that name an "
+                                                                   "ingredient without showing it")
+    chatter_at_edges_prob: float = option(0.0, ge=0, le=0.9, help="share of non-visual lines said over the "
+                                                                   "talking-head intro or outro")
+    # the later evaluation sets, each from its own random stream (0 writes none)
+    msrvtt_qa_questions: int = option(100, ge=0, le=MAX_VIDEOS, help="MSR-VTT-QA-format multiple-choice questions "
+                                                                      "(msrvtt/MSR_MC_test.csv)")
+    didemo_videos: int = option(30, ge=0, le=MAX_VIDEOS, help="DiDeMo-format evaluation videos (two queries each)")
+    coin_videos: int = option(30, ge=0, le=MAX_VIDEOS, help="COIN-format action segmentation videos (a fifth in "
+                                                             "'training')")
+    crosstask_videos: int = option(35, ge=0, le=MAX_VIDEOS, help="CrossTask-format videos per primary task (3 "
+                                                                  "tasks; the reference split trains on 30 and tests "
+                                                                  "the rest)")
 
-    def check(self) -> None:
+    def __attrs_post_init__(self) -> None:
         problems = []
-        limits = {"tasks": (1, 200), "actions": (2, len(ACTIONS) + len(MORE_ACTIONS)),
-                  "objects": (2, len(OBJECTS) + len(MORE_OBJECTS)), "task_objects": (1, self.objects),
-                  "task_steps_min": (2, 40), "task_steps_max": (self.task_steps_min, 40),
-                  "step_seconds_min": (1, 60), "step_seconds_max": (self.step_seconds_min, 120),
-                  "chatter_pool": (1, len(CHATTER) + len(CHATTER_OPENERS) * len(CHATTER_TOPICS))}
-        for name, (lo, hi) in limits.items():
-            if not lo <= getattr(self, name) <= hi:
-                problems.append(f"{name} must be in [{lo}, {hi}], got {getattr(self, name)}")
+        for low, high in (("task_steps_min", "task_steps_max"), ("step_seconds_min", "step_seconds_max"),
+                          ("task_objects", "objects"), ("min_seconds", "max_seconds")):
+            if getattr(self, low) > getattr(self, high):
+                problems.append(f"{low} ({getattr(self, low)}) must not exceed {high} ({getattr(self, high)})")
         if self.task_steps_max > self.actions * self.objects:
             problems.append(f"task_steps_max = {self.task_steps_max} exceeds the distinct (action, object) steps "
                             f"({self.actions} x {self.objects})")
-        if self.caption_templates not in TEMPLATE_SETS:
-            problems.append(f"caption_templates must be one of {sorted(TEMPLATE_SETS)}, got {self.caption_templates!r}")
-        for name in ("skip_step_prob", "chatter_mentions_prob", "chatter_at_edges_prob"):
-            if not 0.0 <= getattr(self, name) <= 0.9:
-                problems.append(f"{name} must be in [0, 0.9], got {getattr(self, name)}")
-        if not 0.0 <= self.feature_drift <= 100.0:
-            problems.append(f"feature_drift must be in [0, 100], got {self.feature_drift}")
-        for name in ("videos", "min_seconds"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("val_videos", "youcook2_videos", "htm_align_videos", "msrvtt_clips"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.max_seconds < max(self.min_seconds, 16):
-            problems.append(f"max_seconds must be >= max(min_seconds, 16), got {self.max_seconds}")
-        for name in ("shift_prob", "nonvisual_prob", "uncaptioned_prob", "dirty"):
-            if not 0.0 <= getattr(self, name) <= 0.9:
-                problems.append(f"{name} must be in [0, 0.9], got {getattr(self, name)}")
-        for name in ("shift_seconds", "feature_noise"):
-            if not 0.0 <= getattr(self, name) <= 100.0:
-                problems.append(f"{name} must be in [0, 100], got {getattr(self, name)}")
+        if self.msrvtt_qa_questions and self.actions * self.objects < QA_CHOICES:
+            problems.append(f"msrvtt_qa_questions needs {QA_CHOICES} distinct steps for its candidate sentences; "
+                            f"the world has {self.actions} x {self.objects}")
         if problems:
-            raise DataError(problems=problems)
+            raise ValueError("; ".join(problems))
+
+    def check(self) -> None:
+        """Every option's declared bounds, all problems at once (a recipe's table gets the same check when it is
+        parsed); :class:`DataError` when any fails."""
+        _, problems = check_config(type(self), attrs.asdict(self))
+        if problems:
+            raise DataError(problems=[f"{path}: {message}" for path, message in problems])
 
 
 @attrs.frozen
@@ -339,9 +358,16 @@ def generate(out_dir: str | Path, videos: int = 400, seed: int = 0, **options: A
 
     ``options`` are the other fields of :class:`SyntheticOptions`.
     """
-    opts = SyntheticOptions(videos=videos, seed=seed, **options)
+    try:
+        opts = SyntheticOptions(videos=videos, seed=seed, **options)
+    except ValueError as exc:
+        raise DataError(f"synthetic generator: {exc}") from None
     opts.check()
-    out = Path(out_dir)
+    with locked_output(Path(out_dir)):  # one generator per --out: a second one is refused, never interleaved
+        return _generate(Path(out_dir), opts)
+
+
+def _generate(out: Path, opts: SyntheticOptions) -> SyntheticPaths:
     feat_dir = out / "features"
     feat_dir.mkdir(parents=True, exist_ok=True)
     world = World(opts)
@@ -379,6 +405,12 @@ def generate(out_dir: str | Path, videos: int = 400, seed: int = 0, **options: A
     _youcook2(world, np.random.default_rng([opts.seed, 2]), eval_root / "youcook2", used, opts)
     _htm_align(world, np.random.default_rng([opts.seed, 3]), eval_root / "htm_align", used, opts)
     _msrvtt(world, np.random.default_rng([opts.seed, 4]), eval_root / "msrvtt", opts)
+    # MSR-VTT-QA multiple choice and DiDeMo moment retrieval sets
+    _msrvtt_qa(world, np.random.default_rng([opts.seed, 24, 1]), eval_root / "msrvtt", opts)
+    _didemo(world, np.random.default_rng([opts.seed, 24, 2]), eval_root / "didemo", opts)
+    # COIN action segmentation and CrossTask step localization sets
+    _coin(world, np.random.default_rng([opts.seed, 20]), eval_root / "coin", used, opts)
+    _crosstask(world, np.random.default_rng([opts.seed, 21]), eval_root / "crosstask", used, opts)
     return SyntheticPaths(out, feat_dir, out / "captions.json", lists, eval_root)
 
 
@@ -480,3 +512,151 @@ def _msrvtt(world: World, rng: np.random.Generator, root: Path, opts: SyntheticO
             number = 7000 + i
             writer.writerow([f"ret{i}", f"msr{number}", f"video{number}", sentence])
             _save(root / "features" / f"video{number}.npy", feats)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# MSR-VTT-QA multiple choice and DiDeMo moment retrieval sets
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _step_sentence(world: World, rng: np.random.Generator, a: int, o: int) -> str:
+    return MSRVTT_TEMPLATES[int(rng.integers(len(MSRVTT_TEMPLATES)))].format(a3=world.actions[a][1], o=world.objects[o])
+
+
+def _msrvtt_qa(world: World, rng: np.random.Generator, root: Path, opts: SyntheticOptions) -> None:
+    """``MSR_MC_test.csv`` (tab-separated, 0-based ``answer``) beside the retrieval set: a clip of one step per
+    question (videos numbered after the retrieval clips) and 5 sentences, the other 4 naming other steps."""
+    if not opts.msrvtt_qa_questions:
+        return
+    (root / "features").mkdir(parents=True, exist_ok=True)
+    rows = [["key", "vid_key", *(f"a{k}" for k in range(1, QA_CHOICES + 1)), "answer"]]
+    for i in range(opts.msrvtt_qa_questions):
+        task = world.tasks[int(rng.integers(len(world.tasks)))]
+        a, o = task[int(rng.integers(len(task)))]
+        before, during, after = int(rng.integers(0, 3)), int(rng.integers(6, 16)), int(rng.integers(0, 3))
+        segs = [(0, before, -1, 1), (before, before + during, a, o), (before + during, before + during + after, -1, 2)]
+        feats = world.features(rng, [seg for seg in segs if seg[1] > seg[0]], opts.feature_noise, opts.feature_drift)
+        steps = {(a, o)}
+        while len(steps) < QA_CHOICES:  # distractors: other (action, object) steps, often sharing a word
+            steps.add((int(rng.integers(len(world.actions))), int(rng.integers(len(world.objects)))))
+        others = [_step_sentence(world, rng, *step) for step in sorted(steps - {(a, o)})]
+        answer = int(rng.integers(QA_CHOICES))
+        candidates = [*others[:answer], _step_sentence(world, rng, a, o), *others[answer:]]
+        number = 7000 + opts.msrvtt_clips + i
+        rows.append([f"mc{i}", f"msr{number}", *candidates, str(answer)])
+        _save(root / "features" / f"video{number}.npy", feats)
+    with open(root / "MSR_MC_test.csv", "w", newline="") as fh:
+        csv.writer(fh, delimiter="\t").writerows(rows)
+
+
+DIDEMO_CHUNK = 5
+
+
+def _didemo(world: World, rng: np.random.Generator, root: Path, opts: SyntheticOptions) -> None:
+    """DiDeMo's ``test_data.json``: 25-30 s videos with two marked moments of one or two 5-second chunks, each
+    showing one step; four annotators per sentence, the fourth sometimes marking one chunk more."""
+    if not opts.didemo_videos:
+        return
+    (root / "features").mkdir(parents=True, exist_ok=True)
+    queries: list[dict[str, Any]] = []
+    for v in range(opts.didemo_videos):
+        length = int(rng.integers(25, 31))
+        chunks = -(-length // DIDEMO_CHUNK)
+        first = int(rng.integers(0, chunks - 1))
+        moments = [(first, first + int(rng.integers(0, 2)) if first + 1 < chunks - 1 else first)]
+        rest = [c for c in range(chunks) if c < moments[0][0] - 1 or c > moments[0][1] + 1]
+        start = rest[int(rng.integers(len(rest)))] if rest else chunks - 1
+        moments.append((start, start))
+        marks: list[tuple[int, int, int, int]] = []
+        for s, e in sorted(moments):
+            task = world.tasks[int(rng.integers(len(world.tasks)))]
+            a, o = task[int(rng.integers(len(task)))]
+            marks.append((s, e, a, o))
+        segs, t = [], 0
+        for s, e, a, o in marks:
+            lo, hi = s * DIDEMO_CHUNK, min((e + 1) * DIDEMO_CHUNK, length)
+            if lo > t:
+                segs.append((t, lo, -1, int(rng.integers(N_BACKGROUND))))
+            segs.append((lo, hi, a, o))
+            t = hi
+        if t < length:
+            segs.append((t, length, -1, int(rng.integers(N_BACKGROUND))))
+        feats = world.features(rng, segs, opts.feature_noise, opts.feature_drift)
+        name = f"{int(rng.integers(10**7, 10**8))}@N{v % 100:02d}_{v:010d}.mov"
+        for s, e, a, o in marks:
+            times = [[s, e]] * 3
+            wider = (s, e + 1) if e + 1 < chunks else (max(s - 1, 0), e)
+            times.append(list(wider) if rng.random() < 0.4 else [s, e])
+            template = EVAL_TEMPLATES[int(rng.integers(len(EVAL_TEMPLATES)))]
+            queries.append({"annotation_id": len(queries), "video": name, "times": times, "num_segments": chunks,
+                            "description": template.format(A=world.actions[a][0].capitalize(), o=world.objects[o])})
+        _save(root / "features" / f"{name}.npy", feats)
+    (root / "test_data.json").write_text(json.dumps(queries))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# COIN action segmentation and CrossTask step localization sets
+# ----------------------------------------------------------------------------------------------------------------
+
+CROSSTASK_PRIMARY = 3
+CROSSTASK_RELATED = 2
+CROSSTASK_VAL = 2  # of each primary task's videos, the last ones, also listed in videos_val.csv
+CROSSTASK_RELATED_VIDEOS = 3
+
+
+def _coin(world: World, rng: np.random.Generator, root: Path, used: set[str], opts: SyntheticOptions) -> None:
+    """COIN.json as released. Step ids number the step names in order of first use, the testing videos' first, so
+    that the testing subset (which defines the label set) uses every id up to its largest; nothing is written for 0
+    videos, so that the set reads as absent rather than empty."""
+    if opts.coin_videos == 0:
+        return
+    (root / "features").mkdir(parents=True, exist_ok=True)
+    videos = []
+    for n in range(opts.coin_videos):
+        vid = _video_id(rng, used)
+        task, segs, feats = _clean_video(world, rng, int(rng.integers(3, 9)), opts)
+        videos.append((vid, task, "training" if n % 5 == 4 else "testing", segs, len(feats)))
+        _save(root / "features" / f"{vid}.npy", feats)
+    ordered = sorted(videos, key=lambda v: v[2] != "testing")  # stable: testing videos first, in order
+    names = list(dict.fromkeys(world.step_name(a, o) for v in ordered for _, _, a, o in v[3] if a >= 0))
+    ids = {name: k for k, name in enumerate(names, start=1)}
+    database: dict[str, Any] = {}
+    for vid, task, subset, segs, length in videos:
+        annotation = [{"id": str(ids[world.step_name(a, o)]), "segment": [float(s), float(e)],
+                       "label": world.step_name(a, o)} for s, e, a, o in segs if a >= 0]
+        database[vid] = {"recipe_type": task, "class": world.task_names[task], "subset": subset, "start": 0.0,
+                         "end": float(length), "duration": float(length),
+                         "video_url": f"https://www.youtube.com/embed/{vid}", "annotation": annotation}
+    (root / "COIN.json").write_text(json.dumps({"version": "synthetic", "database": database}))
+
+
+def _crosstask(world: World, rng: np.random.Generator, root: Path, used: set[str], opts: SyntheticOptions) -> None:
+    """crosstask_release/ as released: task files, video lists and one annotation CSV per video (nothing for 0
+    videos)."""
+    if opts.crosstask_videos == 0:
+        return
+    release = root / "crosstask_release"
+    (release / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / "features").mkdir(parents=True, exist_ok=True)
+    task_ids = {task: str(10000 + task) for task in range(min(len(world.tasks), CROSSTASK_PRIMARY + CROSSTASK_RELATED))}
+    primary = [t for t in task_ids if t < CROSSTASK_PRIMARY]
+    for name, tasks in (("tasks_primary.txt", primary), ("tasks_related.txt", [t for t in task_ids if t not in primary])):
+        blocks = [f"{task_ids[t]}\n{world.task_names[t].capitalize()}\nhttps://www.wikihow.com/{task_ids[t]}\n"
+                  f"{len(world.tasks[t])}\n{','.join(world.step_name(a, o) for a, o in world.tasks[t])}\n\n"
+                  for t in tasks]
+        (release / name).write_text("".join(blocks))
+    rows, val = [], []
+    for task in task_ids:
+        count = max(opts.crosstask_videos, CROSSTASK_VAL) if task in primary else CROSSTASK_RELATED_VIDEOS
+        steps = world.tasks[task]
+        for n in range(count):
+            vid = _video_id(rng, used)
+            segs = _timeline(world, rng, task, int(rng.integers(3, len(steps) + 2)), opts)
+            lines = [f"{steps.index((a, o)) + 1},{s:.2f},{e:.2f}" for s, e, a, o in segs if a >= 0]
+            _save(root / "features" / f"{vid}.npy", world.features(rng, segs, opts.feature_noise, opts.feature_drift))
+            (release / "annotations" / f"{task_ids[task]}_{vid}.csv").write_text("\n".join(lines) + "\n")
+            rows.append(f"{task_ids[task]},{vid},https://www.youtube.com/watch?v={vid}\n")
+            if task in primary and n >= count - CROSSTASK_VAL:
+                val.append(rows[-1])
+    (release / "videos.csv").write_text("".join(rows))
+    (release / "videos_val.csv").write_text("".join(val))

@@ -1,11 +1,18 @@
 """The generated world's words: actions, objects, dishes and tasks, and the templates its ASR captions, off-topic
 chatter and evaluation sentences are made from (:mod:`.synthetic` draws from them). Fixed lists, so that sets
-generated with different seeds share one vocabulary.
+generated with different seeds share one vocabulary; and the generator's size limits, which the ``synthetic`` data
+source declares as its options' bounds (this module imports nothing, so recipes validate without numpy).
 """
 
-#: (base form, third person) of each action
 from __future__ import annotations
 
+#: the most videos (training, validation, and each evaluation set) one generated dataset may hold: at the default
+#: 40-120 s a video's float32 features are ~160 KB, so 100,000 videos are ~16 GB, beyond any demo but bounded
+MAX_VIDEOS = 100_000
+#: the longest video the generator makes (features of one video: 3600 x 512 float32 = 7 MiB)
+MAX_SECONDS = 3600
+
+#: (base form, third person) of each action
 ACTIONS = [
     ("chop", "chops"), ("slice", "slices"), ("stir", "stirs"), ("pour", "pours"), ("mix", "mixes"),
     ("fry", "fries"), ("boil", "boils"), ("peel", "peels"), ("wash", "washes"), ("bake", "bakes"),

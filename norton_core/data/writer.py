@@ -16,10 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from norton_core._util.dir_lock import DirectoryLock
 from norton_core._util.faults import fault_point
 from norton_core._util.files import fsync_dir, replace_atomic
 from norton_core.data import manifest as mf
 from norton_core.data.npyfile import NpyStreamWriter, hash_file
+from norton_core.errors import DataError
 
 PARTS = ".parts"
 
@@ -121,3 +123,25 @@ def remove_staging(out_dir: Path) -> None:
     for p in list(out_dir.glob(".*.tmp-*")) + list((out_dir / PARTS).glob(".*.tmp-*")):
         if p.is_file() and not p.is_symlink():
             p.unlink(missing_ok=True)
+
+
+class OutputLock(DirectoryLock):
+    """The lock of a ``norton prepare`` output directory, held while it is written: a second prepare into the same
+    ``--out`` is refused at once, before it removes the first one's staging files or writes a shard."""
+
+    error = DataError
+    clear_on_release = True
+
+    def __init__(self, out_dir: Path) -> None:
+        super().__init__(out_dir, "output directory", "another norton prepare is writing it; wait for it to end "
+                                                      "or choose another --out")
+
+
+def locked_output(out_dir: Path) -> OutputLock:
+    """Create ``out_dir`` if needed and return its :class:`OutputLock`, to be held with ``with``."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise DataError(f"{out_dir}: exists and is not a directory; choose another --out") from None
+    return OutputLock(out_dir)

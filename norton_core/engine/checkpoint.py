@@ -22,23 +22,21 @@ Public for readers of run directories (``norton evaluate``): :func:`list_checkpo
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
-import socket
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from norton_core._util.bounded import read_bounded
+from norton_core._util.dir_lock import DirectoryLock
 from norton_core._util.faults import fault_point
 from norton_core._util.files import fsync_dir, replace_atomic, write_durable
 from norton_core.errors import CheckpointError
@@ -48,6 +46,10 @@ STEP_DIR = re.compile(r"^step-(\d+)$")
 RUN_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 BEST = "best"
 SELECTION = "selection.json"
+#: the largest manifest.json read (it lists a handful of files)
+MAX_MANIFEST_BYTES = 1024 * 1024
+#: the largest weights file read outside a checkpoint (converted weights); its type is checked before reading
+MAX_WEIGHTS_BYTES = 256 * 1024**3
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -68,54 +70,14 @@ def _remove_tree(path: Path) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-#: lock descriptors this process holds; forked children (DataLoader workers) close their copies
-_HELD: set[int] = set()
-
-
-def _close_held_in_child() -> None:
-    # A forked child shares the lock's open file description: if it outlived a SIGKILLed parent (a DataLoader
-    # worker notices its parent died only after a few seconds), the run would stay locked. Closing (never
-    # unlocking, which would release the parent's lock too) drops the child's reference.
-    for fd in list(_HELD):
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    _HELD.clear()
-
-
-os.register_at_fork(after_in_child=_close_held_in_child)
-
-
-class RunLock:
+class RunLock(DirectoryLock):
     """An exclusive ``flock`` on ``<run_dir>/.lock``, held for the whole run. The kernel drops it when the process
     dies (even by SIGKILL), so it never goes stale; forked children do not inherit it."""
 
+    error = CheckpointError
+
     def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / ".lock"
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise CheckpointError(
-                f"run directory {self.path.parent} is locked by {holder}; wait for that run to end or choose "
-                "another run.name"
-            ) from None
-        os.ftruncate(fd, 0)
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {stamp}\n".encode(), 0)
-        self.fd = fd
-        _HELD.add(fd)
-
-    def release(self) -> None:
-        if self.fd is not None:
-            _HELD.discard(self.fd)
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+        super().__init__(run_dir, "run directory", "wait for that run to end or choose another run.name")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -234,8 +196,9 @@ def _say_once(path: Path, message: str, log: Any) -> None:
 def _manifest_step(path: Path) -> Any:
     """The step a checkpoint's manifest holds, or None when it cannot be read."""
     try:
-        manifest = json.loads((path / "manifest.json").read_text())
-    except (OSError, ValueError):
+        manifest = json.loads(read_bounded(path / "manifest.json", MAX_MANIFEST_BYTES, "a checkpoint manifest",
+                                           CheckpointError))
+    except (OSError, ValueError, CheckpointError):
         return None
     return manifest.get("step") if isinstance(manifest, dict) else None
 
@@ -251,8 +214,8 @@ def _complete(path: Path) -> str:
     """``"ok"``, ``"incomplete"`` (no readable manifest: a write was cut short) or ``"corrupt"`` (a manifest whose
     files do not match it)."""
     try:
-        json.loads((path / "manifest.json").read_text())
-    except (OSError, ValueError):
+        json.loads(read_bounded(path / "manifest.json", MAX_MANIFEST_BYTES, "a checkpoint manifest", CheckpointError))
+    except (CheckpointError, ValueError, RecursionError):
         return "incomplete"
     try:
         read_checkpoint(path)
@@ -381,8 +344,9 @@ def list_checkpoints(root: Path) -> list[CheckpointInfo]:
 def read_pointer(pointer: Path) -> str:
     """The text of ``latest``, whatever bytes it holds (non-UTF-8 garbage reads as replacement characters)."""
     try:
-        return pointer.read_bytes().decode("utf-8", errors="replace").strip()
-    except OSError:
+        return read_bounded(pointer, 4096, "a checkpoint pointer", CheckpointError).decode(
+            "utf-8", errors="replace").strip()
+    except CheckpointError:  # missing, a FIFO, a device, or longer than any step name: names no checkpoint
         return ""
 
 
@@ -396,11 +360,11 @@ def _manifest_of(path: Path) -> dict[str, Any]:
     manifest_path = path / "manifest.json"
     if path.is_symlink():
         raise CheckpointError(f"{path}: is a symbolic link; checkpoints are plain directories")
+    if not manifest_path.exists():
+        raise CheckpointError(f"{path}: no manifest.json (an incomplete checkpoint)")
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no manifest.json (an incomplete checkpoint)") from None
-    except (OSError, ValueError) as exc:
+        manifest = json.loads(read_bounded(manifest_path, MAX_MANIFEST_BYTES, "a checkpoint manifest", CheckpointError))
+    except (ValueError, RecursionError) as exc:
         raise CheckpointError(f"{manifest_path}: unreadable manifest ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         version = manifest.get("format_version") if isinstance(manifest, dict) else None
@@ -421,6 +385,17 @@ def _check_bytes(file: Path, data: bytes, meta: Any, step: Any, verify: bool) ->
                               f"checkpoint step {step}): the file is corrupt")
 
 
+def _read_listed(file: Path, meta: Any, step: Any) -> bytes:
+    """A file the manifest lists, read no further than the size it records: a FIFO, a device or a file grown
+    past its size is refused before it is read whole."""
+    size = meta.get("size") if isinstance(meta, dict) else None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise CheckpointError(f"{file}: the manifest's entry is malformed (checkpoint step {step})")
+    if not (file.exists() or file.is_symlink()):
+        raise CheckpointError(f"{file}: missing in checkpoint step {step}")
+    return read_bounded(file, size, "a checkpoint file (the size its manifest records)", CheckpointError)
+
+
 def read_checkpoint(path: Path, verify: bool = True) -> dict[str, bytes]:
     """All files of a committed checkpoint (``step-<N>`` or ``best``), checked against its manifest: sizes always,
     sha256 when ``verify``. Raises CheckpointError naming the file, what was expected and what was found."""
@@ -430,11 +405,7 @@ def read_checkpoint(path: Path, verify: bool = True) -> dict[str, bytes]:
         file = path / name
         if "/" in name or name in ("", ".", ".."):
             raise CheckpointError(f"{path / 'manifest.json'}: bad file name {name!r}")
-        try:
-            data = file.read_bytes()
-        except OSError as exc:
-            raise CheckpointError(f"{file}: missing or unreadable ({exc.strerror}) in checkpoint step "
-                                  f"{manifest.get('step')}") from None
+        data = _read_listed(file, meta, manifest.get("step"))
         _check_bytes(file, data, meta, manifest.get("step"), verify)
         out[name] = data
     check_metadata(path, manifest, out)
@@ -499,11 +470,11 @@ def read_checkpoint_file(file: Path) -> bytes:
     outside any checkpoint (no ``manifest.json`` beside it, e.g. converted weights) is returned unchecked."""
     file = Path(file)
     if not (file.parent / "manifest.json").is_file():
-        return file.read_bytes()
+        return read_bounded(file, MAX_WEIGHTS_BYTES, "a weights file", CheckpointError)
     manifest = _manifest_of(file.parent)
     if file.name not in manifest["files"]:
         raise CheckpointError(f"{file}: not listed in {file.parent / 'manifest.json'}")
-    data = file.read_bytes()
+    data = _read_listed(file, manifest["files"][file.name], manifest.get("step"))
     _check_bytes(file, data, manifest["files"][file.name], manifest.get("step"), True)
     return data
 

@@ -67,7 +67,7 @@ class DataParallel:
     def __init__(self, model: torch.nn.Module, dist: Dist) -> None:
         import torch
 
-        from norton_core.engine.forward import forward_batch
+        from norton_core.engine.loop import forward_batch
 
         class _Batch(torch.nn.Module):
             def __init__(self, inner: torch.nn.Module) -> None:

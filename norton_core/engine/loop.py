@@ -1,6 +1,7 @@
 """The training loop, top to bottom: set-up, resume, epochs of (retrieved or random) batches, checkpoints, and
 the evaluation at the end. Read :func:`run` and :func:`_train` first; the helpers below them are small and take
-the run's parts (:class:`.parts.Run`).
+the run's parts (:class:`~norton_core.engine.setup.Run`), in the order a step uses them: the
+forward pass and the loss terms' checks, the update and its learning-rate schedule.
 
 One optimizer step consumes ``world_size x grad_accum`` batches of V videos (C clips each): rank r takes batches
 ``step*W*A + r*A + a``, so W ranks with A accumulation steps compute exactly what one process accumulating W*A
@@ -17,23 +18,22 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from norton_core._util.faults import fault_point
 from norton_core.engine import checkpoint as ckpt
-from norton_core.engine import distributed, guards, liveness
+from norton_core.engine import distributed, liveness
 from norton_core.engine import loader as dataio
-from norton_core.engine.forward import forward_and_loss
-from norton_core.engine.parts import Run, assemble
 from norton_core.engine.preempt import Preemption
 from norton_core.engine.progress import Progress, planned_steps, steps_per_epoch
 from norton_core.engine.resume import open_run_dir, save_state
-from norton_core.engine.schedule import learning_rate
-from norton_core.engine.setup import apply_determinism, plugin_list, resolve_precision
+from norton_core.engine.setup import Run, apply_determinism, assemble, plugin_list, resolve_precision
 from norton_core.engine.state import RunResult
 from norton_core.engine.validation import validate
-from norton_core.errors import DataError, Preempted, RecipeError, TrainingError
+from norton_core.errors import DataError, PluginError, Preempted, RecipeError, TrainingError
+from norton_core.recipe.tables import TrainConfig
 from norton_core.retrieval.round import describe_recall, retrieval_round
 
 __all__ = ["resolve_precision", "run"]
@@ -92,7 +92,7 @@ def _train(run: Run) -> RunResult:
         epoch = run.ctx.epoch = state.epoch
         # -- 1. the epoch's batches: retrieved neighbourhoods from start_epoch on, random before ---------------------
         steps_in_epoch = _plan_epoch(run, epoch)
-        plugins.call("norton_epoch_start", run=run.ctx, epoch=epoch)
+        plugins.epoch_start(run=run.ctx, epoch=epoch)
         progress.epoch(epoch)
 
         # -- 2. this rank's batches from the cursor on, laid out by DataLoader workers ------------------------------
@@ -127,7 +127,7 @@ def _train(run: Run) -> RunResult:
             if state.step % tcfg.log_every == 0:
                 run.metrics.write({"step": state.step, "epoch": epoch, **step_metrics, "time": time.time()})
             progress.step(state.step, epoch, step_metrics)
-            plugins.call("norton_step_end", run=run.ctx, step=state.step, metrics=step_metrics)
+            plugins.step_end(run=run.ctx, step=state.step, metrics=step_metrics)
             fault_point("step")
             scheduled = bool(tcfg.checkpoint_every) and state.step % tcfg.checkpoint_every == 0
             if scheduled:
@@ -147,12 +147,12 @@ def _train(run: Run) -> RunResult:
         save_state(run)
         epoch_means = {k: v / max(epoch_count, 1) for k, v in epoch_sums.items()}
         run.metrics.write({"event": "epoch_end", "epoch": epoch, "step": state.step, **epoch_means})
-        plugins.call("norton_epoch_end", run=run.ctx, epoch=epoch, metrics=epoch_means)
+        plugins.epoch_end(run=run.ctx, epoch=epoch, metrics=epoch_means)
 
     progress.close()
     if ecfg.after:
         evaluate(run, "after")
-    plugins.call("norton_run_end", run=run.ctx, metrics=dict(run.evaluation.get("after", {})))
+    plugins.run_end(run=run.ctx, metrics=dict(run.evaluation.get("after", {})))
     return _result(run, last_metrics)
 
 
@@ -182,7 +182,7 @@ def _start(run: Run) -> Progress:
         recipe_json = {**run.resolved, "source": run.recipe.source}
         ckpt.replace_atomic(run.run_dir / "recipe.json", json.dumps(recipe_json, indent=1).encode())
         ckpt.replace_atomic(run.run_dir / "plugins.json", json.dumps(plugin_list(run.plugins), indent=1).encode())
-    run.plugins.call("norton_run_start", run=run.ctx)
+    run.plugins.run_start(run=run.ctx)
     if run.recipe.evaluation.before and state.step == 0 and "before" not in run.evaluation:
         evaluate(run, "before")
     return Progress(total, state.step, tcfg.epochs, tcfg.log_every, run.log, enabled=run.dist.is_main)
@@ -195,7 +195,7 @@ def _plan_epoch(run: Run, epoch: int) -> int:
         if rcfg.enabled and epoch >= rcfg.start_epoch:
             state.batches, stats = _retrieval(run, epoch)
             run.metrics.write({"event": "retrieval", "step": state.step, **stats})
-            run.plugins.call("norton_retrieval_round_end", run=run.ctx, epoch=epoch, stats=stats)
+            run.plugins.retrieval_round_end(run=run.ctx, epoch=epoch, stats=stats)
         else:
             state.batches = dataio.random_batches(run.videos, tcfg.videos_per_batch, run.cfg.seed, epoch)
         state.cursor = 0
@@ -208,6 +208,8 @@ def _plan_epoch(run: Run, epoch: int) -> int:
 
 def _epoch_loader(run: Run, epoch: int, steps_in_epoch: int) -> Any:
     state, accum, seed = run.state, run.tcfg.grad_accum, run.cfg.seed
+    if state.batches is None:
+        raise RuntimeError("the epoch's batches are planned before its loader is made")
     mine = [state.batches[s * run.per_step + run.dist.rank * accum + a]
             for s in range(state.cursor, steps_in_epoch) for a in range(accum)]
     dataset = dataio.BatchDataset(run.store, run.aligner, mine, seed, epoch, "train")
@@ -237,7 +239,7 @@ def _forward_backward(run: Run, batches: Any) -> tuple[dict[str, Any], list[dict
         with contextlib.nullcontext() if run.parallel is None or last else run.parallel.no_sync():
             # the model sees the whole batch; the loss runs under autocast only if it says so (Loss.autocast)
             _, raw_terms = forward_and_loss(run.parallel or run.model, run.loss_fn, batch, run.autocast)
-            terms = guards.loss_terms(raw_terms, run.recipe, run.plugins)
+            terms = loss_terms(raw_terms, run.recipe, run.plugins)
             # float32 values summed in float64: the same numbers Python floats gave when each term was read per batch
             values = {key: value.detach().float().reshape(()).double() for key, value in terms.items()}
             for key, value in values.items():
@@ -324,6 +326,78 @@ def _all_ranks_agree(ok: bool, dist: distributed.Dist) -> bool:
     flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=dist.device)
     return bool(distributed.all_reduce_tensor(flag, dist, "min").item())
 
+# ------------------------------------------------------------------------------------------------------------------
+# the forward pass and what a loss returns
+#
+# The model runs under the recipe's autocast. A loss runs inside that region only when it declares
+# ``autocast = True``; otherwise (the default, :class:`norton_core.Loss`) it runs outside it on float32 copies of the
+# model's reduced-precision outputs, so a plugin loss never computes its softmaxes in bf16 without saying so.
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def loss_runs_under_autocast(loss_fn: Any) -> bool:
+    return bool(getattr(loss_fn, "autocast", False))
+
+
+def forward_batch(model: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's ``forward_batch`` (every batch key), or the four layout tensors for a model without one."""
+    method = getattr(model, "forward_batch", None)
+    if method is not None:
+        return method(batch)
+    return model(batch["caps"], batch["cmasks"], batch["vfeats"], batch["vmasks"])
+
+
+def as_float32(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Reduced-precision floating tensors as float32; everything else (masks, ids, float32) as it is."""
+    import torch
+
+    return {k: (v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != torch.float32
+                else v) for k, v in outputs.items()}
+
+
+def forward_and_loss(model: Any, loss_fn: Any, batch: Mapping[str, Any],
+                     autocast: Callable[[], Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(outputs, terms)`` of one micro-batch."""
+    with autocast():
+        outputs = forward_batch(model, batch)
+        if loss_runs_under_autocast(loss_fn):
+            return outputs, loss_fn(outputs, batch)
+    return outputs, loss_fn(as_float32(outputs), batch)
+
+
+def loss_terms(terms: Any, recipe: Any, plugins: Any) -> dict[str, Any]:
+    """A loss's output, which must be a dict holding the scalar ``"loss"`` to optimise."""
+    if isinstance(terms, dict) and "loss" in terms:
+        return terms
+    name = recipe.components["loss"].name
+    provider = ""
+    try:
+        provider = f" from {plugins.registry.get('loss', name).provider}"
+    except (AttributeError, KeyError, PluginError):
+        pass
+    got = f"a dict with keys {sorted(map(str, terms))}" if isinstance(terms, dict) else f"a {type(terms).__name__}"
+    raise PluginError(f"loss {name!r}{provider} returned {got}; a loss must return a dict with the scalar tensor "
+                      "'loss' to optimise (other '*_loss' terms are logged)")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the learning-rate schedule: linear warm-up, then polynomial decay (fairseq's ``polynomial_decay``); a pure function
+# of the step, so a resume needs nothing but the step counter
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """The lr for the update that follows ``step`` completed updates (step 0 = the first update)."""
+    if cfg.warmup_updates > 0 and step < cfg.warmup_updates:
+        # fairseq warms up from lr/warmup (not exactly 0) so that the very first update moves the weights
+        return cfg.lr * (step + 1) / cfg.warmup_updates
+    if step >= cfg.total_updates:
+        return cfg.end_lr
+    span = max(1, cfg.total_updates - cfg.warmup_updates)
+    remaining = 1.0 - (step - cfg.warmup_updates) / span
+    return (cfg.lr - cfg.end_lr) * remaining ** cfg.power + cfg.end_lr
+
+
 
 # ------------------------------------------------------------------------------------------------------------------
 # retrieval, numerical health, evaluation
@@ -331,18 +405,8 @@ def _all_ranks_agree(ok: bool, dist: distributed.Dist) -> bool:
 
 
 def _retrieval(run: Run, epoch: int) -> tuple[Any, dict[str, Any]]:
-    cfg, tcfg, rcfg = run.cfg, run.tcfg, run.recipe.retrieval
-
-    def make_loader(chunks: list[list[int]]) -> Any:
-        dataset = dataio.BatchDataset(run.store, run.embed_aligner, chunks, cfg.seed, epoch, "embed")
-        return dataio.make_loader(dataset, tcfg.num_workers, cfg.seed + epoch, pin_memory=run.device.startswith("cuda"))
-
-    batches, stats = retrieval_round(
-        model=run.model, make_loader=make_loader, videos=run.videos,
-        build_backend=lambda: run.recipe.build("retrieval.backend", seed=cfg.seed + epoch),
-        per_batch=tcfg.videos_per_batch, num_cands=rcfg.num_cands, embed_per_batch=rcfg.embed_videos_per_batch,
-        recall_sample=rcfg.recall_sample, seed=cfg.seed, epoch=epoch, dist=run.dist, autocast=run.autocast,
-        log=run.log, index_scope=rcfg.index, shares=rcfg.index_shares, keep_short=rcfg.short_batches == "keep")
+    rcfg = run.recipe.retrieval
+    batches, stats = retrieval_round(run, epoch)
     run.log(f"norton: retrieval round for epoch {epoch}: {stats['videos']} videos -> {stats['batches']} batches in "
             f"{stats['seconds']:.1f}s ({stats['backend']}, neighbour recall vs exact "
             f"{describe_recall(stats, rcfg.recall_sample)})"
@@ -390,7 +454,8 @@ def evaluate_model(run: Run) -> dict[str, float]:
     was_training = model.training
     model.eval()
     try:  # at evaluation.precision (fp32 by default), not the training autocast: the numbers norton evaluate gives
-        return run_evaluation(model, ecfg.tasks, run.paths.eval_root, options=options, batch_size=ecfg.batch_size,
+        # assemble refused evaluation tasks without evaluation sets: eval_root is set whenever a task is asked for
+        return run_evaluation(model, ecfg.tasks, run.paths.eval_root or Path(), options=options, batch_size=ecfg.batch_size,
                               device=run.device, progress=sys.stderr.isatty(), plugins=run.plugins,
                               precision=ecfg.precision)
     finally:

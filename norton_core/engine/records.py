@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from norton_core.engine.setup import jsonable
+import numpy as np
 
 
 class MetricsLog:
@@ -71,3 +71,10 @@ class MetricsLog:
 
     def offset(self) -> int:
         return self.path.stat().st_size if self.sinks and self.path.exists() else 0
+
+
+def jsonable(value: Any) -> Any:
+    """``json.dumps``'s ``default``: numpy scalars as Python numbers, anything else as its string."""
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return str(value)

@@ -16,12 +16,13 @@ import numpy as np
 
 from norton_core.engine import checkpoint as ckpt
 from norton_core.engine import distributed, state_files
-from norton_core.engine.setup import jsonable, plugin_list
+from norton_core.engine.records import jsonable
+from norton_core.engine.setup import plugin_list
 from norton_core.engine.state import TrainState, host_rng_state, set_host_rng_state
 from norton_core.errors import CheckpointError
 
 if TYPE_CHECKING:
-    from norton_core.engine.parts import Run
+    from norton_core.engine.setup import Run
 
 
 def open_run_dir(run_dir: Path, ckpt_root: Path, resume: bool, overwrite: bool, dist: distributed.Dist,

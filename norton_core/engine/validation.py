@@ -19,11 +19,10 @@ import numpy as np
 
 from norton_core.engine import distributed
 from norton_core.engine import loader as dataio
-from norton_core.engine.forward import forward_and_loss
 from norton_core.errors import TrainingError
 
 if TYPE_CHECKING:
-    from norton_core.engine.parts import Run
+    from norton_core.engine.setup import Run
 
 #: the epoch number the validation clips are drawn for (any fixed value: the same clips every time)
 VAL_EPOCH = 0
@@ -47,6 +46,7 @@ def validation_loss(model: Any, loss_fn: Any, store: Any, aligner: Any, batches:
     the means are over all ranks' batches)."""
     import torch
 
+    from norton_core.engine import loop
     from norton_core.engine.state import host_rng_state, set_host_rng_state
 
     mine = batches[dist.rank::dist.world_size]
@@ -63,7 +63,7 @@ def validation_loss(model: Any, loss_fn: Any, store: Any, aligner: Any, batches:
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             for batch in loader:
                 batch = {k: (v.to(dist.device) if hasattr(v, "to") else v) for k, v in batch.items()}
-                _, terms = forward_and_loss(model, loss_fn, batch, autocast)  # as the training step computes it
+                _, terms = loop.forward_and_loss(model, loss_fn, batch, autocast)  # as the training step computes it
                 for key, value in terms.items():
                     sums[key] = sums.get(key, 0.0) + float(value.detach().float())
     finally:

@@ -64,10 +64,14 @@ def load_recipe_any(path: Path) -> Any:
     if path.name == "recipe.json" and is_export(path.parent):
         return export_recipe(path.parent)
     if path.suffix == ".json":
+        from norton_core._util.bounded import read_text_bounded
+        from norton_core.runs.export import MAX_JSON_BYTES
+
+        text = read_text_bounded(path, MAX_JSON_BYTES, "a run recipe (recipe.json)", RecipeError)
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise RecipeError(f"{path}: unreadable run recipe ({exc})") from exc
+            raw = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise RecipeError(f"{path}: unreadable run recipe ({exc})") from None
         if not isinstance(raw, dict):
             raise RecipeError(f"{path}: expected a JSON object, got {type(raw).__name__}")
         return Recipe.from_dict(raw, source=str(path))

@@ -86,6 +86,23 @@ def _store(known: dict[Any, np.ndarray], keys: list[Any], todo: list[int], vecto
     return np.stack([known[k] for k in keys]).astype(np.float32, copy=False)
 
 
+class NonFiniteEmbeddings(NortonError):
+    """The model produced NaN or inf embeddings: every score computed from them would be meaningless (a NaN
+    weight ranks at exactly chance). :func:`~norton_core.evaluation.run_evaluation` adds the task's name."""
+
+    def __init__(self, kind: str, bad: int, total: int) -> None:
+        self.kind, self.bad, self.total = kind, bad, total
+        super().__init__(f"{kind}: {bad} of {total} embeddings hold NaN or inf: the model's weights (or its "
+                         "inputs) are not finite; nothing was scored")
+
+
+def _check_finite(vectors: np.ndarray, kind: str) -> None:
+    """Refuse ``vectors`` (``(N, ...)``) when any row holds a non-finite value, counting the rows."""
+    if vectors.size and not np.isfinite(vectors).all():
+        rows = vectors.reshape(len(vectors), -1)
+        raise NonFiniteEmbeddings(kind, int((~np.isfinite(rows)).any(axis=1).sum()), len(vectors))
+
+
 def encode_texts(model: Model, texts: Sequence[str], text_len: int, *, batch_size: int = 256, device: str = "cpu",
                  progress: bool = False, desc: str = "captions", trim: bool = True) -> np.ndarray:
     """Pooled caption embeddings ``(N, d)`` float32, captions laid out by ``build_text_seq`` at ``text_len``.
@@ -113,6 +130,8 @@ def encode_texts(model: Model, texts: Sequence[str], text_len: int, *, batch_siz
                 vectors = np.zeros((len(laid), pooled.shape[1]), dtype=np.float32)
             vectors[idx] = pooled
             bar.update(len(idx))
+    if vectors is not None:
+        _check_finite(vectors, desc)
     return _store(known, keys, todo, vectors if vectors is not None else np.zeros((0, 0), np.float32))
 
 
@@ -165,8 +184,11 @@ def _encode_video(model: Model, laid: list[tuple[np.ndarray, np.ndarray]], max_v
                 pooled, outputs, _ = model.forward_video(vfeats, vmasks)
             else:
                 pooled, outputs, _ = model.forward_video(vfeats, vmasks, attend_cls=False)  # type: ignore[call-arg]
-            chosen = outputs[:, 1:1 + max_video_len] if tokens else pooled
-            out.append(chosen.float().cpu().numpy())
+            chosen = (outputs[:, 1:1 + max_video_len] if tokens else pooled).float().cpu().numpy()
+            # per-second outputs are checked where the video has seconds; padded ones are never read
+            seconds = vmasks[:, :max_video_len, None].cpu().numpy().astype(bool) if tokens else True
+            _check_finite(np.where(seconds, chosen, 0.0), desc)
+            out.append(chosen)
             bar.update(len(chunk))
     if out:
         return np.concatenate(out)

@@ -19,6 +19,8 @@ Chance (the ``chance`` column, where one is defined):
   ``pairs`` for YouCook2 clip retrieval, ``videos`` (``bg_videos`` for ``bg_*`` metrics) for video-paragraph
   retrieval, ``videos`` for MSR-VTT. These are exact under the expected-tie ranking the evaluators use.
 - ``auc``: 50.
+- MSR-VTT-QA ``accuracy``: 20 (one of 5 sentences); DiDeMo ``R@1``, ``R@5``, ``mIoU``: the exact expectation when
+  each query ranks its video's candidate moments at random. Both evaluators return these as ``m_chance``.
 - any metric ``m`` for which the results also hold ``m_chance`` (HTM-Align's ``recall_chance``; a plugin may do
   the same): that value. The ``m_chance`` row itself is then not shown separately.
 
@@ -39,7 +41,11 @@ FORMATS: tuple[str, ...] = ("table", "markdown", "latex", "json")
 
 _RK = ("R@1", "R@5", "R@10")
 
-#: per built-in task, the rows a paper reports, in order (metrics, then what was evaluated)
+#: per built-in task, the rows a paper reports, in order (metrics, then what was evaluated). MSR-VTT-QA and DiDeMo
+#: report their chance levels themselves (``accuracy_chance`` = 20; DiDeMo's exact random-ranking ``R@k_chance`` /
+#: ``mIoU_chance``), DiDeMo also its moment-frequency prior (``prior_*``, the trivial baseline); COIN's frame accuracy
+#: comes with its trivial baselines as ``<metric>_chance`` (background everywhere for ``frame_acc`` and
+#: ``class_acc``, a random step for ``fg_frame_acc``), CrossTask's recall with a random second per step.
 PAPER_ROWS: dict[str, tuple[str, ...]] = {
     "youcook2_clip": (*_RK, "MR", "pairs", "videos"),
     "youcook2_video": (
@@ -47,13 +53,20 @@ PAPER_ROWS: dict[str, tuple[str, ...]] = {
         *(f"bg_{m}_{r}" for m in ("capavg", "dtw", "otam") for r in _RK), "bg_videos"),
     "htm_align": ("recall", "auc", "videos", "alignable"),
     "msrvtt": (*_RK, "MR", "captions", "videos"),
+    "msrvtt_qa": ("accuracy", "questions", "videos"),
+    "didemo": ("R@1", "R@5", "mIoU", "prior_R@1", "prior_R@5", "prior_mIoU", "queries", "videos"),
+    "coin": ("frame_acc", "fg_frame_acc", "class_acc", "predicted_bg", "videos", "frames"),
+    "crosstask": ("recall", "videos", "tasks", "steps"),
 }
 
 #: metrics that count things (written as integers); ``skipped_*`` are counts too
-COUNT_METRICS = frozenset({"pairs", "videos", "captions", "sentences", "alignable", "unscored", "bg_videos"})
-#: counters shown only where some column has a non-zero value
+COUNT_METRICS = frozenset({"pairs", "videos", "captions", "sentences", "alignable", "unscored", "bg_videos",
+                           "questions", "queries", "unreachable", "tied",
+                           "frames", "labels", "tasks", "steps", "label_gaps", "duplicate_labels", "segments_cut"})
+#: counters shown only where some column has a non-zero value (COIN's label gaps and duplicates change its
+#: background threshold; DiDeMo's unreachable and tied queries change what its ranks mean)
 _SHOWN_WHEN_NONZERO = ("skipped_",)
-_NONZERO_NAMES = frozenset({"unscored"})
+_NONZERO_NAMES = frozenset({"unscored", "unreachable", "tied", "label_gaps", "duplicate_labels"})
 
 #: the metric holding each retrieval task's candidate count (``bg_`` metrics use ``bg_<count>``)
 CANDIDATES: dict[str, str] = {"youcook2_clip": "pairs", "youcook2_video": "videos", "msrvtt": "videos"}

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from norton_core.errors import DataError, PluginError, RecipeError
+from norton_core.errors import DataError, NortonError, PluginError, RecipeError
 from norton_core.plugin.interfaces import EvalContext, Evaluator, Model
 from norton_core.plugin.manager import Plugins, default_plugins
 from norton_core.recipe.options import parse_config
@@ -85,7 +85,7 @@ def run_evaluation(model: Model, tasks: Sequence[str], eval_root: Path, *,
         raise DataError(problems=[
             f"{eval_root / ev.dataset}: the {ev.name!r} evaluation set is missing (expected the public layout of "
             f"docs/data_formats.md under the eval root {eval_root})" for ev in missing])
-    from norton_core.evaluation.embed import shared_cache
+    from norton_core.evaluation.embed import NonFiniteEmbeddings, shared_cache
 
     results: dict[str, float] = {}
     # tasks on the same set (YouCook2 clip and video) share the cache: each caption and clip is encoded once
@@ -93,7 +93,10 @@ def run_evaluation(model: Model, tasks: Sequence[str], eval_root: Path, *,
         for ev in evaluators:
             ctx = EvalContext(root=eval_root / ev.dataset, batch_size=batch_size, device=device, progress=progress)
             began = time.perf_counter()
-            metrics = ev.evaluate(model, ctx)
+            try:
+                metrics = ev.evaluate(model, ctx)
+            except NonFiniteEmbeddings as exc:
+                raise NortonError(f"evaluation task {ev.name!r}: {exc}") from None
             log.info("%s evaluated in %.1f s", ev.name, time.perf_counter() - began)
             for metric, value in metrics.items():
                 results[f"{task_key(ev.name)}/{metric}"] = float(value)

@@ -24,6 +24,7 @@ from typing import Literal
 
 import attrs
 
+from norton_core._util.bounded import read_bounded
 from norton_core.errors import CheckpointError, RecipeError
 
 Selection = Literal["latest", "best", "all"]
@@ -45,12 +46,13 @@ class Target:
 
 def resolve_targets(target: Path, recipe: str | None, checkpoints: Selection = "latest") -> list[Target]:
     """The checkpoints of ``target`` that ``checkpoints`` selects, oldest first (``best`` last)."""
-    from norton_core.runs.export import is_export
+    from norton_core.runs.export import is_export, read_weights, verify_export
 
     if is_export(target):  # norton export's directory: its weights and its own recipe.json
         if checkpoints != "latest":
             raise CheckpointError(f"{target}: --checkpoints {checkpoints} needs a run directory, not an export")
-        return [Target(f"{target} (export)", functools.partial(_read_file, target / "model.safetensors"),
+        verify_export(target)  # every file, before its recipe builds a model from its text encoder's files
+        return [Target(f"{target} (export)", functools.partial(read_weights, target),
                        target / "model.safetensors", Path(recipe) if recipe else target / "recipe.json")]
     if target.is_dir() and (target / "recipe.json").is_file():
         return _run_targets(target, Path(recipe) if recipe else target / "recipe.json", checkpoints)
@@ -131,10 +133,10 @@ def _verified(path: Path, name: str) -> bytes:
 
 
 def _read_file(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"{path}: unreadable ({exc.strerror})") from None
+    """A weights file outside any checkpoint: a regular file (a FIFO or device is refused before reading)."""
+    from norton_core.engine.checkpoint import MAX_WEIGHTS_BYTES
+
+    return read_bounded(path, MAX_WEIGHTS_BYTES, "a weights file", CheckpointError)
 
 
 def _checkpoint_weights(path: Path) -> bytes:

@@ -86,7 +86,16 @@ def norton_register_metric_sinks(register: Register) -> None:
 
 
 @hookspec
-def norton_register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def norton_register_feature_extractors(register: Register) -> None:
+    """Register video feature extractors (kind ``feature_extractor``; see
+    :class:`norton_core.plugin.interfaces.FeatureExtractor`).
+
+    :param register: call ``register(ExtractorClass)``; ``norton extract --extractor NAME`` refers to its ``name``.
+    """
+
+
+@hookspec
+def norton_register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add subcommands to the ``norton`` CLI (called once when the CLI starts).
 
     :param subparsers: ``argparse`` sub-parsers; add a parser and ``set_defaults(func=handler)`` where

@@ -17,6 +17,7 @@ kind                    base class                  recipe table
 ``retrieval_backend``   :class:`RetrievalBackend`   ``[retrieval.backend]``
 ``evaluator``           :class:`Evaluator`          ``[evaluation.tasks.<name>]``
 ``metric_sink``         :class:`MetricSink`         ``[logging] sinks``, ``[logging.sink_options.<name>]``
+``feature_extractor``   :class:`FeatureExtractor`   ``norton extract --extractor NAME``
 ======================  ==========================  ====================================================
 """
 
@@ -35,7 +36,8 @@ if TYPE_CHECKING:  # heavy imports only for type checkers
     import numpy as np
     import torch
 
-KINDS: tuple[str, ...] = ("data", "aligner", "model", "loss", "retrieval_backend", "evaluator", "metric_sink")
+KINDS: tuple[str, ...] = ("data", "aligner", "model", "loss", "retrieval_backend", "evaluator", "metric_sink",
+                          "feature_extractor")
 
 
 @attrs.frozen
@@ -124,7 +126,9 @@ class Component(abc.ABC):
             from norton_core.errors import PluginError
 
             raise PluginError(problems=missing)
-        return cls(config, **context)
+        # a component's constructor takes its config and the kind's context (the base class declares none)
+        factory: Callable[..., Any] = cls
+        return factory(config, **context)
 
 
 def _importable(module: str) -> bool:
@@ -305,6 +309,74 @@ class MetricSink(Component):
 
     def close(self) -> None:
         """Flush and close; called once at the end of the run, also when it fails or is preempted."""
+
+
+@attrs.frozen
+class DecodeSpec:
+    """What a feature extractor needs from the video decoder (``norton extract`` decodes, the extractor embeds).
+
+    Frames go through FFmpeg's ``fps`` filter, ``scale`` (the short side to ``short_side``, the other side in
+    proportion) and, when ``crop`` is set, a centred ``crop`` to ``crop`` x ``crop``; then ``frames_per_row``
+    consecutive frames make one chunk (the last one zero-padded) and each chunk becomes one output row.
+
+    :ivar fps: output frame rate of the ``fps`` filter.
+    :ivar short_side: the length the shorter side is scaled to.
+    :ivar crop: side of the centred square crop, or None to keep the scaled frame.
+    :ivar frames_per_row: frames in one chunk (one output row).
+    :ivar mean: per-channel (RGB) mean subtracted after pixels are divided by 255.
+    :ivar std: per-channel (RGB) divisor applied after the mean.
+    """
+
+    fps: int = attrs.field(default=30, validator=attrs.validators.gt(0))
+    short_side: int = attrs.field(default=224, validator=attrs.validators.gt(0))
+    crop: int | None = attrs.field(default=224)
+    frames_per_row: int = attrs.field(default=30, validator=attrs.validators.gt(0))
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    @crop.validator
+    def _crop_fits(self, _attribute: Any, value: int | None) -> None:
+        if value is not None and not 0 < value <= self.short_side:
+            raise ValueError(f"DecodeSpec: crop {value} must be between 1 and short_side ({self.short_side})")
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.fps / self.frames_per_row
+
+
+@attrs.frozen
+class OutputSpec:
+    """What a feature extractor writes: rows of ``width`` values stored as ``dtype`` (a numpy dtype name)."""
+
+    width: int
+    dtype: str = "float16"
+
+
+class FeatureExtractor(Component):
+    """Turns decoded video frames into feature rows (``norton extract --extractor NAME``).
+
+    Built as ``cls(config, weights=Path | None, device=str)``: ``weights`` is the ``--weights`` file (None when not
+    given), ``device`` a torch device string. An instance sets :attr:`decode` and :attr:`output` (they may depend
+    on its config or weights) and :attr:`device`, where the runner puts the chunks it hands to :meth:`embed`.
+    """
+
+    #: the torch device :meth:`embed` takes its chunks on
+    device: Any = "cpu"
+
+    #: what the decoder must deliver
+    decode: DecodeSpec
+    #: the row width and storage dtype
+    output: OutputSpec
+
+    @abc.abstractmethod
+    def embed(self, chunks: torch.Tensor) -> torch.Tensor:
+        """Rows for a batch of chunks.
+
+        :param chunks: ``(N, frames_per_row, 3, H, W)`` float32 on ``device``: RGB pixels / 255, then minus
+            ``decode.mean`` and divided by ``decode.std`` per channel; ``H = W = decode.crop`` when cropping.
+        :returns: ``(N, output.width)`` floating rows, one per chunk and in order; the runner casts them to
+            ``output.dtype``. Each row must depend on its own chunk only (not on the others of the batch).
+        """
 
 
 ProgressFn = Callable[[int], None]

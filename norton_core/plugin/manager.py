@@ -20,7 +20,7 @@ import os
 import sys
 import traceback
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
@@ -28,6 +28,11 @@ import pluggy
 from norton_core.errors import PluginError
 from norton_core.plugin import hookspecs
 from norton_core.plugin.registry import Provider, Register, Registry
+
+if TYPE_CHECKING:
+    import argparse
+
+    from norton_core.engine.state import RunContext
 
 GROUP = "norton"
 #: the distribution whose entry points are the built-in plugins
@@ -41,6 +46,7 @@ _REGISTER_HOOKS = {
     "retrieval_backend": "norton_register_retrieval_backends",
     "evaluator": "norton_register_evaluators",
     "metric_sink": "norton_register_metric_sinks",
+    "feature_extractor": "norton_register_feature_extractors",
 }
 
 
@@ -155,7 +161,8 @@ class Plugins:
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            info = self.infos.get(exc.plugin and self.pm.get_name(exc.plugin) or "")
+            name = self.pm.get_name(exc.plugin) if exc.plugin is not None else None
+            info = self.infos.get(name or "")
             who = info.describe() if info else "a plugin"
             raise PluginError(f"{who}: {exc}") from exc
         self._registry = None
@@ -220,15 +227,46 @@ class Plugins:
             out.append(entry)
         return out
 
-    # -- typed facade over the lifecycle hooks ---------------------------------------------------------------------
+    # -- typed hook calls: one method per hook, so that a misspelt hook or argument fails the type check ---------
 
-    def call(self, hook: str, **kwargs: Any) -> None:
-        """Call a lifecycle hook; an exception inside a plugin gets the hook name added to it."""
-        try:
-            getattr(self.pm.hook, hook)(**kwargs)
-        except Exception as exc:
-            exc.add_note(f"raised inside the norton hook {hook}")
-            raise
+    def register_commands(self, subparsers: argparse._SubParsersAction) -> None:
+        """:func:`~norton_core.plugin.hookspecs.norton_register_commands`."""
+        _call(self.pm.hook.norton_register_commands, subparsers=subparsers)
+
+    def run_start(self, run: RunContext) -> None:
+        """:func:`~norton_core.plugin.hookspecs.norton_run_start`."""
+        _call(self.pm.hook.norton_run_start, run=run)
+
+    def epoch_start(self, run: RunContext, epoch: int) -> None:
+        """:func:`~norton_core.plugin.hookspecs.norton_epoch_start`."""
+        _call(self.pm.hook.norton_epoch_start, run=run, epoch=epoch)
+
+    def retrieval_round_end(self, run: RunContext, epoch: int, stats: dict[str, Any]) -> None:
+        """:func:`~norton_core.plugin.hookspecs.norton_retrieval_round_end`."""
+        _call(self.pm.hook.norton_retrieval_round_end, run=run, epoch=epoch, stats=stats)
+
+    def step_end(self, run: RunContext, step: int, metrics: dict[str, float]) -> None:
+        """:func:`~norton_core.plugin.hookspecs.norton_step_end`."""
+        _call(self.pm.hook.norton_step_end, run=run, step=step, metrics=metrics)
+
+    def epoch_end(self, run: RunContext, epoch: int, metrics: dict[str, float]) -> None:
+        """:func:`~norton_core.plugin.hookspecs.norton_epoch_end`."""
+        _call(self.pm.hook.norton_epoch_end, run=run, epoch=epoch, metrics=metrics)
+
+    def run_end(self, run: RunContext, metrics: dict[str, float]) -> None:
+        """:func:`~norton_core.plugin.hookspecs.norton_run_end`."""
+        _call(self.pm.hook.norton_run_end, run=run, metrics=metrics)
+
+
+def _call(caller: pluggy.HookCaller, **kwargs: Any) -> None:
+    """Call a hook; an exception inside a plugin gets the hook's name added to it."""
+    try:
+        caller(**kwargs)
+    except Exception as exc:
+        add_note = getattr(exc, "add_note", None)  # Python 3.11 and later
+        if add_note is not None:
+            add_note(f"raised inside the norton hook {caller.name}")
+        raise
 
 
 _default: Plugins | None = None

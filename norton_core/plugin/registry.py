@@ -53,7 +53,8 @@ class Registry:
         name = getattr(cls, "name", None)
         if not isinstance(name, str) or not name:
             raise PluginError(f"{provider} registered {cls!r} as a {kind} without a string `name` attribute")
-        if not attrs.has(getattr(cls, "Config", None)):
+        config = getattr(cls, "Config", None)
+        if not (isinstance(config, type) and attrs.has(config)):
             raise PluginError(f"{provider} registered {kind} {name!r} whose `Config` is not an attrs class")
         table = self._entries[kind]
         if name in table:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from norton_core._util.bounded import read_text_bounded
 from norton_core.errors import RecipeError
 from norton_core.recipe.shipped import is_recipe_name, resolve_recipe_ref, shipped_names, shipped_path
 
@@ -33,14 +34,28 @@ SET_SOURCE = "--set"
 
 
 
+#: the largest recipe file read (the shipped ones are a few KB; a recipe is typed by hand)
+MAX_RECIPE_BYTES = 1024 * 1024
+#: the longest ``extends`` chain followed (the shipped recipes use two levels)
+MAX_EXTENDS_DEPTH = 32
+#: at most this many problem lines are printed for one recipe; the rest are counted in one more line
+MAX_PROBLEM_LINES = 50
+
+
+def read_recipe_text(path: Path) -> str:
+    """A recipe file's text: a regular file of at most ``MAX_RECIPE_BYTES`` bytes of UTF-8, else one line saying
+    which (a FIFO, a device, a 20 GB file, non-UTF-8 bytes)."""
+    return read_text_bounded(path, MAX_RECIPE_BYTES, "a recipe (a TOML file)", RecipeError)
+
+
 def read_toml(path: Path) -> dict[str, Any]:
+    text = read_recipe_text(path)
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: recipe file not found") from None
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:  # deeply nested inline arrays or tables
+        raise RecipeError(f"{path}: invalid TOML: values nested too deeply") from None
 
 
 def _switches_component(path: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
@@ -59,8 +74,10 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any], sources: dict[str, str
         if isinstance(value, dict) and isinstance(old, dict) and not _switches_component(path, old, value):
             _merge(old, value, sources, source, f"{path}.")
         else:
-            for stale in [p for p in sources if p.startswith(path + ".")]:
-                del sources[stale]  # a replaced table's old keys are gone, and so are their origins
+            if isinstance(old, dict):  # a replaced table's old keys are gone, and so are their origins
+                for stale in _paths(old, path):
+                    if stale != path:
+                        sources.pop(stale, None)
             base[key] = _copy(value)
             for sub in _paths(value, path):
                 sources[sub] = source
@@ -87,7 +104,7 @@ def _parent_file(path: Path, parent: Any) -> Path:
         parent_path = resolve_recipe_ref(parent, path.parent)
     except RecipeError as exc:
         raise RecipeError(f"{path}: extends: {exc}") from None
-    if not parent_path.exists():
+    if not parent_path.exists() and not parent_path.is_symlink():  # a broken link or a loop: reading names it
         stem = Path(parent).stem
         hint = f"; the shipped recipe is extends = \"{stem}\"" if stem in shipped_names() else ""
         raise RecipeError(f"{path}: extends: {parent!r} not found (looked for {parent_path}){hint}")
@@ -95,11 +112,24 @@ def _parent_file(path: Path, parent: Any) -> Path:
 
 
 def load_file(path: Path, sources: dict[str, str], chain: tuple[Path, ...]) -> dict[str, Any]:
-    path = path.resolve()
+    """The merged content of recipe ``path`` and its ``extends`` ancestors; ``chain`` holds the files that
+    extend it (resolved: two names of one file, through symbolic links, are one file of a cycle)."""
+    named = path
+    try:
+        path = path.resolve(strict=False)
+    except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        raise RecipeError(f"{named}: cannot resolve the recipe's path ({exc})") from None
     if path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, path))
         raise RecipeError(f"{chain[0]}: extends: cycle {cycle}")
-    data = read_toml(path)
+    if len(chain) >= MAX_EXTENDS_DEPTH:
+        raise RecipeError(f"{chain[0]}: extends: more than {MAX_EXTENDS_DEPTH} levels (the limit) at {path}")
+    try:
+        data = read_toml(named)  # the name as written: a symbolic link to /dev/zero is reported as such
+    except RecipeError as exc:
+        if chain:
+            raise RecipeError(f"{chain[-1]}: extends: {exc}") from None
+        raise
     merged: dict[str, Any] = {}
     parent = data.pop("extends", None)
     if parent is not None:
@@ -116,28 +146,47 @@ def _dotted(text: str) -> str:
     return ".".join(part.strip().strip("\"'") for part in text.split("."))
 
 
-def line_of(file: Path, dotted: str) -> int | None:
-    """The line of ``file`` that sets ``dotted`` (or opens its nearest enclosing table): for error messages only,
-    so a plain scan of headers and ``key =`` lines is enough (tomllib reports no positions)."""
-    try:
-        lines = file.read_text().splitlines()
-    except OSError:
+class LineIndex:
+    """Where each key and table header of one recipe file is written, read once: for error messages only, so a
+    plain scan of headers and ``key =`` lines is enough (tomllib reports no positions). Lookups are dictionary
+    hits, so locating every problem of a recipe costs one pass over the file, however many problems there are."""
+
+    def __init__(self, file: Path) -> None:
+        self.keys: dict[str, int] = {}
+        self.tables: dict[str, int] = {}
+        try:
+            lines = read_recipe_text(file).splitlines()
+        except RecipeError:
+            lines = []
+        table = ""
+        for number, line in enumerate(lines, 1):
+            if header := _HEADER.match(line):
+                table = _dotted(header.group(1))
+                self.tables.setdefault(table, number)
+                continue
+            if assign := _ASSIGN.match(line):
+                full = f"{table}.{_dotted(assign.group(1))}" if table else _dotted(assign.group(1))
+                self.keys.setdefault(full, number)
+
+    def line(self, dotted: str) -> int | None:
+        """The line that sets ``dotted``, else the line of its table header, else that of its nearest enclosing
+        key or table."""
+        if dotted in self.keys:
+            return self.keys[dotted]
+        if dotted in self.tables:
+            return self.tables[dotted]
+        probe = dotted.rpartition(".")[0]
+        while probe:
+            found = self.keys.get(probe) or self.tables.get(probe)
+            if found:
+                return found
+            probe = probe.rpartition(".")[0]
         return None
-    best: int | None = None
-    table = ""
-    for number, line in enumerate(lines, 1):
-        if header := _HEADER.match(line):
-            table = _dotted(header.group(1))
-            if dotted == table or dotted.startswith(table + "."):
-                best = number if best is None or dotted == table else best
-            continue
-        if assign := _ASSIGN.match(line):
-            full = f"{table}.{_dotted(assign.group(1))}" if table else _dotted(assign.group(1))
-            if full == dotted:
-                return number
-            if dotted.startswith(full + "."):
-                best = number
-    return best
+
+
+def line_of(file: Path, dotted: str) -> int | None:
+    """The line of ``file`` that sets ``dotted`` (or opens its nearest enclosing table), for error messages."""
+    return LineIndex(file).line(dotted)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

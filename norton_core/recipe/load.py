@@ -26,15 +26,23 @@ from norton_core.errors import RecipeError
 from norton_core.plugin.manager import Plugins, default_plugins
 from norton_core.recipe.files import (
     COMPONENT_TABLES,
+    MAX_PROBLEM_LINES,
     SET_SOURCE,
+    LineIndex,
     apply_override,
-    line_of,
     load_file,
     recipe_file,
     resolve_pretrain_recipe,
 )
-from norton_core.recipe.options import check_config, is_path_option, to_dict
-from norton_core.recipe.tables import EvaluationConfig, LoggingConfig, RetrievalConfig, RunConfig, TrainConfig
+from norton_core.recipe.options import check_config, is_path_option, to_dict, unknown_key_problems
+from norton_core.recipe.tables import (
+    MAX_RUN_NAME,
+    EvaluationConfig,
+    LoggingConfig,
+    RetrievalConfig,
+    RunConfig,
+    TrainConfig,
+)
 
 #: engine tables and their schemas
 ENGINE_TABLES: dict[str, type] = {
@@ -157,12 +165,12 @@ class _Origins:
 
     def __init__(self, sources: dict[str, str], fallback: str) -> None:
         self.sources, self.fallback = dict(sources), fallback  # fallback: the top file (or a label, unlocated)
-        self._lines: dict[tuple[str, str], int | None] = {}
+        self._files: dict[str, LineIndex] = {}  # each file is scanned once, however many keys are located in it
 
     def _line(self, where: str, key: str) -> str:
-        if (where, key) not in self._lines:
-            self._lines[where, key] = line_of(Path(where), key)
-        line = self._lines[where, key]
+        if where not in self._files:
+            self._files[where] = LineIndex(Path(where))
+        line = self._files[where].line(key)
         return f"{where}:{line}" if line else where
 
     def __call__(self, dotted: str) -> str:
@@ -192,11 +200,8 @@ class _Origins:
 def _validate(raw: dict[str, Any], source_of: _Origins, source: str, plugins: Plugins) -> Recipe:
     problems: list[tuple[str, str]] = []
     registry = plugins.registry
-    from norton_core.recipe.options import _did_you_mean
-
-    for key in raw:
-        if key not in TOP_LEVEL:
-            problems.append((key, f"unknown table{_did_you_mean(key, list(TOP_LEVEL))}; allowed: {', '.join(TOP_LEVEL)}"))
+    unknown = [key for key in raw if key not in TOP_LEVEL]
+    problems.extend(unknown_key_problems("", unknown, list(TOP_LEVEL), "table"))
     _find_nonfinite(raw, "", problems)
 
     engine: dict[str, Any] = {}
@@ -255,14 +260,36 @@ def _validate(raw: dict[str, Any], source_of: _Origins, source: str, plugins: Pl
     problems.extend(_check_requires(requires, plugins))
 
     run = engine["run"]
-    if run is not None and not _RUN_NAME.fullmatch(run.name):
-        problems.append(("run.name", f"must match [A-Za-z0-9._-]+ and not start with '.', got {run.name!r}"))
+    if run is not None:
+        problems.extend(_check_run_paths(run))
     if problems:
         problems = list(dict.fromkeys(problems))  # NaN is caught by two checks; report it once
-        lines = [f"{source_of(path)}: {path}: {message}" for path, message in problems]
-        raise RecipeError(f"{len(lines)} problem(s) in recipe {source}:\n" + "\n".join(lines), problems=lines)
+        lines = [f"{source_of(path)}: {path}: {message}" for path, message in problems[:MAX_PROBLEM_LINES]]
+        if len(problems) > MAX_PROBLEM_LINES:
+            lines.append(f"{source}: ... and {len(problems) - MAX_PROBLEM_LINES} more problem(s) not shown (at most "
+                         f"{MAX_PROBLEM_LINES} are listed)")
+        raise RecipeError(f"{len(problems)} problem(s) in recipe {source}:\n" + "\n".join(lines), problems=lines)
     return Recipe(raw=raw, source=source, components=components, requires=list(requires), origins=source_of,
                   **engine)
+
+
+def _check_run_paths(run: RunConfig) -> list[tuple[str, str]]:
+    """``run.name`` names a directory (safe characters, a length every file system takes) inside
+    ``run.output_dir``, which must be a directory or not exist yet."""
+    problems = []
+    if len(run.name) > MAX_RUN_NAME:
+        problems.append(("run.name", f"{len(run.name)} characters, more than the {MAX_RUN_NAME} allowed (it names "
+                                     f"a directory)"))
+    elif not _RUN_NAME.fullmatch(run.name):
+        problems.append(("run.name", f"must match [A-Za-z0-9._-]+ and not start with '.', got {run.name!r}"))
+    out = Path(run.output_dir).expanduser()
+    for parent in (out, *out.parents):
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                what = "the run directories' parent" if parent == out else f"a parent of it ({parent})"
+                problems.append(("run.output_dir", f"{run.output_dir!r}: {what} exists and is not a directory"))
+            break
+    return problems
 
 
 def _names(config: Any, key: str, raw: Any) -> list[str]:

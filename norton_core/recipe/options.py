@@ -178,6 +178,26 @@ def _did_you_mean(word: str, candidates: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+#: unknown keys of one table reported one line each (with a "did you mean"); the rest share one summary line
+MAX_UNKNOWN_LINES = 20
+
+
+def unknown_key_problems(prefix: str, unknown: list[str], allowed: list[str],
+                         what: str = "key") -> list[tuple[str, str]]:
+    """``(dotted path, message)`` for each unknown key of one table (``prefix`` is ``"table."`` or ``""``): the
+    first ``MAX_UNKNOWN_LINES`` with a "did you mean", then one line counting the rest and naming a few. Linear in
+    the number of keys, so a recipe with 10,000 stray keys is reported at once, in a screenful."""
+    listed = ", ".join(allowed) or "none"
+    out = [(f"{prefix}{key}", f"unknown {what}{_did_you_mean(key, allowed)}; allowed {what}s: {listed}")
+           for key in unknown[:MAX_UNKNOWN_LINES]]
+    rest = unknown[MAX_UNKNOWN_LINES:]
+    if rest:
+        examples = ", ".join(repr(k) for k in rest[:3])
+        out.append((f"{prefix}{rest[0]}", f"and {len(rest)} more unknown {what}s in this table (e.g. {examples}); "
+                                          f"allowed {what}s: {listed}"))
+    return out
+
+
 def _bounds(value: Any, meta: dict[str, Any], path: str, problems: _Problems) -> bool:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return True
@@ -197,12 +217,12 @@ def _parse(cls: type[T], data: Mapping[str, Any], path: str, problems: _Problems
     kwargs: dict[str, Any] = {}
     ok = True
     prefix = f"{path}." if path else ""
+    unknown = [key for key in data if key not in fields]
+    for path, message in unknown_key_problems(prefix, unknown, list(fields), "key"):
+        problems.add(path, message)
+    ok = not unknown
     for key, value in data.items():
         if key not in fields:
-            hint = _did_you_mean(key, list(fields))
-            allowed = ", ".join(fields) or "none"
-            problems.add(f"{prefix}{key}", f"unknown key{hint}; allowed keys: {allowed}")
-            ok = False
             continue
         field_ok, converted = _check(value, hints[key], f"{prefix}{key}", problems)
         if field_ok:

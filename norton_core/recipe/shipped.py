@@ -13,15 +13,16 @@ from pathlib import Path
 
 from norton_core.errors import RecipeError
 
-_HERE = Path(__file__).resolve().parent
+#: the norton_core package directory
+_PACKAGE = Path(__file__).resolve().parents[1]
 
 
 def shipped_dir() -> Path:
     """The directory holding the shipped ``*.toml`` recipes (installed copy first, then the checkout's)."""
-    for candidate in (_HERE / "recipes", _HERE.parent / "recipes"):
+    for candidate in (_PACKAGE / "recipes", _PACKAGE.parent / "recipes"):
         if candidate.is_dir() and any(candidate.glob("*.toml")):
             return candidate
-    raise RecipeError(f"the shipped recipes are missing: neither {_HERE / 'recipes'} nor {_HERE.parent / 'recipes'} "
+    raise RecipeError(f"the shipped recipes are missing: neither {_PACKAGE / 'recipes'} nor {_PACKAGE.parent / 'recipes'} "
                       "holds *.toml files (reinstall norton)")
 
 

@@ -15,14 +15,21 @@ from norton_core.recipe.options import option
 
 #: the bound of ``run.threads``: more threads than CPUs never help, and 10**9 kills OpenMP at start-up
 MACHINE_CPUS = os.cpu_count() or 1
+#: the largest seed: numpy's legacy seeding and torch's DataLoader workers take 32-bit seeds
+MAX_SEED = 2**32 - 1
+#: the longest run name: it names a directory, and file systems allow 255 bytes per name (room is left for the
+#: suffixes norton adds to names beside it, such as ``.partial``)
+MAX_RUN_NAME = 200
 
 
 @attrs.frozen
 class RunConfig:
-    name: str = option("run", help="run name: the run directory is <output_dir>/<name> ([A-Za-z0-9._-]+)")
+    name: str = option("run", help="run name: the run directory is <output_dir>/<name> ([A-Za-z0-9._-]+, at "
+                                         "most 200 characters)")
     output_dir: str = option("runs", path=True, help="directory holding run directories (relative to the working "
                                                      "directory)")
-    seed: int = option(1, ge=0, help="seed of every random stream of the run")
+    seed: int = option(1, ge=0, le=MAX_SEED, help="seed of every random stream of the run (numpy and the "
+                                                   "DataLoader take seeds below 2**32)")
     device: Literal["auto", "cpu", "cuda"] = option("auto", help="where to train; auto = cuda when available")
     deterministic: bool = option(False, help="deterministic algorithms and fixed threads (bit-exact resume tests)")
     threads: int = option(0, ge=0, le=MACHINE_CPUS, help="torch intra-op threads; 0 = torch's default; at most "

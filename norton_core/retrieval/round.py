@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from norton_core.engine import distributed
 from norton_core.errors import PluginError, TrainingError
 from norton_core.retrieval.batches import neighbour_batches
 from norton_core.retrieval.search import exact_knn
+
+if TYPE_CHECKING:
+    from norton_core.engine.setup import Run
 
 #: the timed phases of rank 0's part of a round (:func:`plan_batches`), logged with the round's statistics
 PHASES = ("index_seconds", "search_seconds", "batching_seconds", "recall_seconds")
@@ -198,23 +201,34 @@ def check_finite(vectors: np.ndarray, ids: np.ndarray, dist: distributed.Dist) -
                             "overflows where bf16 and fp32 do not)")
 
 
-def retrieval_round(*, model: Any, make_loader: Callable[[list[list[int]]], Any], videos: np.ndarray,
-                    build_backend: Callable[[], Any], per_batch: int, num_cands: int, embed_per_batch: int,
-                    recall_sample: int, seed: int, epoch: int, dist: distributed.Dist, autocast: Any,
-                    log: Callable[[str], None], index_scope: str = "global", shares: int = 0,
-                    keep_short: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
-    """Run one round and return the epoch's batches ((n, V) store indices, identical on every rank; -1 pads a
-    short batch when ``keep_short``) and stats.
+def retrieval_round(run: Run, epoch: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Run one round for ``epoch`` and return the epoch's batches ((n, V) store indices, identical on every rank; -1
+    pads a short batch when ``retrieval.short_batches = "keep"``) and stats.
 
-    ``make_loader(chunks)`` gives a loader over chunks of store indices laid out by the retrieval aligner.
-    ``index_scope = "per_rank"`` reproduces the reference (see :func:`per_share_batches`); ``shares`` (0 = the
-    world size) says over how many ranks the reference's videos were split.
+    The videos are laid out by the recipe's ``[retrieval.aligner]`` and indexed by its ``[retrieval.backend]``.
+    ``retrieval.index = "per_rank"`` reproduces the reference (see :func:`per_share_batches`), its videos split over
+    ``retrieval.index_shares`` ranks (0 = the world size).
     """
+    from norton_core.engine import loader
+
+    cfg, tcfg, rcfg, dist = run.cfg, run.tcfg, run.recipe.retrieval, run.dist
+    model, videos, seed = run.model, run.videos, cfg.seed
+    per_batch, num_cands, recall_sample = tcfg.videos_per_batch, rcfg.num_cands, rcfg.recall_sample
+    index_scope, shares, keep_short = rcfg.index, rcfg.index_shares, rcfg.short_batches == "keep"
+
+    def make_loader(chunks: list[list[int]]) -> Any:
+        dataset = loader.BatchDataset(run.store, run.embed_aligner, chunks, seed, epoch, "embed")
+        return loader.make_loader(dataset, tcfg.num_workers, seed + epoch, pin_memory=run.device.startswith("cuda"))
+
+    def build_backend() -> Any:
+        return run.recipe.build("retrieval.backend", seed=seed + epoch)
+
     t0 = time.perf_counter()
     # 1. each rank embeds a strided share: every video exactly once across ranks
     share = videos[dist.rank::dist.world_size]
-    chunks = [share[i:i + embed_per_batch].tolist() for i in range(0, len(share), embed_per_batch)]
-    vectors, ids = embed_videos(model, make_loader(chunks), dist.device, autocast, len(share))
+    step = rcfg.embed_videos_per_batch
+    chunks = [share[i:i + step].tolist() for i in range(0, len(share), step)]
+    vectors, ids = embed_videos(model, make_loader(chunks), dist.device, run.autocast, len(share))
     if len(share) and vectors.shape[0] != len(share):
         raise RuntimeError(f"retrieval round: embedded {vectors.shape[0]} of {len(share)} videos on rank {dist.rank}")
     check_finite(vectors, ids, dist)

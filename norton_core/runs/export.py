@@ -7,7 +7,11 @@ An export directory holds
 - ``model.json``: the registered model name and its options, plus the input sizes the evaluation used;
 - ``text_encoder/``: the text encoder's configuration and tokenizer files (its weights are in the model's);
 - ``README.md``: a model card with the run's evaluation table and its training recipe;
-- ``recipe.json`` and ``eval.json``: the training recipe and evaluations as the run saved them.
+- ``recipe.json`` and ``eval.json``: the training recipe and evaluations as the run saved them;
+- ``manifest.json``: the size and sha256 of every file above except ``README.md`` (written last, like a
+  checkpoint's). Loading checks it first: a missing, added, truncated or altered file (a deleted
+  ``text_encoder/tokenizer.json``, a flipped weight byte) is refused naming the file, so an export is used exactly
+  as it was written or not at all. The model card is for people and may be edited.
 
 Example::
 
@@ -21,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -31,12 +36,21 @@ from typing import Any
 import numpy as np
 
 from norton_core import __version__
+from norton_core._util.bounded import read_bounded, read_json
 from norton_core.errors import CheckpointError, NortonError
 
 FORMAT = "norton-export"
-FORMAT_VERSION = 1
+#: 2: with manifest.json (version 1 exports had none and are refused: re-export the run)
+FORMAT_VERSION = 2
+MANIFEST = "manifest.json"
+#: files of an export that the manifest does not cover (documentation, free to edit)
+UNLISTED = frozenset({"README.md", MANIFEST})
+#: the largest JSON metadata file read from an export (model.json, recipe.json, eval.json, manifest.json)
+MAX_JSON_BYTES = 16 * 1024 * 1024
 #: the evaluation's input sizes (YouCook2 / MSR-VTT defaults): 32 seconds of video, 96 - 32 caption tokens
 MAX_VIDEO_SECONDS, TEXT_LEN = 32, 64
+#: the longest video or text input an export may declare (its position tables are far smaller in practice)
+MAX_INPUT_LENGTH = 4096
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -66,7 +80,7 @@ def export_run(source: Path, out: Path, log: Callable[[str], None] = print) -> P
                               "(with manifest.json)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise NortonError(f"{out}: already exists and is not an empty directory; choose another OUT")
-    resolved = json.loads((run_dir / "recipe.json").read_text(encoding="utf-8"))
+    resolved = _json_or_empty(run_dir / "recipe.json")
     recipe = Recipe.from_dict(resolved, source=str(run_dir / "recipe.json"))
     state = json.loads(files["state.json"])
     spec = recipe.components["model"]
@@ -89,6 +103,7 @@ def export_run(source: Path, out: Path, log: Callable[[str], None] = print) -> P
 
     columns = column_labels(evaluation, recipe.run.name, bool(recipe.run.init_from or recipe.run.pretrain_recipe))
     (staging / "README.md").write_text(model_card(meta, columns, dumps_toml(recipe.resolved())), encoding="utf-8")
+    write_manifest(staging)
     load(staging)  # the export must load on its own before it is handed over
     if out.exists():
         out.rmdir()
@@ -146,7 +161,108 @@ def model_card(meta: dict[str, Any], evaluation: dict[str, Any], recipe_toml: st
 
 
 def _json_or_empty(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    """An export's optional JSON metadata file: absent means none was written."""
+    if not path.exists():
+        return {}
+    value: dict[str, Any] = read_json(path, MAX_JSON_BYTES, "an export's JSON metadata", CheckpointError, expect=dict)
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the manifest
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _listed_files(root: Path) -> list[str]:
+    """Every entry under ``root`` the manifest covers (anything but a directory: an added FIFO or link counts
+    too), as ``/``-separated relative paths, sorted."""
+    out = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if not (path.is_dir() and not path.is_symlink()) and rel not in UNLISTED:
+            out.append(rel)
+    return out
+
+
+def _sha256_of(path: Path, size: int) -> str:
+    """sha256 of the regular file ``path`` of (at most) ``size`` bytes, streamed."""
+    digest = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        left = size
+        while left > 0:
+            chunk = os.read(fd, min(left, 8 << 20))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    return digest.hexdigest()
+
+
+def write_manifest(root: Path) -> None:
+    """Write ``root/manifest.json``: size and sha256 of every file of the export except the model card."""
+    files = {}
+    for rel in _listed_files(root):
+        size = (root / rel).stat().st_size
+        files[rel] = {"size": size, "sha256": _sha256_of(root / rel, size)}
+    (root / MANIFEST).write_text(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "files": files},
+                                            indent=1), encoding="utf-8")
+
+
+def verify_export(path: Path) -> dict[str, Any]:
+    """Check every file of an export against its manifest (present, a regular file, its size and sha256) and that
+    no file was added; returns the manifest. Raises CheckpointError naming the first file that differs."""
+    import stat
+
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.exists():
+        raise CheckpointError(f"{path}: no {MANIFEST}, so its files cannot be verified (an export written by an "
+                              f"older norton, or damaged); export the run again with `norton export RUN OUT`")
+    manifest = _json_or_empty(manifest_path)
+    files = manifest.get("files")
+    if manifest.get("format") != FORMAT or not isinstance(files, dict):
+        raise CheckpointError(f"{manifest_path}: not an export manifest (expected \"format\": \"{FORMAT}\" and "
+                              "a \"files\" table)")
+    for rel, meta in files.items():
+        file = path / rel
+        if not isinstance(rel, str) or rel.startswith("/") or ".." in rel.split("/") or rel in UNLISTED:
+            raise CheckpointError(f"{manifest_path}: bad file name {rel!r}")
+        if not (isinstance(meta, dict) and isinstance(meta.get("size"), int) and isinstance(meta.get("sha256"), str)):
+            raise CheckpointError(f"{manifest_path}: the entry of {rel} is malformed")
+        try:
+            st = os.stat(file)
+        except OSError:
+            raise CheckpointError(f"{file}: missing from the export (its manifest lists it); the export is "
+                                  "incomplete, export the run again") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckpointError(f"{file}: not a regular file (the export wrote one)")
+        if st.st_size != meta["size"]:
+            raise CheckpointError(f"{file}: expected {meta['size']} bytes (the export's manifest), found "
+                                  f"{st.st_size}")
+        if _sha256_of(file, st.st_size) != meta["sha256"]:
+            raise CheckpointError(f"{file}: sha256 differs from the export's manifest: the file was altered or is "
+                                  "corrupt")
+    extra = [rel for rel in _listed_files(path) if rel not in files]
+    if extra:
+        raise CheckpointError(f"{path / extra[0]}: not written by the export (not in its manifest); remove it "
+                              f"({len(extra)} such file(s))")
+    return manifest
+
+
+def read_weights(path: Path) -> bytes:
+    """``model.safetensors`` of a verified export, read once and checked against the manifest again (it may have
+    changed since :func:`verify_export`)."""
+    path = Path(path)
+    meta = verify_export(path)["files"].get("model.safetensors")
+    if meta is None:
+        raise CheckpointError(f"{path / MANIFEST}: does not list model.safetensors")
+    data = read_bounded(path / "model.safetensors", meta["size"], "the export's weights", CheckpointError)
+    if len(data) != meta["size"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        raise CheckpointError(f"{path / 'model.safetensors'}: changed while being read (differs from the manifest)")
+    return data
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -155,20 +271,27 @@ def _json_or_empty(path: Path) -> dict[str, Any]:
 
 
 def is_export(path: Path) -> bool:
-    return (Path(path) / "model.json").is_file() and (Path(path) / "model.safetensors").is_file()
+    """A directory holding ``model.json`` and ``model.safetensors`` (of any file type: :func:`verify_export` says
+    what is wrong with them)."""
+    return all(os.path.lexists(Path(path) / name) for name in ("model.json", "model.safetensors"))
 
 
 def read_meta(path: Path) -> dict[str, Any]:
     path = Path(path)
-    try:
-        meta = json.loads((path / "model.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path / 'model.json'}: unreadable ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    meta = _json_or_empty(path / "model.json")
+    if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path / 'model.json'}: not a norton export (no \"format\": \"{FORMAT}\")")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: export format {meta['format_version']} is newer than this norton reads "
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: export format {version!r} is newer than this norton reads "
                               f"({FORMAT_VERSION}); upgrade norton")
+    if not isinstance(meta.get("model"), dict) or not isinstance(meta["model"].get("name"), str):
+        raise CheckpointError(f"{path / 'model.json'}: expected a \"model\" table with the model's \"name\"")
+    for key, default in (("max_video_seconds", MAX_VIDEO_SECONDS), ("text_len", TEXT_LEN)):
+        value = meta.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_INPUT_LENGTH:
+            raise CheckpointError(f"{path / 'model.json'}: {key} must be an integer in [1, {MAX_INPUT_LENGTH}], "
+                                  f"got {value!r}")
     return meta
 
 
@@ -189,6 +312,7 @@ def export_recipe(path: Path) -> Any:
     if not raw:
         raise CheckpointError(f"{path}: an export without recipe.json; pass --recipe and --eval-root")
     raw["model"] = model_options(path, read_meta(path))
+    check_model_options(path, raw["model"])
     return Recipe.from_dict(raw, source=str(path / "recipe.json"))
 
 
@@ -201,12 +325,14 @@ class ExportedModel:
         from norton_core.evaluation.cli import load_weights
 
         self.path, self.device = Path(path), device
+        verify_export(self.path)  # before the model reads its text encoder's files from the export
         self.meta = read_meta(self.path)
         options = model_options(self.path, self.meta)
+        check_model_options(self.path, options)
         name = options.pop("name")
         self.model = build("model", name, options)
         weights = self.path / "model.safetensors"
-        load_weights(self.model, weights, weights.read_bytes())
+        load_weights(self.model, weights, read_weights(self.path))
         self.model.to(device)
         self.model.eval()
         self.max_video_seconds = int(self.meta.get("max_video_seconds", MAX_VIDEO_SECONDS))
@@ -238,6 +364,24 @@ class ExportedModel:
         if bad:
             raise NortonError(f"embed_texts: item {bad[0]} is a {type(texts[bad[0]]).__name__}, expected a string")
         return encode_texts(self.model, texts, self.text_len, batch_size=batch_size, device=self.device)
+
+
+def check_model_options(path: Path, model: dict[str, Any]) -> None:
+    """The model table of ``model.json`` (with ``name``) against the registered model's option schema: an option
+    out of its declared range (``video_layers = 100000``) is refused before anything is allocated, naming
+    ``model.json``."""
+    from norton_core.plugin.manager import default_plugins
+    from norton_core.recipe.options import parse_config
+
+    registry = default_plugins().registry
+    options = {k: v for k, v in model.items() if k != "name"}
+    if ("model", model["name"]) not in registry:
+        raise CheckpointError(f"{path / 'model.json'}: {registry.unknown_message('model', model['name'])}")
+    _, problems = parse_config(registry.get("model", model["name"]).cls.Config, options, path="model",
+                               source=str(path / "model.json"))
+    if problems:
+        raise CheckpointError(problems[0] if len(problems) == 1 else f"{len(problems)} problems in "
+                              f"{path / 'model.json'}", problems=problems)
 
 
 def load(path: str | Path, device: str = "cpu") -> ExportedModel:

@@ -1,6 +1,9 @@
-"""``norton study FILE``: train every cell of a study (finished cells are skipped) and write its report.
+"""``norton study FILE``: train every cell of a study and write its report.
 
-The report is ``<output_dir>/report.md`` (plus ``plots/*.png`` when matplotlib is installed: the ``plot`` extra).
+A finished cell is reused only when it was made with exactly the resolved recipe and data asked for now (else it is
+trained again, with a line naming what changed); an interrupted one resumes. ``--jobs N`` trains N independent
+cells at a time (one per GPU when several are visible). The report is ``<output_dir>/report.md`` (plus
+``plots/*.png`` when matplotlib is installed: the ``plot`` extra).
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="an override for every stage of every cell, after the file's own")
     p.add_argument("--output", help="output directory instead of the file's output_dir")
-    p.add_argument("--report-only", action="store_true", help="aggregate the finished cells, train nothing")
+    p.add_argument("--report-only", action="store_true",
+                   help="aggregate the finished cells, train nothing (refused when a cell was made otherwise)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train N independent cells at a time, each in its own process with its share of the CPU "
+                        "threads (or its own GPU when several are visible); the report is the same")
     p.add_argument("--note", default="", help="a line put at the top of the report (e.g. what was reduced)")
     p.set_defaults(func=cmd_study)
 
@@ -29,6 +36,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     from norton_core.study.runner import collect, run_study
     from norton_core.study.spec import load_study
 
+    if args.jobs < 1:
+        raise RecipeError(f"--jobs {args.jobs}: expected a number of processes, 1 or more")
     seeds = None
     if args.seeds:
         try:
@@ -44,9 +53,10 @@ def cmd_study(args: argparse.Namespace) -> int:
         values = texts if load_study(args.study).variant_cases else tuple(parse_override(f"v={v}")[1] for v in texts)
     study = load_study(args.study, seeds=seeds, values=values, extra_set=tuple(args.overrides),
                        output_dir=args.output)
-    if not args.report_only:
-        run_study(study, log=lambda m: print(m, flush=True))
-    results = collect(study)
+    if args.report_only:
+        results = collect(study)
+    else:
+        results = run_study(study, log=lambda m: print(m, flush=True), jobs=args.jobs)
     out = Path(study.output_dir)
     plots = write_plots(study, results, out / "plots")
     text = build_report(study, results, note=args.note)

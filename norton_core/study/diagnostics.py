@@ -27,7 +27,6 @@ inside a training step: :class:`DiagnosticsHook` computes them at run start and 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -245,7 +244,3 @@ def read_diagnostics(path: Path) -> dict[int, dict[str, Any]]:
                 record = json.loads(line)
                 out[int(record["epoch"])] = record
     return out
-
-
-def is_undefined(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))

@@ -61,6 +61,7 @@ def build_report(study: Study, results: dict[Any, dict[str, Any]], *, note: str 
               f"{', '.join(labels)}. Values are means ± the 95 % interval over seeds (Student t); "
               f"`arm − {study.baseline}` is the paired per-seed difference. Cells finished: "
               f"{sum(1 for k in results if k[2] != PRETRAIN)} of {len(labels) * len(study.seeds) * len(arms)}.", ""]
+    lines += _data_lines(results, labels)
     if study.variant_cases:
         lines += ["Variants (overrides of every stage):", ""]
         for label in labels:
@@ -113,6 +114,51 @@ def build_report(study: Study, results: dict[Any, dict[str, Any]], *, note: str 
                 lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+#: stores listed per variant (a generated source makes one per seed)
+SHOWN_STORES = 3
+
+
+def _data_lines(results: dict[Any, dict[str, Any]], labels: list[str]) -> list[str]:
+    """What the seeds varied, and the training store(s) each variant read (from the cells' provenance)."""
+    seeded_sources: set[str] = set()
+    fixed: dict[str, Any] = {}
+    stores: dict[str, dict[tuple[str, str, str], None]] = {label: {} for label in labels}
+    for (label, _, _), record in results.items():
+        data = (record.get("provenance") or {}).get("data") or {}
+        source = data.get("source")
+        if source is None:
+            continue
+        if "data.seed" in record.get("seeded", ()):
+            seeded_sources.add(source)
+        else:
+            fixed.setdefault(source, (record["provenance"].get("recipe") or {}).get("data", {}).get("seed"))
+        train = data.get("train") or {}
+        stores.setdefault(label, {})[source, str(train.get("path")), str(train.get("manifest_sha256"))[:12]] = None
+    if not any(stores.values()):
+        return []
+    varied = "Each seed sets `run.seed` of every stage (initial weights, batch order, retrieval rounds)"
+    if seeded_sources:
+        varied += (f" and `data.seed` of the {_names(seeded_sources)} data source (each seed draws its own data "
+                   "set)")
+    others = [f"the `{s}` source has no seed (every seed reads the same data)" if v is None else
+              f"`data.seed` of the `{s}` source is fixed at {v} by the study" for s, v in sorted(fixed.items())
+              if s not in seeded_sources]
+    lines = [varied + ("; " + "; ".join(others) if others else "") + ".", "",
+             "Training data of each variant (store, sha256 of its manifest):", ""]
+    for label in labels:
+        found = list(stores.get(label, {}))
+        shown = ", ".join(f"`{path}` ({sha})" for _, path, sha in found[:SHOWN_STORES])
+        more = f" and {len(found) - SHOWN_STORES} more" if len(found) > SHOWN_STORES else ""
+        kinds = _names({source for source, _, _ in found})
+        count = f"{len(found)} stores: " if len(found) > 1 else ""
+        lines.append(f"- `{label}`: {kinds}, {count}{shown}{more}" if found else f"- `{label}`: no finished cell")
+    return [*lines, ""]
+
+
+def _names(sources: set[str]) -> str:
+    return ", ".join(f"`{s}`" for s in sorted(sources))
 
 
 def _chance(results: dict[Any, dict[str, Any]], metric: str, labels: list[str]) -> str:

@@ -4,7 +4,7 @@
 
     name = "noise_robustness"
     base = "../recipes/how2_demo.toml"     # relative to this file; a two-stage recipe keeps its first stage
-    seeds = [0, 1, 2]                      # each seed sets run.seed and data.seed of every stage
+    seeds = [0, 1, 2]                      # each sets run.seed of every stage (and data.seed where the source has one)
     baseline = "norton"                    # paired differences are "arm - baseline", seed by seed
     metrics = ["youcook2_clip/R@1", "htm_align/recall", "htm_align/auc"]
     set = ["data.val_videos=16"]           # applied to every stage of every cell
@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -42,6 +43,22 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+#: a variant label with one of these is no plain directory name (a separator, a control character)
+_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
+#: characters kept as they are when a label must be rewritten (others become "_"; a hash keeps names distinct)
+_DIR_CHARS = re.compile(r"[^A-Za-z0-9._=-]")
+#: seeds seed numpy's and torch's generators, which take 32-bit seeds
+SEED_LIMIT = 2**32
+#: the first stage's run directory and record in every cell: no arm may take this name
+PRETRAIN = "pretrain"
+#: files the study writes beside each arm's run directory ``<arm>/``: ``<arm>.json`` (the record) and its temporary
+#: ``<arm>.json.tmp``; an arm named ``x.json`` would have its run directory where arm ``x`` keeps its record
+RESERVED_SUFFIXES = (".json", ".tmp")
+#: recipe keys every cell gets from the study itself (its directory, its name, its seed): overriding them would
+#: move a cell's run or silently lose the study's value
+STUDY_KEYS = ("run.seed", "run.name", "run.output_dir")
+#: keys an arm may not set either: arms share their cell's first stage (its data, its seed, the weights it made)
+ARM_KEYS = (*STUDY_KEYS, "run.pretrain_recipe", "data.seed")
 TOP_KEYS = ("name", "base", "output_dir", "seeds", "baseline", "metrics", "set", "diagnostics", "variants", "arms")
 
 
@@ -74,6 +91,16 @@ class Study:
         if not self.variant_key:
             return "base"
         return f"{self.variant_key.rsplit('.', 1)[-1]}={json.dumps(value)}"
+
+    def variant_dir(self, value: Any) -> str:
+        """The variant's directory name under ``cells/``: its label when that is a plain file name, else the label
+        with every other character replaced and a hash of the label appended (a value such as ``"../.."`` or a
+        store path never names a directory outside the study)."""
+        label = self.variant_label(value)
+        if not _UNSAFE.search(label) and not label.startswith(".") and len(label) <= 100:
+            return label
+        digest = hashlib.sha256(label.encode()).hexdigest()[:8]
+        return f"{_DIR_CHARS.sub('_', label)[:80].lstrip('.') or '_'}-{digest}"
 
     def variant_set(self, value: Any) -> tuple[str, ...]:
         if self.variant_cases:
@@ -129,6 +156,9 @@ def load_study(path: str | Path, *, seeds: tuple[int, ...] | None = None, values
         raw_seeds = [0]
     if len(set(raw_seeds)) != len(raw_seeds):
         problems.append(f"seeds: repeated seeds in {raw_seeds}")
+    for seed in raw_seeds:
+        if not 0 <= seed < SEED_LIMIT:
+            problems.append(f"seeds: {seed} is out of range: a seed is 0 to {SEED_LIMIT - 1} (2^32 - 1)")
     metrics = raw.get("metrics", ["youcook2_clip/R@1", "htm_align/recall", "htm_align/auc"])
     if not (isinstance(metrics, list) and metrics and all(isinstance(m, str) and "/" in m for m in metrics)):
         problems.append(f"metrics: expected a list of 'task/metric' names, got {metrics!r}")
@@ -182,9 +212,10 @@ def load_study(path: str | Path, *, seeds: tuple[int, ...] | None = None, values
         if not isinstance(arm_name, str) or not _NAME.fullmatch(arm_name):
             problems.append(f"arms[{i}].name: expected a plain name, got {arm_name!r}")
             continue
-        if any(a.name == arm_name for a in arms):
-            problems.append(f"arms[{i}].name: {arm_name!r} appears twice")
-        arms.append(Arm(arm_name, _strings(arm.get("set", []), f"arms[{i}].set", problems)))
+        problems.extend(f"arms[{i}].name: {p}" for p in _arm_name_problems(arm_name, [a.name for a in arms]))
+        arm_set = _strings(arm.get("set", []), f"arms[{i}].set", problems)
+        problems.extend(_controlled(arm_set, ARM_KEYS, f"arms[{i}].set"))
+        arms.append(Arm(arm_name, arm_set))
     baseline = raw.get("baseline", arms[0].name if arms else "")
     if arms and baseline not in {a.name for a in arms}:
         problems.append(f"baseline: {baseline!r} is not an arm ({', '.join(a.name for a in arms)})")
@@ -192,11 +223,83 @@ def load_study(path: str | Path, *, seeds: tuple[int, ...] | None = None, values
     if not isinstance(out, str) or not out:
         problems.append(f"output_dir: expected a directory path, got {out!r}")
         out = f"runs/studies/{name}"
+    problems.extend(_controlled(common, STUDY_KEYS, "set"))
+    for case, sets in cases.items():
+        problems.extend(_controlled(sets, STUDY_KEYS, f"variants.cases.{case}"))
+    if key in STUDY_KEYS:
+        problems.append(f"variants.key: {key} is set by the study in every cell; it cannot be a variant")
+    if key and isinstance(values, list) and len({json.dumps(v) for v in values}) != len(values):
+        problems.append(f"variants.values: repeated values in {values}")
     if problems:
         raise RecipeError(problems=[f"{path}: {p}" for p in problems])
-    return Study(source=path, name=name, base=base_path, output_dir=Path(out), seeds=tuple(raw_seeds),
-                 baseline=str(baseline), metrics=tuple(metrics), set=common, diagnostics=bool(diagnostics),
-                 variant_key=key, variant_values=tuple(values), arms=tuple(arms), variant_cases=cases)
+    study = Study(source=path, name=name, base=base_path, output_dir=Path(out), seeds=tuple(raw_seeds),
+                  baseline=str(baseline), metrics=tuple(metrics), set=common, diagnostics=bool(diagnostics),
+                  variant_key=key, variant_values=tuple(values), arms=tuple(arms), variant_cases=cases)
+    _check_directories(study, path)
+    return study
+
+
+def _arm_name_problems(name: str, earlier: list[str]) -> list[str]:
+    """An arm's name becomes its run directory beside the first stage's and the records: refuse names that would
+    share a path with them (case-insensitively: macOS and Windows file systems fold case)."""
+    folded = name.casefold()
+    if folded == PRETRAIN:
+        return [f"{name!r} is reserved: it is the first stage's run directory in every cell"]
+    if folded.endswith(RESERVED_SUFFIXES):
+        return [f"{name!r} ends in one of {', '.join(RESERVED_SUFFIXES)}: the study keeps its records under such "
+                "names beside the run directories"]
+    twin = next((e for e in earlier if e.casefold() == folded), None)
+    if twin is not None:
+        return [f"{name!r} appears twice" if twin == name else
+                f"{name!r} and {twin!r} differ only in case (one directory on a case-insensitive file system)"]
+    return []
+
+
+def set_keys(text: str) -> set[str]:
+    """The dotted recipe keys an override ``table.key=value`` sets (every key inside a table value too)."""
+    from norton_core.recipe.files import parse_override
+
+    try:
+        keys, value = parse_override(text)
+    except RecipeError:
+        return set()  # loading the cell's recipe reports it, with the cells it concerns
+    out: set[str] = set()
+
+    def walk(prefix: str, v: Any) -> None:
+        out.add(prefix)
+        if isinstance(v, dict):
+            for k, inner in v.items():
+                walk(f"{prefix}.{k}", inner)
+
+    walk(".".join(keys), value)
+    return out
+
+
+_WHY = {"run.seed": "each cell's seed comes from the study's seeds",
+        "run.name": "the study names each cell's run directory",
+        "run.output_dir": "the study places each cell's run directory",
+        "run.pretrain_recipe": "the arms share the base recipe's first stage",
+        "data.seed": "the arms share their cell's data (fix data.seed in the study's set instead)"}
+
+
+def _controlled(sets: tuple[str, ...], keys: tuple[str, ...], where: str) -> list[str]:
+    found = sorted({k for text in sets for k in set_keys(text) if k in keys})
+    return [f"{where}: {k} cannot be set here: {_WHY[k]}" for k in found]
+
+
+def _check_directories(study: Study, path: Path) -> None:
+    """Every cell's directory lies inside ``cells/``, and no two variants share one (case-insensitively)."""
+    seen: dict[str, str] = {}
+    problems = []
+    for value in study.variant_values:
+        name, label = study.variant_dir(value), study.variant_label(value)
+        if "/" in name or "\\" in name or name.startswith("."):  # variant_dir never makes these: a guard
+            problems.append(f"variants: {label!r} gives no plain directory name")
+        twin = seen.setdefault(name.casefold(), label)
+        if twin != label:
+            problems.append(f"variants: {label!r} and {twin!r} would share the directory cells/{name}")
+    if problems:
+        raise RecipeError(problems=[f"{path}: {p}" for p in problems])
 
 
 def _cases(raw: Any, problems: list[str]) -> dict[str, tuple[str, ...]]:

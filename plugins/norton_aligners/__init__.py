@@ -1,14 +1,14 @@
 """Built-in clip samplers: ``overlapped`` (pretraining, VideoCLIP's sampler) and ``aligned`` (video span = caption
-span, for retrieval embedding and evaluation), plus :func:`collate` for flat ``(V*C, ...)`` batches."""
+span, for retrieval embedding and evaluation). Both batch their clips with norton's default collate (flat
+``(V*C, ...)`` tensors)."""
 
 from __future__ import annotations
 
 from norton_core import hookimpl
 
 from .aligners import AlignedAligner, OverlappedAligner
-from .collate import collate
 
-__all__ = ["AlignedAligner", "OverlappedAligner", "collate"]
+__all__ = ["AlignedAligner", "OverlappedAligner"]
 
 
 @hookimpl

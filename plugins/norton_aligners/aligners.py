@@ -17,10 +17,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from norton_core.data.layout import build_text_seq, build_video_seq
-from norton_core.errors import DataError
-from norton_core.plugin.interfaces import Aligner, SpecialTokens, VideoRecord
-from norton_core.recipe.options import option
+from norton_core import Aligner, DataError, SpecialTokens, VideoRecord, build_text_seq, build_video_seq, option
 
 from .sampling import aligned_video_span, sample_text_span, sample_video_center, sample_video_span
 

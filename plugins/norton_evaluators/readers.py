@@ -9,7 +9,6 @@ with examples, never dropped silently.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from collections import Counter
@@ -19,7 +18,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from norton_core.errors import DataError
+from norton_core import DataError, read_json
 
 log = logging.getLogger("norton.evaluation")
 
@@ -103,14 +102,15 @@ class FeatureDir:
         return feats
 
 
-def _read_json(path: Path) -> Any:
+#: the largest annotation file read (the released YouCook2, HTM-Align and COIN files are a few MB to tens of MB)
+MAX_ANNOTATION_BYTES = 512 * 1024 * 1024
+
+
+def read_annotations(path: Path) -> Any:
+    """An evaluation set's JSON annotation file; missing, oversized or invalid is one :class:`DataError` line."""
     if not path.is_file():
         raise DataError(f"{path}: evaluation file not found (expected the public layout, see docs/data_formats.md)")
-    try:
-        with path.open(encoding="utf-8") as fh:
-            return json.load(fh)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+    return read_json(path, MAX_ANNOTATION_BYTES, "an evaluation annotation file", DataError)
 
 
 def _number(value: Any) -> bool:
@@ -135,7 +135,7 @@ class Segment:
 def read_youcook2(path: Path, subset: str | None) -> dict[str, list[Segment]]:
     """``{video_id: segments sorted by id}`` for the videos of ``subset`` (None: every video) in the official
     YouCook2 layout."""
-    data = _read_json(path)
+    data = read_annotations(path)
     database = data.get("database") if isinstance(data, dict) else None
     if not isinstance(database, dict):
         raise DataError(f"{path}: expected an object with a \"database\" object (YouCook2 layout), "
@@ -178,6 +178,10 @@ def segment_rows(segment: Segment, length: int) -> tuple[int, int] | str:
 #: bounds for ``youcook_val.pkl`` (3,350 records of a few fields each in the released file)
 CLIP_PICKLE_MAX_ITEMS = 2_000_000
 CLIP_PICKLE_MAX_DEPTH = 8
+#: the most clips a clip list may name (YouCook2 has ~14,000 annotated segments in all its splits), and the
+#: largest clip-list file read (the released pickle is well under a megabyte)
+MAX_CLIPS = 100_000
+MAX_CLIP_LIST_BYTES = 64 * 1024 * 1024
 
 
 def read_clip_selection(path: Path) -> list[tuple[str, int]]:
@@ -189,13 +193,15 @@ def read_clip_selection(path: Path) -> list[tuple[str, int]]:
       before building any object, so a crafted file runs nothing.
     - anything else: a text file with one ``<video>_<k>`` per line (blank lines and ``#`` comments ignored).
     """
-    if not path.is_file():
-        raise DataError(f"{path}: clip list not found (expected youcook_val.pkl or a text file of <video>_<k> lines)")
-    if path.suffix == ".pkl":
-        from norton_core._util.safe_pickle import load_plain
+    from norton_core import read_bounded
 
-        data = load_plain(path.read_bytes(), source=str(path), max_items=CLIP_PICKLE_MAX_ITEMS,
-                          max_depth=CLIP_PICKLE_MAX_DEPTH)
+    if not path.exists():
+        raise DataError(f"{path}: clip list not found (expected youcook_val.pkl or a text file of <video>_<k> lines)")
+    raw = read_bounded(path, MAX_CLIP_LIST_BYTES, "a clip list", DataError)
+    if path.suffix == ".pkl":
+        from norton_core import load_plain
+
+        data = load_plain(raw, source=str(path), max_items=CLIP_PICKLE_MAX_ITEMS, max_depth=CLIP_PICKLE_MAX_DEPTH)
         if not isinstance(data, (list, tuple)):
             raise DataError(f"{path}: expected a list of records {{\"id\": \"<video>_<k>\", ...}}, got "
                             f"{type(data).__name__}")
@@ -207,17 +213,23 @@ def read_clip_selection(path: Path) -> list[tuple[str, int]]:
             names.append((f"record {i}", rec["id"]))
     else:
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = raw.decode("utf-8").splitlines()
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not a UTF-8 text clip list ({exc})") from None
         names = [(f"line {n}", line.strip()) for n, line in enumerate(lines, start=1)
                  if line.strip() and not line.lstrip().startswith("#")]
+    if len(names) > MAX_CLIPS:
+        raise DataError(f"{path}: names {len(names)} clips, more than the {MAX_CLIPS} a clip list may hold")
     out = []
+    first: dict[str, str] = {}
     for where, name in names:
         video, sep, k = name.rpartition("_")
         if not sep or not video or not k.isdigit():
             raise DataError(f"{path}: {where}: expected a clip name <video>_<k> (k = the annotation's position), "
                             f"got {name!r}")
+        if name in first:  # each clip is scored once: a repeat would weigh it twice (or blow up the evaluation)
+            raise DataError(f"{path}: {where}: clip {name!r} is listed again (first at {first[name]})")
+        first[name] = where
         out.append((video, int(k)))
     return out
 
@@ -242,7 +254,7 @@ class AlignSentence:
 
 def read_htm_align(path: Path) -> dict[str, list[AlignSentence]]:
     """``{video_id: sentences in file order}`` from ``htm_align.json``."""
-    data = _read_json(path)
+    data = read_annotations(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected an object {{video_id: [[alignable, start, end, text], ...]}}, "
                         f"got {type(data).__name__}")

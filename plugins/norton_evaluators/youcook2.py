@@ -9,9 +9,7 @@ from typing import Literal
 import attrs
 import numpy as np
 
-from norton_core.errors import DataError
-from norton_core.plugin.interfaces import EvalContext, Evaluator, Model
-from norton_core.recipe.options import option
+from norton_core import DataError, EvalContext, Evaluator, Model, option
 
 from .readers import FeatureDir, Segment, Skips, read_clip_selection, read_youcook2, segment_rows
 
@@ -133,8 +131,7 @@ class YouCook2Clip(Evaluator):
         self.config = config
 
     def evaluate(self, model: Model, ctx: EvalContext) -> dict[str, float]:
-        from norton_core.evaluation.embed import encode_clips, encode_texts
-        from norton_core.evaluation.metrics import rank_metrics
+        from norton_core import encode_clips, encode_texts, rank_metrics
 
         cfg = self.config
         skips = Skips(self.name)
@@ -186,7 +183,7 @@ class YouCook2Video(Evaluator):
         self.config = config
 
     def evaluate(self, model: Model, ctx: EvalContext) -> dict[str, float]:
-        from norton_core.evaluation.embed import encode_clips, encode_texts
+        from norton_core import encode_clips, encode_texts
 
         cfg = self.config
         skips = Skips(self.name)
@@ -209,7 +206,7 @@ class YouCook2Video(Evaluator):
         return {**out, **skips.metrics(_CLIP_SKIPS)}
 
     def _background(self, model: Model, pairs: Pairs, text_len: int, kw: dict) -> dict[str, float]:
-        from norton_core.evaluation.embed import encode_clips, encode_texts
+        from norton_core import encode_clips, encode_texts
 
         cfg = self.config
         texts: list[str] = []
@@ -240,8 +237,7 @@ class YouCook2Video(Evaluator):
     def _paragraph_metrics(self, sims: np.ndarray, text_groups: list[np.ndarray], clip_groups: list[np.ndarray],
                            prefix: str, *, offset_dtw: float, dtw_scale: Literal["product", "max"],
                            otam_scale: Literal["product", "max"], select: float | None) -> dict[str, float]:
-        from norton_core.evaluation.metrics import rank_metrics
-        from norton_core.evaluation.sequence import alignment_scores, caption_average, centre_per_caption
+        from norton_core import alignment_scores, caption_average, centre_per_caption, rank_metrics
 
         sims = sims.astype(np.float64)
         scores = {"capavg": caption_average(sims, text_groups, clip_groups)}

@@ -6,7 +6,7 @@ from typing import Literal
 
 import attrs
 
-from norton_core.recipe.options import option
+from norton_core import option
 
 #: smallest fine-grained alpha: exp arguments stay >= -80 (see norton_losses.finegrained)
 MIN_ALPHA = 0.025

@@ -61,8 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from norton_core.errors import RecipeError
-from norton_core.plugin.interfaces import Loss
+from norton_core import Loss, RecipeError
 
 from .config import NCEConfig, NortonConfig
 from .finegrained import fine_grained_sums
@@ -79,10 +78,8 @@ def minmax(x: torch.Tensor) -> torch.Tensor:
 
 
 class NortonLoss(nn.Module, Loss):
-    """Clip-caption contrast with faulty-negative exploitation plus video-paragraph OT contrast."""
-
-    name = "norton"
-    Config = NortonConfig
+    """Clip-caption contrast with faulty-negative exploitation plus video-paragraph OT contrast: what the registered
+    ``norton`` loss (:class:`norton_losses.NortonLossEntry`, its name and options) builds."""
 
     def __init__(self, config: NortonConfig, rank: int = 0, world_size: int = 1) -> None:
         super().__init__()
@@ -229,10 +226,8 @@ class NortonLoss(nn.Module, Loss):
 
 
 class VideoCLIPNCELoss(nn.Module, Loss):
-    """VideoCLIP's symmetric InfoNCE on raw pooled vectors: ``CE(X, I) + CE(X^T, I)``, in-batch negatives."""
-
-    name = "videoclip-nce"
-    Config = NCEConfig
+    """VideoCLIP's symmetric InfoNCE on raw pooled vectors: ``CE(X, I) + CE(X^T, I)``, in-batch negatives; what the
+    registered ``videoclip-nce`` loss (:class:`norton_losses.VideoCLIPNCEEntry`) builds."""
 
     def __init__(self, config: NCEConfig, rank: int = 0, world_size: int = 1) -> None:
         super().__init__()

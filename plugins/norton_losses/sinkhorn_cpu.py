@@ -29,7 +29,8 @@ import numba
 import numpy as np
 import torch
 
-from norton_core._util.compiled import LAUNCH, compile_cached, say_if_compiled, threads
+from norton_core import LAUNCH, compile_cached, say_if_compiled
+from norton_core import compiled_threads as threads
 
 #: the local block (m x n x lanes float32) is kept within this many bytes so that it stays in L1 (32 KiB here)
 BLOCK_BYTES = 32 * 1024

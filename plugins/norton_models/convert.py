@@ -35,8 +35,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from norton_core._util.safe_checkpoint import LazyTensor, load_checkpoint
-from norton_core.errors import CheckpointError
+from norton_core import CheckpointError, LazyTensor, load_checkpoint
 
 DROPPED = (
     re.compile(r".*\.position_ids$"),

@@ -25,9 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from norton_core._util.text_encoders import load_tokenizer, resolve_pretrained
-from norton_core.errors import NortonError
-from norton_core.plugin.interfaces import Model, SpecialTokens
+from norton_core import Model, NortonError, SpecialTokens, load_tokenizer, resolve_pretrained
 
 from .config import MMFusionConfig
 
@@ -79,9 +77,6 @@ def _set_dropout(config: Any, p: float) -> None:
 
 class MMFusionSeparate(nn.Module, Model):
     """VideoCLIP / Norton dual encoder; see the module docstring for the layout."""
-
-    name = "mmfusion-separate"
-    Config = MMFusionConfig
 
     def __init__(self, config: MMFusionConfig) -> None:
         super().__init__()

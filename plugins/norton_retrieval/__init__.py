@@ -12,8 +12,7 @@ from typing import Literal
 import attrs
 import numpy as np
 
-from norton_core import RetrievalBackend, hookimpl, option
-from norton_core.retrieval.search import exact_knn, knn_scores, row_norms
+from norton_core import RetrievalBackend, exact_knn, hookimpl, knn_scores, option, row_norms
 
 
 @attrs.frozen

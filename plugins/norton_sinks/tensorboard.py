@@ -9,8 +9,7 @@ from typing import Any
 
 import attrs
 
-from norton_core import MetricSink, option
-from norton_core.runs.scalars import scalars
+from norton_core import MetricSink, option, scalars
 
 INSTALL = "pip install 'norton[tensorboard]'"
 

@@ -13,9 +13,7 @@ from typing import Any, Literal
 
 import attrs
 
-from norton_core import MetricSink, option
-from norton_core._util.files import replace_atomic
-from norton_core.runs.scalars import scalars
+from norton_core import MetricSink, option, replace_atomic, scalars
 
 #: where the W&B run id of a norton run is kept, for its resumes
 ID_FILE = "norton-run-id"

@@ -1,4 +1,4 @@
-"""Reads checked as they happen (issue 10 #3, #4): a flipped byte is refused the first time a process reads its
+"""Reads checked as they happen: a flipped byte is refused the first time a process reads its
 chunk, and a NaN feature row when its video is read; both name the file and the video."""
 
 from __future__ import annotations

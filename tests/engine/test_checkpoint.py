@@ -381,6 +381,50 @@ def test_disk_full_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypat
     assert ckpt.read_checkpoint(root / "step-1")["model.safetensors"] == b"a" * 10
 
 
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero", "sparse"])
+def test_a_checkpoint_file_that_is_a_fifo_a_device_or_sparse_is_refused_before_reading(tmp_path, kind):
+    """rng.json replaced by a FIFO hung the resume; /dev/zero or a sparse 20 GB file was read whole."""
+    import os
+    import time
+
+    files = {**_files(4), "rng.json": b'[{"python": 1}]'}
+    path = ckpt.save_checkpoint(tmp_path, 4, files, keep_last=2, log=lambda *_: None)
+    rng = path / "rng.json"
+    rng.unlink()
+    if kind == "fifo":
+        os.mkfifo(rng)
+    elif kind == "dev_zero":
+        rng.symlink_to("/dev/zero")
+    else:
+        with open(rng, "wb") as fh:
+            fh.truncate(20 * 1024**3)
+    began = time.monotonic()
+    expected = {"fifo": "is a FIFO (named pipe), not a regular file",
+                "dev_zero": "is a character device, not a regular file",
+                "sparse": "21474836480 bytes, more than the 15 bytes limit for a checkpoint file (the size its "
+                          "manifest records)"}[kind]
+    with pytest.raises(CheckpointError) as info:
+        ckpt.read_checkpoint(path)
+    assert f"{rng}: {expected}" in str(info.value)
+    warnings: list[str] = []
+    assert ckpt.find_latest(tmp_path, warnings.append) is None  # skipped with a warning, never waited on
+    assert expected in warnings[0]
+    assert time.monotonic() - began < 5
+
+
+def test_a_fifo_as_latest_or_manifest_is_not_waited_on(tmp_path):
+    import os
+
+    path = ckpt.save_checkpoint(tmp_path, 4, _files(4), keep_last=2, log=lambda *_: None)
+    (tmp_path / "latest").unlink()
+    os.mkfifo(tmp_path / "latest")
+    assert ckpt.read_latest(tmp_path) is None
+    (path / "manifest.json").unlink()
+    os.mkfifo(path / "manifest.json")
+    with pytest.raises(CheckpointError, match=r"manifest\.json: is a FIFO"):
+        ckpt.read_checkpoint(path)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # the step a checkpoint holds: its name, its manifest and its state.json agree (issue 26 #4, #5)
 # ------------------------------------------------------------------------------------------------------------------

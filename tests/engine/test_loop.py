@@ -12,7 +12,7 @@ import pytest
 from norton_core import hookimpl
 from norton_core.engine import checkpoint as ckpt
 from norton_core.engine import state_files
-from norton_core.engine.schedule import learning_rate
+from norton_core.engine.loop import learning_rate
 from norton_core.errors import CheckpointError, DataError, TrainingError
 from norton_core.recipe.tables import TrainConfig
 from tests.engine.fakes import run_fake as _run

@@ -164,7 +164,7 @@ def test_sigterm_to_the_process_group_with_workers_is_a_graceful_preemption(tmp_
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# kills inside the replace window of a re-saved step and of the best checkpoint (issue 10 #1, issue 9 #7)
+# kills inside the replace window of a re-saved step and of the best checkpoint
 # ------------------------------------------------------------------------------------------------------------------
 
 #: keep_last = 1 (the severe case), a checkpoint every 5 steps = every epoch end, so each epoch end re-saves its

@@ -1,4 +1,4 @@
-"""Validation loss on data.val at each scheduled checkpoint and the best checkpoint it selects (issue 9 #7)."""
+"""Validation loss on data.val at each scheduled checkpoint and the best checkpoint it selects."""
 
 from __future__ import annotations
 

@@ -163,3 +163,13 @@ def test_several_targets_side_by_side(run_dir, tmp_path, capsys):
     assert "skipped_missing_features" in everything
     tex = evaluate([str(run_dir), "--format", "latex"], capsys)
     assert tex.startswith("\\begin{tabular}") and "msrvtt & R@1 & 8.33 & 100.00" in tex
+
+
+def test_a_run_recipe_that_is_a_fifo_is_refused_without_blocking(tmp_path):
+    import os
+
+    from norton_core.evaluation.cli import load_recipe_any
+
+    os.mkfifo(tmp_path / "recipe.json")
+    with pytest.raises(RecipeError, match=r"recipe\.json: is a FIFO \(named pipe\), not a regular file"):
+        load_recipe_any(tmp_path / "recipe.json")

@@ -386,3 +386,33 @@ def test_the_paper_recipe_evaluates_with_the_reference_protocol(norton_plugins):
             cfg = spec.config
             assert (cfg.exact, cfg.centred, cfg.bg_attend_cls, cfg.bg_dtw_offset, cfg.select_ratio) == (
                 True, True, False, 3.0, 1.3), path.name
+
+
+def test_a_clip_list_repeating_one_clip_600000_times_is_refused_by_its_bound(tmp_path):
+    """1.2 MB of pickle (one record referenced 600,000 times through the memo) would evaluate 600,000 copies."""
+    import pickle
+
+    from norton_evaluators.readers import MAX_CLIPS, read_clip_selection
+
+    record = {"id": "yc000_0"}
+    path = tmp_path / "youcook_val.pkl"
+    path.write_bytes(pickle.dumps([record] * 600_000, protocol=4))
+    assert path.stat().st_size < 1_300_000
+    with pytest.raises(DataError, match=rf"names 600000 clips, more than the {MAX_CLIPS} a clip list may hold"):
+        read_clip_selection(path)
+    path.write_bytes(pickle.dumps([record, {"id": "yc000_1"}, record], protocol=4))
+    with pytest.raises(DataError, match=r"record 2: clip 'yc000_0' is listed again \(first at record 0\)"):
+        read_clip_selection(path)
+
+
+def test_a_fifo_or_dev_zero_as_a_clip_list_is_refused_without_reading(tmp_path):
+    import os
+
+    from norton_evaluators.readers import read_clip_selection
+
+    os.mkfifo(tmp_path / "clips.txt")
+    with pytest.raises(DataError, match="is a FIFO"):
+        read_clip_selection(tmp_path / "clips.txt")
+    (tmp_path / "zero.pkl").symlink_to("/dev/zero")
+    with pytest.raises(DataError, match="is a character device"):
+        read_clip_selection(tmp_path / "zero.pkl")

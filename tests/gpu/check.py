@@ -1,4 +1,4 @@
-"""The parts of tests/gpu/check.sh, each printing its figures or why it was skipped (see the README's GPU section).
+"""The parts of tests/gpu/check.sh, each printing its figures or why it was skipped (see the GPU section of docs/scale.md).
 
 1. the demo recipe on CUDA in bf16, and in fp16 with loss scaling (finite logged losses, wall time);
 2. a 2-process NCCL run of the smoke recipe (only with 2 or more GPUs);
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 HOW2_VIDEOS = 1_100_000
 PAPER = "paper: about 6 h for the whole post-training on 2 A100s"

@@ -131,14 +131,14 @@ def test_build_validates_options_strictly():
 
 def test_builtins_are_real_entry_points_of_this_distribution():
     names = {ep.name: ep.dist.name for ep in md.entry_points(group="norton") if ep.dist.name == "norton"}
-    assert set(names) == {"data", "aligners", "models", "losses", "retrieval", "evaluators", "sinks"}
+    assert set(names) == {"data", "aligners", "models", "losses", "retrieval", "evaluators", "sinks", "extractors"}
 
 
 def test_hook_calls_are_traced_on_request(capsys):
     plugins = Plugins()
     plugins.load_entrypoints({"NORTON_LOAD_PLUGINS": "", "NORTON_TRACE_PLUGINS": "1"})
     plugins.register(fake_components, name="fake")
-    plugins.call("norton_epoch_start", run=None, epoch=1)
+    plugins.epoch_start(run=None, epoch=1)  # type: ignore[arg-type]
     assert "norton_epoch_start" in capsys.readouterr().err
 
 
@@ -202,7 +202,7 @@ def test_tracing_covers_registration_hooks_too(fake_eps, capsys):
     plugins = Plugins()
     plugins.load_entrypoints({"NORTON_DISABLE_PLUGINS": "broken", "NORTON_TRACE_PLUGINS": "1"})
     assert ("loss", "good-loss") in plugins.registry
-    plugins.call("norton_epoch_start", run=None, epoch=1)
+    plugins.epoch_start(run=None, epoch=1)  # type: ignore[arg-type]
     err = capsys.readouterr().err
     assert "norton: hook norton_register_losses(register) -> ['good']" in err
     assert "norton: hook norton_epoch_start(run, epoch)" in err

@@ -7,11 +7,11 @@ import random
 import numpy as np
 import pytest
 import torch
-from norton_aligners import collate
 from norton_aligners.sampling import aligned_video_span, sample_text_span, sample_video_center, sample_video_span
 
 import norton_core
 from norton_core import DataError, SpecialTokens, VideoRecord
+from norton_core import collate_clips as collate
 
 SPECIAL = SpecialTokens(cls=101, sep=102, pad=0)
 STARTS = np.array([0.0, 5.0, 10.0, 20.0, 30.0], dtype=np.float32)

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from norton_core.errors import RecipeError
+from norton_core.plugin.manager import default_plugins
 from norton_core.study.report import build_report
-from norton_core.study.runner import _common, cell_dir
+from norton_core.study.runner import cell_dir, plan
 from norton_core.study.spec import load_study
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -26,8 +27,11 @@ def test_cases_override_every_stage_and_name_the_cells(tmp_path: Path) -> None:
     study = load_study(_write(tmp_path, '[variants.cases]\nwide = ["data.world_seed=1", "data.tasks=24"]\n'
                                         'short = ["data.step_seconds_max=6"]\n'))
     assert study.variant_values == ("wide", "short")
-    overrides = _common(study, "wide", 1, tmp_path / "cell", "first")
+    stages, _ = plan(study, default_plugins())
+    wide = next(s for s in stages if s.label == "wide" and s.seed == 1)
+    overrides = wide.overrides
     assert "data.world_seed=1" in overrides and "data.tasks=24" in overrides and "data.seed=1" in overrides
+    assert wide.seeded == ("run.seed", "data.seed")  # the synthetic source has a seed: each seed draws its data
     assert "data.step_seconds_max=6" not in overrides
     assert cell_dir(study, "short", 0) == tmp_path / "out" / "cells" / "short" / "seed0"
     report = build_report(study, {})

@@ -78,3 +78,27 @@ def test_depth_and_self_reference_are_bounded() -> None:
 def test_malformed_pickles_are_one_clear_error(data: bytes) -> None:
     with pytest.raises(PickleRefused, match=r"^bad\.pkl: "):
         load_plain(data, source="bad.pkl", max_items=100, max_depth=5)
+
+
+def test_nested_empty_lists_are_refused_within_the_limit_not_after_building_the_skeleton() -> None:
+    """2 MB of nested empty lists (a million levels): the guard stops after max_items containers, holding memory
+    proportional to the limit, instead of recording every level before it measures the depth."""
+    import tracemalloc
+
+    levels = 1_000_000
+    data = b"\x80\x04" + b"]" * levels + b"a" * (levels - 1) + b"."
+    tracemalloc.start()
+    try:
+        with pytest.raises(PickleRefused, match=r"^nested\.pkl: the pickle builds more than 10000 values"):
+            load_plain(data, source="nested.pkl", max_items=10_000, max_depth=8)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, f"{peak / 2**20:.0f} MiB"
+
+
+def test_many_appends_to_one_list_are_counted_as_they_arrive() -> None:
+    one = pickle.dumps("vid_0")[2:-1]  # a short string opcode
+    data = b"\x80\x04](" + one * 50_000 + b"e."  # APPENDS of 50,000 strings
+    with pytest.raises(PickleRefused, match="builds more than 1000 values"):
+        load_plain(data, source="wide.pkl", max_items=1000, max_depth=8)

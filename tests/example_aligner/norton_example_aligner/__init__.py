@@ -8,8 +8,7 @@ import attrs
 import numpy as np
 import torch
 
-from norton_core import Aligner, DataError, Loss, hookimpl, option
-from norton_core.data.layout import build_text_seq, build_video_seq
+from norton_core import Aligner, DataError, Loss, build_text_seq, build_video_seq, hookimpl, option
 
 
 class WeightedCaptionAligner(Aligner):

@@ -1,11 +1,11 @@
-"""The precision contract of losses, and the model seeing the whole batch (norton_core.engine.forward)."""
+"""The precision contract of losses, and the model seeing the whole batch (the forward pass in norton_core.engine.loop)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from norton_core.engine.forward import forward_and_loss
+from norton_core.engine.loop import forward_and_loss
 from norton_core.engine.setup import autocast_factory
 
 
