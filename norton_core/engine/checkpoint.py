@@ -29,7 +29,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -150,13 +150,26 @@ def commit_dir(root: Path, name: str, files: Mapping[str, bytes], meta: Mapping[
 
 
 def purge(root: Path, keep_last: int, keep: Path, log: Any = print) -> None:
-    """Remove committed checkpoints beyond the newest ``keep_last``; never ``keep``. Only our own ``step-<N>``
-    names directly under ``root`` are touched (``best`` and ``*.corrupt-<n>`` never); a failed delete is reported,
-    not raised."""
-    steps = sorted(committed_steps(root), reverse=True)
-    for _, path in steps[keep_last:]:
+    """Remove committed checkpoints older than ``keep`` (the one just saved) beyond the newest ``keep_last`` in
+    all; never ``keep``. Only our own ``step-<N>`` names directly under ``root`` are touched (``best`` and
+    ``*.corrupt-<n>`` never), and of those only checkpoints whose manifest holds the step their name says. Never
+    removed, and said once: a checkpoint newer than ``keep`` (a run that continued from an older checkpoint must
+    not destroy later work) and a directory that holds another step than its name (a stale copy is not part of
+    this run's sequence). A failed delete is reported, not raised."""
+    kept = named_step(keep)
+    older = []
+    for step, path in committed_steps(root):
         if path == keep:
             continue
+        if not path.is_symlink() and _manifest_step(path) != step:
+            _say_once(path, f"norton: warning: keeping {path.name} out of retention: its manifest does not hold "
+                            f"step {step}", log)
+        elif kept is not None and step > kept:
+            _say_once(path, f"norton: warning: keeping {path.name}: it is newer than {keep.name}, the checkpoint "
+                            "just saved; retention never removes a newer checkpoint", log)
+        else:
+            older.append((step, path))
+    for _, path in sorted(older, reverse=True)[max(keep_last - 1, 0):]:
         try:
             # rename first: a kill mid-delete leaves a hidden leftover, never a half-deleted step-<N>
             doomed = root / f".purge-{path.name}-{secrets.token_hex(4)}"
@@ -168,6 +181,26 @@ def purge(root: Path, keep_last: int, keep: Path, log: Any = print) -> None:
             _remove_tree(doomed)
         except OSError as exc:
             log(f"norton: warning: could not remove old checkpoint {path}: {exc}")
+
+
+#: the directories retention has already warned about in this process
+_SAID: set[Path] = set()
+
+
+def _say_once(path: Path, message: str, log: Any) -> None:
+    if path not in _SAID:
+        _SAID.add(path)
+        log(message)
+
+
+def _manifest_step(path: Path) -> Any:
+    """The step a checkpoint's manifest holds, or None when it cannot be read."""
+    try:
+        manifest = json.loads(read_bounded(path / "manifest.json", MAX_MANIFEST_BYTES, "a checkpoint manifest",
+                                           CheckpointError))
+    except (OSError, ValueError, CheckpointError):
+        return None
+    return manifest.get("step") if isinstance(manifest, dict) else None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -290,9 +323,10 @@ class CheckpointInfo:
 def list_checkpoints(root: Path) -> list[CheckpointInfo]:
     """The committed checkpoints in a run's ``checkpoints/`` directory: every ``step-<N>`` oldest first, then
     ``best`` if there is one. Only names and manifests are read (cheap); :func:`read_checkpoint` verifies the
-    content. Invalid ones (no manifest, e.g. set aside as ``*.corrupt-<n>``) are left out."""
+    content. Invalid ones (no manifest, e.g. set aside as ``*.corrupt-<n>``, or a manifest holding another step
+    than the name says) are left out."""
     out: list[CheckpointInfo] = []
-    steps = [(s, p) for s, p in committed_steps(root) if (p / "manifest.json").is_file() and not p.is_symlink()]
+    steps = [(s, p) for s, p in committed_steps(root) if not p.is_symlink() and _manifest_step(p) == s]
     newest = steps[-1][1] if steps else None
     for step, path in steps:
         out.append(CheckpointInfo(path.name, step, path, None, path == newest))
@@ -374,7 +408,61 @@ def read_checkpoint(path: Path, verify: bool = True) -> dict[str, bytes]:
         data = _read_listed(file, meta, manifest.get("step"))
         _check_bytes(file, data, meta, manifest.get("step"), verify)
         out[name] = data
+    check_metadata(path, manifest, out)
     return out
+
+
+#: ``state.json`` counters that are non-negative integers
+_COUNTERS = ("step", "epoch", "cursor", "consecutive_skips", "skipped_steps", "metrics_offset")
+
+
+def non_negative_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def named_step(path: Path) -> int | None:
+    """The step a checkpoint directory's name says it holds (``step-<N>``, or a hidden copy of one left by an
+    interrupted save); None for ``best`` and other names."""
+    match = STEP_DIR.match(path.name)
+    if match:
+        return int(match.group(1))
+    leftover = _LEFTOVER.match(path.name)
+    match = STEP_DIR.match(leftover.group(2)) if leftover else None
+    return int(match.group(1)) if match else None
+
+
+def check_metadata(path: Path, manifest: Mapping[str, Any], files: Mapping[str, bytes]) -> None:
+    """The step a checkpoint holds is said three times: by its directory's name, its manifest and its
+    ``state.json``. All must agree (a copy under another name, ``cp -r step-6 step-100``, does not), and the
+    counters of ``state.json`` must be non-negative integers with ``epoch >= 1``. Raises CheckpointError with the
+    first disagreement; a checkpoint without ``state.json`` (weights only) is checked by name and manifest alone."""
+    step = manifest.get("step")
+    if not non_negative_int(step):
+        raise CheckpointError(f"{path / 'manifest.json'}: step {step!r} is not a non-negative integer")
+    named = named_step(path)
+    if named is not None and named != step:
+        raise CheckpointError(f"{path}: its name says step {named} but its manifest holds step {step} (a copy of "
+                              f"another checkpoint under a new name?)")
+    if "state.json" not in files:
+        return
+    state_file = path / "state.json"
+    try:
+        state = json.loads(files["state.json"])
+    except ValueError as exc:
+        raise CheckpointError(f"{state_file}: not JSON ({exc})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{state_file}: expected a JSON object, got {type(state).__name__}")
+    for key in _COUNTERS:
+        if key in state and not non_negative_int(state[key]):
+            raise CheckpointError(f"{state_file}: {key} {state[key]!r} is not a non-negative integer")
+    if state.get("step") != step:
+        raise CheckpointError(f"{state_file}: holds step {state.get('step', '(none)')} but its manifest says step "
+                              f"{step}")
+    if state.get("epoch", 1) < 1:
+        raise CheckpointError(f"{state_file}: epoch 0; epochs count from 1")
+    validated = state.get("validated_step", -1)
+    if not isinstance(validated, int) or isinstance(validated, bool) or not -1 <= validated <= step:
+        raise CheckpointError(f"{state_file}: validated_step {validated!r} is not a step from -1 to {step}")
 
 
 def read_checkpoint_file(file: Path) -> bytes:
@@ -391,10 +479,12 @@ def read_checkpoint_file(file: Path) -> bytes:
     return data
 
 
-def find_latest(root: Path, log: Any = print, set_aside: bool = False) -> tuple[Path, dict[str, bytes]] | None:
+def find_latest(root: Path, log: Any = print, set_aside: bool = False,
+                check: Callable[[Path, dict[str, bytes]], None] | None = None) -> tuple[Path, dict[str, bytes]] | None:
     """The newest complete checkpoint (by step; ``latest`` only breaks no ties: a kill between a rename and the
-    pointer update leaves it one behind). Invalid ones are reported and skipped; with ``set_aside`` (the run's own
-    resume) they are moved aside as ``step-<N>.corrupt-<n>`` so that a later save of that step cannot overwrite
+    pointer update leaves it one behind). Invalid ones (see :func:`read_checkpoint` and :func:`check_metadata`;
+    ``check`` may refuse more, raising CheckpointError) are reported and skipped; with ``set_aside`` (the run's
+    own resume) they are moved aside as ``step-<N>.corrupt-<n>`` so that a later save of that step cannot overwrite
     the evidence, and norton never deletes them."""
     pointer = read_latest(root)
     if pointer is None and (root / "latest").is_file():
@@ -403,6 +493,8 @@ def find_latest(root: Path, log: Any = print, set_aside: bool = False) -> tuple[
     for _, path in reversed(committed_steps(root)):
         try:
             files = read_checkpoint(path)
+            if check is not None:
+                check(path, files)
         except CheckpointError as exc:
             log(f"norton: warning: skipping checkpoint {path.name}: {exc}")
             if set_aside and not path.is_symlink():

@@ -7,11 +7,12 @@ sample does not depend on which worker drew it, on the batch it landed in, or on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,10 +158,32 @@ class _Loader:
         return len(self.loader)
 
     def __iter__(self) -> Any:
-        for batch in self.loader:
+        with workers_born_deaf_to_sigterm():
+            batches = iter(self.loader)  # forks the workers
+        for batch in batches:
             if WORKER_ERROR in batch:
                 raise DataError(batch[WORKER_ERROR])
             yield batch
+
+
+@contextlib.contextmanager
+def workers_born_deaf_to_sigterm() -> Iterator[None]:
+    """SIGTERM blocked in the calling thread while it forks DataLoader workers, then its mask restored.
+
+    A forked child starts with the forking thread's signal mask, and every thread the child creates inherits the
+    mask of its creator: so each thread of a worker, including those born before ``worker_init_fn`` runs (torch's
+    and its libraries' own), starts with SIGTERM blocked, and a scheduler's SIGTERM to the job's process group
+    stays pending in the worker until its ``norton-sigterm`` thread (:func:`ignore_sigterm`) takes and ignores it.
+    The main process is not deaf: a SIGTERM that arrives inside this window is delivered when the mask is
+    restored, and its other threads never had it blocked."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def ignore_sigterm(worker_id: int) -> None:
@@ -176,7 +199,9 @@ def ignore_sigterm(worker_id: int) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         return
     parent = os.getppid()
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # inherited by the thread below
+    # already blocked since the fork (workers_born_deaf_to_sigterm); blocked again for workers started some other
+    # way. Inherited by the thread below, which is then the only one that takes the signal.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
     def wait() -> None:
         while True:

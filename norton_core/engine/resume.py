@@ -41,7 +41,7 @@ def open_run_dir(run_dir: Path, ckpt_root: Path, resume: bool, overwrite: bool, 
                     ckpt._remove_tree(run_dir / item)
             log(f"norton: --overwrite: removed the previous run in {run_dir}")
         elif existing:
-            found = ckpt.find_latest(ckpt_root, log, set_aside=resume)
+            found = ckpt.find_latest(ckpt_root, log, set_aside=resume, check=in_range(train))
             # a complete run is reported, not refused: the same command can be run twice (both stages of a demo)
             if not resume and not (found is not None and _complete(found, train)):
                 raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
@@ -60,6 +60,59 @@ def open_run_dir(run_dir: Path, ckpt_root: Path, resume: bool, overwrite: bool, 
         return found
     path = ckpt_root / name.decode()
     return path, ckpt.read_checkpoint(path)
+
+
+def _bounds(train: Any, meta: dict[str, Any]) -> tuple[int, int]:
+    """(epochs, max_steps) a checkpoint of this run may have reached: the larger of the current recipe's and the
+    recipe the checkpoint was written with (a change of either needs ``--allow-recipe-change``, checked on
+    restore). ``max_steps`` 0: no step limit but the epochs'."""
+    own = meta.get("recipe", {}).get("train", {}) if isinstance(meta.get("recipe"), dict) else {}
+    own = own if isinstance(own, dict) else {}
+    epochs = [int(v) for v in (getattr(train, "epochs", None), own.get("epochs")) if ckpt.non_negative_int(v)]
+    limits = [int(v) for v in (getattr(train, "max_steps", None), own.get("max_steps")) if ckpt.non_negative_int(v)]
+    return max(epochs, default=0), (0 if 0 in limits or not limits else max(limits))
+
+
+def in_range(train: Any) -> Callable[[Path, dict[str, bytes]], None] | None:
+    """The resume's check of a checkpoint found by :func:`checkpoint.find_latest` against ``train`` (the recipe's
+    ``[train]``): its epoch is at most one past the last epoch (the next one, once the last has ended) and its
+    step at most ``max_steps``; otherwise it is invalid, and the resume falls back to an older checkpoint. (A run
+    bounded by epochs alone has its step checked against its epochs' steps on restore, once the data is known.)"""
+    if train is None:
+        return None
+
+    def check(path: Path, files: dict[str, bytes]) -> None:
+        if "state.json" not in files:
+            raise CheckpointError(f"{path}: no state.json (a weights-only checkpoint cannot be resumed)")
+        meta = json.loads(files["state.json"])  # its counters were checked by read_checkpoint
+        if "epoch" not in meta:
+            raise CheckpointError(f"{path / 'state.json'}: no epoch")
+        epochs, max_steps = _bounds(train, meta)
+        if meta["epoch"] > epochs + 1:
+            raise CheckpointError(f"{path / 'state.json'}: epoch {meta['epoch']} is beyond this run's {epochs} "
+                                  "epochs")
+        if max_steps and meta["step"] > max_steps:
+            raise CheckpointError(f"{path / 'state.json'}: step {meta['step']} is beyond this run's train.max_steps "
+                                  f"= {max_steps}")
+
+    return check
+
+
+def check_planned_steps(run: Run, path: Path, meta: dict[str, Any], batches: np.ndarray | None) -> None:
+    """On restore, with the data known: the checkpoint's step is within the steps this run takes (its epochs'
+    steps, cut at ``max_steps``; an epoch's steps as the data gives them or as the checkpoint's own batch plan
+    does, whichever is more)."""
+    from norton_core.engine.progress import planned_steps, steps_per_epoch
+
+    epochs, max_steps = _bounds(run.tcfg, meta)
+    per_epoch = steps_per_epoch(len(run.videos), run.tcfg.videos_per_batch, run.per_step)
+    if batches is not None:
+        per_epoch = max(per_epoch, len(batches) // run.per_step)
+    total = planned_steps({"epochs": epochs, "max_steps": max_steps}, per_epoch)
+    if meta["step"] > total:
+        raise CheckpointError(f"{path / 'state.json'}: step {meta['step']} is beyond the {total} steps this run takes "
+                              f"({epochs} epochs x {per_epoch} steps); it is not a checkpoint of this run: move "
+                              f"{path.name} out of {path.parent} and resume again")
 
 
 def _complete(found: tuple[Path, dict[str, bytes]], train: Any) -> bool:
@@ -146,6 +199,7 @@ def restore_state(run: Run, found: tuple[Path, dict[str, bytes]]) -> TrainState:
     set_torch_rng_state({k: torch.frombuffer(bytearray(base64.b64decode(v)), dtype=torch.uint8)
                          for k, v in rng["torch"].items()}, dist.device)
     batches = state_files.load_npy(files["batches.npy"]) if meta.get("has_batches") else None
+    check_planned_steps(run, path, meta, batches)
     state = TrainState.from_json(meta, batches)
     if changes:
         state.recipe_changes = [*state.recipe_changes, {"step": state.step, "changes": changes}]

@@ -6,6 +6,6 @@ nothing here imports torch, so listing runs is instant.
 
 from __future__ import annotations
 
-from norton_core.runs.read import MAIN_METRICS, RunSummary, column_labels, final_evaluation, find_runs, read_run
+from norton_core.runs.read import MAIN_METRICS, RunSummary, UnreadableRun, column_labels, final_evaluation, find_runs, read_run
 
-__all__ = ["MAIN_METRICS", "RunSummary", "column_labels", "find_runs", "final_evaluation", "read_run"]
+__all__ = ["MAIN_METRICS", "RunSummary", "UnreadableRun", "column_labels", "find_runs", "final_evaluation", "read_run"]

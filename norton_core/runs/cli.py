@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from norton_core.runs.read import MAIN_METRICS, RunSummary, final_evaluation, find_runs, read_run
+from norton_core.runs.read import MAIN_METRICS, RunSummary, UnreadableRun, final_evaluation, find_runs, read_run
 from norton_core.runs.tables import cell, render, setting
 
 
@@ -37,19 +37,26 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    runs = find_runs(args.dir)
-    if not runs:
+    found = find_runs(args.dir)
+    if not found:
         print(f"norton: no runs in {args.dir}")
         return 0
+    runs = [r for r in found if isinstance(r, RunSummary)]
     metrics = [m for m in MAIN_METRICS if any(m in final_evaluation(r)[1] for r in runs)]
     headers = ["run", "state", "step", "epoch", "last loss", "evaluated", *metrics]
     rows = []
-    for run in runs:
+    for run in found:
+        if isinstance(run, UnreadableRun):  # listed in its place; why is said under the table
+            rows.append([run.name, "unreadable", *("-" * (len(headers) - 2))])
+            continue
         total = total_steps(run)
         label, results = final_evaluation(run)
         rows.append([run.name, run.state, f"{run.step}/{total}" if total else str(run.step), str(min(run.epoch, _epochs(run))),
                      cell(run.last_loss, 4), label or "-", *(cell(results.get(m)) for m in metrics)])
     print(render(headers, rows, args.markdown))
+    for run in found:
+        if isinstance(run, UnreadableRun):
+            print(f"{run.name}: unreadable: {run.reason}")
     return 0
 
 
@@ -121,8 +128,9 @@ def unique_names(runs: list[RunSummary]) -> list[str]:
 
 def total_steps(run: RunSummary) -> int:
     """Steps the whole run takes, as its last start said (0 for a run that has not started training)."""
-    starts = [e for e in run.events if e.get("event") == "start" and "total_steps" in e]
-    return int(starts[-1]["total_steps"]) if starts else 0
+    starts = [e["total_steps"] for e in run.events if e.get("event") == "start"
+              and isinstance(e.get("total_steps"), int) and not isinstance(e["total_steps"], bool)]
+    return max(int(starts[-1]), 0) if starts else 0
 
 
 def _epochs(run: RunSummary) -> int:

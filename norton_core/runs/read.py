@@ -48,35 +48,60 @@ class RunSummary:
         return None
 
 
+@attrs.frozen
+class UnreadableRun:
+    """A run directory :func:`find_runs` could not read: ``reason`` is the one-line error (which file, what is
+    wrong)."""
+
+    path: Path
+    name: str
+    reason: str
+
+
 def read_run(path: str | Path) -> RunSummary:
-    """Read a run directory (one holding ``recipe.json``); a clear error for anything else."""
+    """Read a run directory (one holding ``recipe.json``); a one-line CheckpointError for anything else, naming
+    the file and what is wrong with it."""
     path = Path(path)
     recipe_file = path / "recipe.json"
     if not recipe_file.is_file():
         raise CheckpointError(f"{path}: not a run directory (no recipe.json); runs live in <run.output_dir>/<run.name>")
     recipe = _json(recipe_file)
+    run_table, train = _table(recipe, "run", recipe_file), _table(recipe, "train", recipe_file)
     records = list(_records(path / "metrics.jsonl"))
-    steps = [r for r in records if "event" not in r and "step" in r]
+    steps = [r for r in records if "event" not in r and _count(r.get("step"))]
     events = [r for r in records if "event" in r]
-    evaluation = _json(path / "eval.json") if (path / "eval.json").is_file() else {}
+    evaluation = _evaluation(path / "eval.json") if (path / "eval.json").is_file() else {}
     checkpoint, state = _latest_state(path / "checkpoints")
-    step = int(state.get("step", steps[-1]["step"] if steps else 0))
-    epoch = int(state.get("epoch", 1))
-    train = recipe.get("train", {})
-    finished = bool(state) and (epoch > int(train.get("epochs", 0)) or
-                                (int(train.get("max_steps", 0)) > 0 and step >= int(train["max_steps"])))
+    where = checkpoint / "state.json" if checkpoint is not None else None
+    step = _number(state, "step", where) if "step" in state else steps[-1]["step"] if steps else 0
+    epoch = _number(state, "epoch", where) if "epoch" in state else 1
+    epochs = _number(train, "epochs", recipe_file) if "epochs" in train else 0
+    max_steps = _number(train, "max_steps", recipe_file) if "max_steps" in train else 0
+    finished = bool(state) and (epoch > epochs or (max_steps > 0 and step >= max_steps))
     run_state = "running" if _locked(path / ".lock") else "complete" if finished else "interrupted"
-    return RunSummary(path=path, name=recipe.get("run", {}).get("name", path.name), state=run_state, step=step,
+    name = run_table.get("name", path.name)
+    return RunSummary(path=path, name=name if isinstance(name, str) else path.name, state=run_state, step=step,
                       epoch=epoch, recipe=recipe, steps=steps, events=events, evaluation=evaluation,
                       checkpoint=checkpoint)
 
 
-def find_runs(root: str | Path) -> list[RunSummary]:
-    """Every run directory directly under ``root`` (``runs/`` by default), by name."""
+def find_runs(root: str | Path) -> list[RunSummary | UnreadableRun]:
+    """Every run directory directly under ``root`` (``runs/`` by default), by name. A run that cannot be read is
+    an :class:`UnreadableRun` saying why, in its place: one bad run does not hide the others."""
     root = Path(root)
     if not root.is_dir():
         raise CheckpointError(f"{root}: no such directory (runs are written to <run.output_dir>, default runs/)")
-    return [read_run(p) for p in sorted(root.iterdir()) if (p / "recipe.json").is_file()]
+    out: list[RunSummary | UnreadableRun] = []
+    for path in sorted(root.iterdir()):
+        if not (path / "recipe.json").is_file():
+            continue
+        try:
+            out.append(read_run(path))
+        except CheckpointError as exc:
+            out.append(UnreadableRun(path, path.name, str(exc)))
+        except OSError as exc:  # a directory or file we may not read
+            out.append(UnreadableRun(path, path.name, f"{exc.filename or path}: unreadable ({exc.strerror or exc})"))
+    return out
 
 
 def final_evaluation(run: RunSummary) -> tuple[str, dict[str, float]]:
@@ -114,10 +139,37 @@ def column_labels(evaluation: dict[str, Any], run_name: str, initialised: bool) 
 def _json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
         raise CheckpointError(f"{path}: unreadable ({exc})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(table: dict[str, Any], key: str, where: Path | None) -> int:
+    """``table[key]`` as a non-negative integer, or a one-line error naming the file it came from."""
+    if not _count(table[key]):
+        raise CheckpointError(f"{where}: {key} {table[key]!r} is not a non-negative integer")
+    return int(table[key])
+
+
+def _table(recipe: dict[str, Any], name: str, where: Path) -> dict[str, Any]:
+    table = recipe.get(name, {})
+    if not isinstance(table, dict):
+        raise CheckpointError(f"{where}: [{name}] is {type(table).__name__}, expected a table")
+    return table
+
+
+def _evaluation(path: Path) -> dict[str, dict[str, float]]:
+    """``eval.json``: ``{label: {"task/metric": value}}``."""
+    data = _json(path)
+    for label, results in data.items():
+        if not isinstance(results, dict):
+            raise CheckpointError(f"{path}: {label!r} is {type(results).__name__}, expected a table of metrics")
     return data
 
 
@@ -126,7 +178,10 @@ def _records(path: Path) -> Iterator[dict[str, Any]]:
     is an error naming it."""
     if not path.is_file():
         return
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc})") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -142,10 +197,15 @@ def _records(path: Path) -> Iterator[dict[str, Any]]:
 
 def _latest_state(root: Path) -> tuple[Path | None, dict[str, Any]]:
     """``state.json`` of the checkpoint ``latest`` names (step, epoch, cursor); nothing when there is none yet."""
+    from norton_core.engine.checkpoint import read_latest, read_pointer
+
     latest = root / "latest"
     if not latest.is_file():
         return None, {}
-    checkpoint = root / latest.read_text(encoding="utf-8").strip()
+    name = read_latest(root)
+    if name is None:
+        raise CheckpointError(f"{latest}: does not name a checkpoint ({read_pointer(latest)[:40]!r})")
+    checkpoint = root / name
     state_file = checkpoint / "state.json"
     if not state_file.is_file():
         raise CheckpointError(f"{latest}: names {checkpoint.name!r}, which has no state.json")

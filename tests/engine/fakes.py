@@ -252,11 +252,14 @@ def build_recipe(raw: dict[str, Any], plugins: Any) -> Any:
 
 def main(argv: list[str]) -> int:
     """Subprocess driver: ``python tests/engine/fakes.py RECIPE.json [--resume] [--allow k1,k2]``. Under torchrun,
-    ``NORTON_FAULT_RANK=r`` keeps ``NORTON_FAULT`` for rank r only."""
+    ``NORTON_FAULT_RANK=r`` keeps ``NORTON_FAULT`` for rank r only. ``NORTON_TEST_THREAD_AT_FORK=1`` starts an idle
+    thread in every forked child (see :func:`thread_at_fork`)."""
     import os
 
     from norton_core.engine import train
 
+    if os.environ.get("NORTON_TEST_THREAD_AT_FORK") == "1":
+        os.register_at_fork(after_in_child=thread_at_fork)
     if os.environ.get("NORTON_FAULT_RANK", os.environ.get("RANK")) != os.environ.get("RANK"):
         os.environ.pop("NORTON_FAULT", None)  # faults for one rank of a torchrun world only
     install_fake_store()
@@ -276,6 +279,16 @@ def main(argv: list[str]) -> int:
         return 2
     print(f"RESULT step={result.step} complete={result.complete}")
     return 0
+
+
+def thread_at_fork() -> None:
+    """An idle thread started in a forked child before anything else runs there: what the thread pools some hosts'
+    torch builds start in a DataLoader worker before ``worker_init_fn`` do. Such a thread has the signal mask of the
+    thread that forked, so a process-directed SIGTERM may be handed to it."""
+    import threading
+    import time
+
+    threading.Thread(target=time.sleep, args=(3600,), name="born-at-fork", daemon=True).start()
 
 
 if __name__ == "__main__":

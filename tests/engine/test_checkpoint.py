@@ -4,6 +4,7 @@ superseded, prefers the newest complete checkpoint, and sets invalid ones aside 
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -362,7 +363,8 @@ def test_disk_full_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypat
     from norton_core.errors import CheckpointError
 
     root = tmp_path / "checkpoints"
-    ckpt.save_checkpoint(root, 1, {"model.safetensors": b"a" * 10, "state.json": b"{}"}, keep_last=1, log=lambda m: None)
+    ckpt.save_checkpoint(root, 1, {"model.safetensors": b"a" * 10, "state.json": b'{"step": 1}'}, keep_last=1,
+                         log=lambda m: None)
     real = ckpt.write_durable
 
     def full_disk(path, data):
@@ -372,7 +374,7 @@ def test_disk_full_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypat
 
     monkeypatch.setattr(ckpt, "write_durable", full_disk)
     with pytest.raises(CheckpointError, match=r"ENOSPC .*state\.json.*\(step-1\) is intact"):
-        ckpt.save_checkpoint(root, 2, {"model.safetensors": b"b" * 10, "state.json": b"{}"}, keep_last=1,
+        ckpt.save_checkpoint(root, 2, {"model.safetensors": b"b" * 10, "state.json": b'{"step": 2}'}, keep_last=1,
                              log=lambda m: None)
     assert (root / "latest").read_text().strip() == "step-1"
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step-1"]
@@ -421,3 +423,71 @@ def test_a_fifo_as_latest_or_manifest_is_not_waited_on(tmp_path):
     os.mkfifo(path / "manifest.json")
     with pytest.raises(CheckpointError, match=r"manifest\.json: is a FIFO"):
         ckpt.read_checkpoint(path)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the step a checkpoint holds: its name, its manifest and its state.json agree (issue 26 #4, #5)
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def rehash(path, name: str, data: bytes) -> None:
+    """Replace one file of a committed checkpoint and update its manifest to match: damage no hash detects."""
+    (path / name).write_bytes(data)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(("state", "reason"), [
+    ({"step": -5, "epoch": 2}, r"step -5 is not a non-negative integer"),
+    ({"step": 10**30, "epoch": 2}, r"holds step 10{30} but its manifest says step 6"),
+    ({"step": "6", "epoch": 2}, r"step '6' is not a non-negative integer"),
+    ({"step": 6, "epoch": 0}, r"epoch 0; epochs count from 1"),
+    ({"step": 6, "epoch": 2.5}, r"epoch 2.5 is not a non-negative integer"),
+    ({"step": 6, "epoch": 2, "cursor": -1}, r"cursor -1 is not a non-negative integer"),
+    ({"step": 6, "epoch": 2, "validated_step": 7}, r"validated_step 7 is not a step from -1 to 6"),
+    ({"epoch": 2}, r"holds step \(none\) but its manifest says step 6"),
+])
+def test_a_state_json_that_disagrees_or_is_out_of_range_is_invalid(tmp_path, state, reason):
+    root = tmp_path / "checkpoints"
+    path = ckpt.save_checkpoint(root, 6, _files(6), keep_last=2, log=lambda m: None)
+    rehash(path, "state.json", json.dumps(state).encode())
+    with pytest.raises(CheckpointError, match=rf"^{path / 'state.json'}: {reason}"):
+        ckpt.read_checkpoint(path)
+
+
+def test_a_copy_under_a_higher_name_is_invalid_and_never_the_newest(tmp_path):
+    """``cp -r step-6 step-100``: its manifest and state.json hold step 6. The resume's search skips it (moving it
+    aside, never deleting it) and finds the real newest, step-10; listings leave it out."""
+    import shutil
+
+    root = tmp_path / "checkpoints"
+    for step in (6, 8, 10):
+        ckpt.save_checkpoint(root, step, _files(step), keep_last=3, log=lambda m: None)
+    shutil.copytree(root / "step-6", root / "step-100")
+    with pytest.raises(CheckpointError, match=r"step-100: its name says step 100 but its manifest holds step 6"):
+        ckpt.read_checkpoint(root / "step-100")
+    assert [c.label for c in ckpt.list_checkpoints(root)] == ["step-6", "step-8", "step-10"]
+    messages: list[str] = []
+    path, files = ckpt.find_latest(root, log=messages.append, set_aside=True)
+    assert path.name == "step-10" and json.loads(files["state.json"])["step"] == 10
+    assert any("skipping checkpoint step-100: " in m for m in messages)
+    assert (root / "step-100.corrupt-1" / "manifest.json").is_file() and not (root / "step-100").exists()
+
+
+def test_retention_never_removes_a_newer_checkpoint_nor_a_stale_copy(tmp_path):
+    """A run that continued from step-6 while step-8 and step-10 exist: saving step-7 with keep_last = 1 keeps
+    them (and says so once); a stale ``step-100`` (a copy of step-6) is neither counted nor deleted."""
+    import shutil
+
+    root = tmp_path / "checkpoints"
+    for step in (4, 6, 8, 10):
+        ckpt.save_checkpoint(root, step, _files(step), keep_last=5, log=lambda m: None)
+    shutil.copytree(root / "step-6", root / "step-100")
+    messages: list[str] = []
+    ckpt.save_checkpoint(root, 7, _files(7), keep_last=2, log=messages.append)
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-10", "step-100", "step-6", "step-7", "step-8"]
+    ckpt.save_checkpoint(root, 9, _files(9), keep_last=2, log=messages.append)
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-10", "step-100", "step-8", "step-9"]
+    assert sum("keeping step-10: it is newer than step-7" in m for m in messages) == 1
+    assert sum("keeping step-100 out of retention" in m for m in messages) == 1

@@ -16,7 +16,7 @@ from tests.engine.fakes import run_fake as _run
 def test_a_non_utf8_latest_pointer_falls_back_to_the_scan(tmp_path):
     root = tmp_path / "checkpoints"
     for step in (1, 2):
-        ckpt.save_checkpoint(root, step, {"state.json": b"{}"}, keep_last=5, log=lambda m: None)
+        ckpt.save_checkpoint(root, step, {"state.json": json.dumps({"step": step}).encode()}, keep_last=5, log=lambda m: None)
     (root / "latest").write_bytes(b"\xff\xfe\x80step-\xc3")
     messages: list[str] = []
     found, _ = ckpt.find_latest(root, log=messages.append)

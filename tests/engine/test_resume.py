@@ -269,3 +269,130 @@ def test_kills_while_best_is_replaced_leave_a_complete_best(tmp_path, window_ref
     _assert_same_end(window_reference, root)
     _assert_best_equal(window_reference, root)
     assert json.loads((root / "best" / "selection.json").read_text())["step"] == 15
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# checkpoint metadata on resume (issue 26 #4, #5): in-process, with a kill at a step simulated by an exception
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL after an optimizer step (nothing after it runs, not even ``except Exception``)."""
+
+
+def _run_until(tmp: Path, plugins, monkeypatch, steps: int, resume: bool = False, **tables: dict) -> Path:  # noqa: ANN001
+    """Train the fake run (15 steps over 3 epochs, a checkpoint every 2 steps and at each epoch's end) and kill it
+    after ``steps`` more optimizer steps; returns its checkpoints directory."""
+    import norton_core.engine.loop as loop
+    from tests.engine.fakes import run_fake
+
+    real, taken = loop.fault_point, {"n": 0}
+
+    def fault(name: str) -> None:
+        if name == "step":
+            taken["n"] += 1
+            if taken["n"] == steps:
+                raise _Killed(name)
+        real(name)
+
+    monkeypatch.setattr(loop, "fault_point", fault)
+    try:
+        with pytest.raises(_Killed):
+            run_fake(tmp, plugins, resume=resume, **tables)
+    finally:
+        monkeypatch.setattr(loop, "fault_point", real)
+    return tmp / "runs" / "fake" / "checkpoints"
+
+
+def _resume(tmp: Path, plugins, **tables: dict):  # noqa: ANN001, ANN202
+    from tests.engine.fakes import run_fake
+
+    return run_fake(tmp, plugins, resume=True, **tables)
+
+
+def _restep(path: Path, step: int) -> None:
+    """Make a copied checkpoint say ``step`` everywhere: state.json (re-hashed) and the manifest."""
+    from tests.engine.test_checkpoint import rehash
+
+    rehash(path, "state.json", json.dumps({**json.loads((path / "state.json").read_text()), "step": step}).encode())
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**manifest, "step": step}))
+
+
+def _names(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir())
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"step": 10**30}, "holds step 1000000000000000000000000000000 but its manifest says step 10"),
+    ({"epoch": 10**9}, "epoch 1000000000 is beyond this run's 3 epochs"),
+    ({"step": -5}, "step -5 is not a non-negative integer"),
+])
+def test_a_re_hashed_state_json_out_of_range_falls_back_to_the_previous_checkpoint(tmp_path, plugins, monkeypatch,
+                                                                                    capsys, change, reason):
+    """step 10^30 or epoch 10^9 made --resume report the run complete; step -5 trained extra steps into step--2/.
+    Now the checkpoint is invalid with its reason, set aside, and the resume continues from step-8."""
+    from tests.engine.test_checkpoint import rehash
+
+    tables = {"train": {"keep_last": 3}}
+    root = _run_until(tmp_path, plugins, monkeypatch, 11, **tables)
+    assert _names(root) == ["latest", "step-10", "step-6", "step-8"]
+    meta = json.loads((root / "step-10" / "state.json").read_text())
+    rehash(root / "step-10", "state.json", json.dumps({**meta, **change}).encode())
+    capsys.readouterr()
+    result = _resume(tmp_path, plugins, **tables)
+    out = capsys.readouterr().out
+    assert f"skipping checkpoint step-10: {root / 'step-10' / 'state.json'}: {reason}" in out
+    assert "resumed at step 8, epoch 2" in out
+    assert result.resumed_from.name == "step-8" and result.complete and result.step == 15
+    assert _names(root) == ["latest", "step-10.corrupt-1", "step-12", "step-14", "step-15"]
+    assert json.loads(ckpt.read_checkpoint(root / "step-15")["state.json"])["step"] == 15
+
+
+def test_a_checkpoint_beyond_max_steps_is_invalid(tmp_path, plugins, monkeypatch, capsys):
+    """A directory, manifest and state.json that agree on a step beyond train.max_steps: not this run's."""
+    import shutil
+
+    tables = {"train": {"max_steps": 12}}
+    root = _run_until(tmp_path, plugins, monkeypatch, 7, **tables)
+    shutil.copytree(root / "step-6", root / "step-40")
+    _restep(root / "step-40", 40)
+    result = _resume(tmp_path, plugins, **tables)
+    assert "step-40/state.json: step 40 is beyond this run's train.max_steps = 12" in capsys.readouterr().out
+    assert result.resumed_from.name == "step-6" and result.step == 12 and result.complete
+    assert (root / "step-40.corrupt-1").is_dir()
+
+
+def test_a_checkpoint_beyond_the_epochs_steps_is_refused_naming_it(tmp_path, plugins, monkeypatch):
+    """Without max_steps, a step beyond the epochs' steps (3 x 5 here) is found once the data is known."""
+    import shutil
+
+    from norton_core.errors import CheckpointError
+
+    root = _run_until(tmp_path, plugins, monkeypatch, 7)
+    shutil.copytree(root / "step-6", root / "step-40")
+    _restep(root / "step-40", 40)
+    with pytest.raises(CheckpointError, match=r"step-40/state.json: step 40 is beyond the 15 steps this run takes "
+                                              r"\(3 epochs x 5 steps\).*move step-40 out of"):
+        _resume(tmp_path, plugins)
+
+
+def test_a_stale_higher_numbered_copy_never_wins_and_retention_keeps_newer_work(tmp_path, plugins, monkeypatch,
+                                                                                 capsys):
+    """The issue's sequence: killed at step 11 (step-6, step-8, step-10 kept), ``cp -r step-6 step-100``,
+    --resume. It resumed at step 6 and retention deleted step-8 and step-10; now it resumes at step 10, the copy
+    is set aside (never deleted), and the next resume does not roll back either."""
+    import shutil
+
+    tables = {"train": {"keep_last": 3}}
+    root = _run_until(tmp_path, plugins, monkeypatch, 11, **tables)
+    shutil.copytree(root / "step-6", root / "step-100")
+    capsys.readouterr()
+    _run_until(tmp_path, plugins, monkeypatch, 3, resume=True, **tables)  # killed again after step 13
+    out = capsys.readouterr().out
+    assert "skipping checkpoint step-100: " in out and "its name says step 100 but its manifest holds step 6" in out
+    assert "resumed at step 10" in out
+    assert _names(root) == ["latest", "step-10", "step-100.corrupt-1", "step-12", "step-8"]
+    result = _resume(tmp_path, plugins, **tables)
+    assert result.resumed_from.name == "step-12" and result.complete and result.step == 15
+    assert _names(root) == ["latest", "step-100.corrupt-1", "step-12", "step-14", "step-15"]

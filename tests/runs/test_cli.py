@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,43 @@ def test_a_run_started_from_weights_does_not_call_its_start_untrained():
 
     assert list(column_labels({"before": {}, "after": {}}, "ft", initialised=True)) == ["before ft", "after ft"]
     assert list(column_labels({"before": {}, "after": {}}, "ft", initialised=False)) == ["untrained", "after ft"]
+
+
+@pytest.mark.parametrize(("damage", "reason"), [
+    (lambda run: (run / "eval.json").write_text('{"after": {"youcook2_clip/R@1": 1'), r"eval\.json: unreadable"),
+    (lambda run: (run / "eval.json").write_bytes(b"\xff\xfe{}"), r"eval\.json: unreadable"),
+    (lambda run: (run / "eval.json").write_text('{"after": 5}'), r"eval\.json: 'after' is int, expected a table"),
+    (lambda run: (run / "checkpoints" / "step-5" / "state.json").write_text('{"step": "abc", "epoch": 1}'),
+     r"step-5/state\.json: step 'abc' is not a non-negative integer"),
+    (lambda run: (run / "checkpoints" / "step-5" / "state.json").write_text('{"step": 5, "epoch": -1}'),
+     r"step-5/state\.json: epoch -1 is not a non-negative integer"),
+    (lambda run: (run / "checkpoints" / "latest").write_text("../../../etc\n"),
+     r"checkpoints/latest: does not name a checkpoint \('\.\./\.\./\.\./etc'\)"),
+    (lambda run: (run / "recipe.json").write_text('{"train": {"epochs": "two"}}'),
+     r"recipe\.json: epochs 'two' is not a non-negative integer"),
+    (lambda run: (run / "metrics.jsonl").write_bytes(b'{"step": 1}\n\xff\n{"step": 2}\n'),
+     r"metrics\.jsonl: unreadable"),
+    (lambda run: (run / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n'),
+     r"metrics\.jsonl:2: not a JSON record"),
+])
+def test_runs_lists_every_run_when_one_is_unreadable(two_runs, capsys, damage, reason):
+    """Issue 26 #8: an unreadable eval.json failed the listing of every run, ``step: "abc"`` gave a traceback.
+    The damaged run (beta) is one line saying what is wrong; the others are listed as before."""
+    root, a, b = two_runs
+    damage(b)
+    assert main(["runs", str(root)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in out[2:4]}
+    assert rows["alpha"][:5] == ["alpha", "complete", "8/8", "2", "0.6250"]
+    assert rows["beta"][:2] == ["beta", "unreadable"]
+    assert len(out) == 5 and re.match(rf"^beta: unreadable: {re.escape(str(b))}/.*{reason}", out[4]), out[4]
+
+
+def test_runs_shows_a_start_record_with_a_bad_total_as_an_unknown_total(two_runs, capsys):
+    """A ``total_steps`` that is not a number in metrics.jsonl (a hand-edited log) leaves the total out."""
+    root, a, b = two_runs
+    with open(b / "metrics.jsonl", "a") as fh:
+        fh.write('{"event": "start", "step": 5, "total_steps": "many"}\n')
+    assert main(["runs", str(root)]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["beta"][:3] == ["beta", "interrupted", "5/8"] and rows["alpha"][:3] == ["alpha", "complete", "8/8"]
