@@ -1,4 +1,5 @@
-"""Probes: hostile and oversized inputs, each in a subprocess under a timeout and an address-space cap.
+"""Probes: hostile and oversized inputs and damaged run state, each in a subprocess under a timeout and an
+address-space cap (preemption has its own probe, ``benchmarks/preempt_probe.py``).
 
 Run: ``python benchmarks/input_probes.py [--trials 3] [--timeout 120] [--mem-gb 8] [--only NAME,...] [--json]``
 
@@ -9,7 +10,9 @@ reader that tries to swallow ``/dev/zero`` or a sparse 20 GB file dies alone ins
 
 Each trial is classified as
 
-- ``survived``: a valid input (the controls) did its work (exit 0);
+- ``survived``: a valid input (the controls, and damaged state that must be stepped around: a checkpoint whose
+  metadata lies, a stale copy named higher, one unreadable run among others) did its work (exit 0, and printed
+  what shows it chose right);
 - ``clean error``: exit 2 with ``norton: error:`` lines naming the expected limit or problem, and no traceback;
 - ``traceback``: a Python traceback (a MemoryError under the cap counts as ``lost``);
 - ``silent wrong``: exit 0 where the input should have been refused (or a store that does not verify);
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -60,6 +64,7 @@ class Shared:
 
     export: Path
     raw: Path
+    run: Path
 
 
 @attrs.frozen
@@ -72,6 +77,8 @@ class Case:
     expect: str | None
     #: for cases whose outcome is more than one process's exit (two prepares): classifies the trial itself
     custom: Callable[[Path, Shared, float, int], tuple[str, str]] | None = None
+    #: for a valid input: text its standard output must hold (the right checkpoint chosen, every run listed)
+    shows: str | None = None
 
 
 def cli(*args: str) -> list[str]:
@@ -268,6 +275,47 @@ def _two_prepares(work: Path, shared: Shared, timeout: float, mem: int) -> tuple
     return "clean error", _first_error(refused[0])
 
 
+def _checkpoints(work: Path, steps: list[int], state: dict[int, dict[str, object]] | None = None) -> Path:
+    from norton_core.engine import checkpoint as ckpt
+
+    root = work / "checkpoints"
+    for step in steps:
+        meta = (state or {}).get(step, {"step": step, "epoch": 1})
+        files = {"model.safetensors": b"x" * 64, "state.json": json.dumps(meta).encode()}
+        ckpt.save_checkpoint(root, step, files, keep_last=len(steps) + 1, log=lambda *_: None)
+    return root
+
+
+def _resume_choice(root: Path) -> list[str]:
+    return library(f"from norton_core.engine.checkpoint import find_latest\n"
+                   f"found = find_latest(__import__('pathlib').Path({str(root)!r}), set_aside=True)\n"
+                   f"print('resumes from', found[0].name if found else None)")
+
+
+def _state_step_out_of_range(work: Path, shared: Shared) -> list[str]:
+    # a state.json claiming step 10**30 inside a checkpoint whose manifest hashes it (a re-hashed edit)
+    return _resume_choice(_checkpoints(work, [2, 4, 6], {6: {"step": 10**30, "epoch": 10**9}}))
+
+
+def _stale_copy_named_higher(work: Path, shared: Shared) -> list[str]:
+    root = _checkpoints(work, [2, 4, 6, 8, 10])
+    shutil.copytree(root / "step-6", root / "step-100")  # cp -r step-6 step-100
+    return _resume_choice(root)
+
+
+def _one_unreadable_run(work: Path, shared: Shared) -> list[str]:
+    for name in ("good", "broken"):
+        shutil.copytree(shared.run, work / "runs" / name)
+    (work / "runs" / "broken" / "eval.json").write_bytes(b"\xff{not json")
+    return cli("runs", str(work / "runs"))
+
+
+def _study_arm_named_pretrain(work: Path, shared: Shared) -> list[str]:
+    study = work / "s.toml"
+    study.write_text(f'name = "s"\nbase = "{SMOKE}"\nseeds = [0]\n[[arms]]\nname = "pretrain"\n')
+    return cli("study", str(study))
+
+
 CASES = [
     Case("export: tokenizer.json deleted", "3", _export_tokenizer_deleted, "tokenizer.json: missing from the export"),
     Case("export: a weight byte flipped", "3", _export_flipped_byte, "sha256 differs from the export's manifest"),
@@ -294,6 +342,12 @@ CASES = [
     Case("10,000 unknown keys", "10", _unknown_keys, "more unknown keys in this table"),
     Case("recipe: valid (control)", "10", _dry_run_with(), None),
     Case("two prepares into one --out", "7", lambda w, s: [], None, custom=_two_prepares),
+    Case("checkpoint state.json: step 1e30, re-hashed", "4", _state_step_out_of_range, None,
+         shows="resumes from step-4"),
+    Case("checkpoint: cp -r step-6 step-100", "5", _stale_copy_named_higher, None,
+         shows="resumes from step-10"),
+    Case("study: an arm named pretrain", "6", _study_arm_named_pretrain, "'pretrain' is reserved"),
+    Case("norton runs: one run's eval.json unreadable", "8", _one_unreadable_run, None, shows="unreadable"),
 ]
 
 
@@ -329,7 +383,7 @@ def _first_error(err: str) -> str:
     return next((line for line in err.splitlines() if line.startswith("norton: error:")), err.strip()[-200:])
 
 
-def classify(code: int | None, err: str, expect: str | None) -> tuple[str, str]:
+def classify(code: int | None, err: str, expect: str | None, out: str = "", shows: str | None = None) -> tuple[str, str]:
     if code is None:
         return "hang", "timed out"
     if code < 0 or "MemoryError" in err or "Cannot allocate memory" in err:
@@ -337,7 +391,14 @@ def classify(code: int | None, err: str, expect: str | None) -> tuple[str, str]:
     if "Traceback" in err:
         return "traceback", err.strip().splitlines()[-1]
     if expect is None:
-        return ("survived", "exit 0") if code == 0 else ("silent wrong", f"exit {code}: {_first_error(err)}")
+        if code != 0:
+            return "silent wrong", f"exit {code}: {_first_error(err)}"
+        if shows is None:
+            return "survived", "exit 0"
+        shown = [line for line in out.splitlines() if re.search(rf"{re.escape(shows)}\b", line)]
+        if not shown:  # a whole-word match: "step-10" is not "step-100"
+            return "silent wrong", f"exit 0 but the output lacks {shows!r}: {out.strip()[-160:]}"
+        return "survived", f"exit 0: {shown[0].strip()}"
     if code == 0:
         return "silent wrong", "exit 0: the input was accepted"
     first = _first_error(err)
@@ -357,15 +418,15 @@ def run_trial(case: Case, shared: Shared, timeout: float, mem: int) -> tuple[str
             return outcome, note, time.perf_counter() - began, 0.0
         proc = _spawn(case.setup(work, shared), mem)
         try:
-            _, err = proc.communicate(timeout=timeout)
+            out, err = proc.communicate(timeout=timeout)
             code: int | None = proc.returncode
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
-            _, err = proc.communicate()
+            out, err = proc.communicate()
             code = None
     if code is not None and code > 128:  # the wrapper's child died by signal (128 + signal number)
         code = 128 - code
-    outcome, note = classify(code, err, case.expect)
+    outcome, note = classify(code, err, case.expect, out, case.shows)
     return outcome, note, time.perf_counter() - began, _peak_mb(err)
 
 
@@ -386,7 +447,7 @@ def build_shared(root: Path) -> Shared:
              "state.json": json.dumps({"step": 2}).encode()}
     ckpt.save_checkpoint(run / "checkpoints", 2, files, keep_last=2, log=lambda *_: None)
     export_run(run, root / "export", log=lambda *_: None)
-    return Shared(export=root / "export", raw=raw.root)
+    return Shared(export=root / "export", raw=raw.root, run=run)
 
 
 def main() -> int:
