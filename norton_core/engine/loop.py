@@ -499,8 +499,8 @@ def _result(run: Run, last: dict[str, float]) -> RunResult:
     if run.dist.is_main and evaluation and run.recipe.evaluation.tasks:
         print_evaluation(evaluation, run.cfg.name, bool(run.cfg.init_from or run.prior_evaluation),
                          {**run.trained_in, "after": state.precision})
-    if run.state.chance is not None:  # also when a complete run is run again and its table printed again
-        lcfg = run.recipe.logging
+    lcfg = run.recipe.logging
+    if run.state.chance is not None and lcfg.chance_tolerance > 0:  # also when a complete run is run again
         watch = ChanceWatch(lcfg.chance_tolerance, lcfg.chance_share, ChanceCount.from_json(run.state.chance), run.log)
         if watch.ended_at_chance():
             run.log(watch.end_warning(run.cfg.name))

@@ -250,8 +250,9 @@ class Loss(Component):
         ``{"loss": 2 ln B}`` for a symmetric InfoNCE over B pairs.
 
         The engine watches ``"loss"`` against it and says when a run sits at chance (``[logging] chance_tolerance``
-        and ``chance_share``). The default, an empty dict, declares nothing: the run is not watched, and says so
-        once at its start. Terms whose chance value is 0 (nothing to contrast) are left out of any message.
+        and ``chance_share``); the other terms are for the reader. The default, an empty dict, declares nothing
+        (nor does a ``"loss"`` of 0, a batch with nothing to contrast): the run is not watched, and says so once at
+        its start.
         """
         return {}
 
