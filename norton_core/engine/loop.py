@@ -26,11 +26,12 @@ from norton_core._util.faults import fault_point
 from norton_core.engine import checkpoint as ckpt
 from norton_core.engine import distributed, liveness
 from norton_core.engine import loader as dataio
+from norton_core.engine.chance import ChanceCount, ChanceWatch, chance_levels_of
 from norton_core.engine.preempt import Preemption
 from norton_core.engine.progress import Progress, planned_steps, steps_per_epoch
 from norton_core.engine.resume import open_run_dir, save_state
 from norton_core.engine.setup import Run, apply_determinism, assemble, plugin_list, resolve_precision
-from norton_core.engine.state import RunResult
+from norton_core.engine.state import RunResult, with_precision
 from norton_core.engine.validation import validate
 from norton_core.errors import DataError, PluginError, Preempted, RecipeError, TrainingError
 from norton_core.recipe.tables import TrainConfig
@@ -40,7 +41,7 @@ __all__ = ["resolve_precision", "run"]
 
 
 def run(recipe: Any, plugins: Any, *, resume: bool, overwrite: bool, allow_recipe_change: tuple[str, ...],
-        init_from: str, prior_evaluation: dict[str, Any]) -> RunResult:
+        init_from: str, prior_evaluation: dict[str, Any], prior_precision: dict[str, str] | None = None) -> RunResult:
     cfg, tcfg = recipe.run, recipe.train
     dist = distributed.setup(cfg.device)
     log = (lambda m: print(m, flush=True)) if dist.is_main else (lambda m: None)
@@ -68,6 +69,7 @@ def run(recipe: Any, plugins: Any, *, resume: bool, overwrite: bool, allow_recip
                 parts = assemble(recipe, plugins, dist=dist, log=log, preempt=preempt, precision=precision,
                                  run_dir=run_dir, ckpt_root=ckpt_root, found=found, allow=allow_recipe_change,
                                  init_from=init_from, prior_evaluation=prior_evaluation)
+                parts.trained_in.update(prior_precision or {})
                 try:
                     return _train(parts)
                 finally:
@@ -85,6 +87,7 @@ def _train(run: Run) -> RunResult:
             evaluate(run, "after")
         return _result(run, {})
     progress = _start(run)
+    watch = _chance_watch(run)
 
     last_metrics: dict[str, float] = {}
     run.model.train()
@@ -103,7 +106,7 @@ def _train(run: Run) -> RunResult:
             t0 = time.perf_counter()
             # -- 3. forward/backward over grad_accum batches; the terms stay on the device ---------------------------
             try:
-                sums, per_batch, clips = _forward_backward(run, batches)
+                sums, per_batch, sizes = _forward_backward(run, batches)
             except _WorkerLost as exc:  # preempted and a worker died of the signal anyway: still the step boundary
                 save_state(run)
                 raise Preempted(f"SIGTERM: stopped after step {state.step} with its checkpoint committed in "
@@ -119,14 +122,16 @@ def _train(run: Run) -> RunResult:
             lr = _update(run)
             # -- 6. logging: every rank's terms averaged, so the log does not depend on the world size ---------------
             step_metrics = {**values, "lr": lr, "grad_norm": grad_norm,
-                            "clips_per_s": clips * run.dist.world_size / max(time.perf_counter() - t0, 1e-9)}
+                            "clips_per_s": sum(sizes) * run.dist.world_size / max(time.perf_counter() - t0, 1e-9)}
             for k, v in step_metrics.items():
                 epoch_sums[k] = epoch_sums.get(k, 0.0) + v
             epoch_count += 1
             last_metrics = step_metrics
             if state.step % tcfg.log_every == 0:
                 run.metrics.write({"step": state.step, "epoch": epoch, **step_metrics, "time": time.time()})
-            progress.step(state.step, epoch, step_metrics)
+            if watch is not None:
+                _watch_step(run, watch, values["loss"], sizes)
+            progress.step(state.step, epoch, step_metrics, note=watch.marker() if watch is not None else "")
             plugins.step_end(run=run.ctx, step=state.step, metrics=step_metrics)
             fault_point("step")
             scheduled = bool(tcfg.checkpoint_every) and state.step % tcfg.checkpoint_every == 0
@@ -150,6 +155,8 @@ def _train(run: Run) -> RunResult:
         plugins.epoch_end(run=run.ctx, epoch=epoch, metrics=epoch_means)
 
     progress.close()
+    if watch is not None:
+        run.metrics.write(watch.record("end", state.step, watch.count.loss))
     if ecfg.after:
         evaluate(run, "after")
     plugins.run_end(run=run.ctx, metrics=dict(run.evaluation.get("after", {})))
@@ -171,8 +178,9 @@ def _start(run: Run) -> Progress:
         run.metrics.truncate(state.metrics_offset)
         run.metrics.write({"event": "resume", "step": state.step, "from": run.found[0].name})
     run.metrics.start()
+    state.precision = with_precision(state.precision, run.precision)
     run.metrics.write({"event": "start", "step": state.step, "total_steps": total, "steps_per_epoch": per_epoch,
-                       "epochs": tcfg.epochs, "world_size": run.dist.world_size})
+                       "epochs": tcfg.epochs, "world_size": run.dist.world_size, "precision": run.precision})
     cut = f", stopping at train.max_steps = {tcfg.max_steps}" if tcfg.max_steps and tcfg.max_steps < \
         tcfg.epochs * per_epoch else ""
     plan = f"{total} steps ({tcfg.epochs} epoch{'s' * (tcfg.epochs != 1)} x {per_epoch} steps{cut})"
@@ -186,6 +194,30 @@ def _start(run: Run) -> Progress:
     if run.recipe.evaluation.before and state.step == 0 and "before" not in run.evaluation:
         evaluate(run, "before")
     return Progress(total, state.step, tcfg.epochs, tcfg.log_every, run.log, enabled=run.dist.is_main)
+
+
+def _chance_watch(run: Run) -> ChanceWatch | None:
+    """The watch over a loss stuck at chance, or None: switched off (``logging.chance_tolerance = 0``), or a loss
+    that declares no chance value (said once, so that nobody takes the silence for a run that learns)."""
+    lcfg = run.recipe.logging
+    if lcfg.chance_tolerance == 0:
+        return None
+    clips = run.tcfg.videos_per_batch * run.aligner.clips_per_video
+    if chance_levels_of(run.loss_fn, clips).get("loss", 0.0) <= 0:
+        run.log(f"norton: loss {run.recipe.components['loss'].name!r} declares no chance value "
+                "(Loss.chance_levels), so this run is not watched for a loss stuck at chance")
+        return None
+    return ChanceWatch(lcfg.chance_tolerance, lcfg.chance_share, ChanceCount.from_json(run.state.chance), run.log)
+
+
+def _watch_step(run: Run, watch: ChanceWatch, loss: float, sizes: list[int]) -> None:
+    """Count the step against the mean chance value of this rank's batches (the same on every rank unless short
+    batches are kept); the count is part of the checkpointed state."""
+    chance = sum(chance_levels_of(run.loss_fn, n).get("loss", 0.0) for n in sizes) / len(sizes)
+    record = watch.observe(run.state.step, loss, chance)
+    run.state.chance = watch.count.to_json()
+    if record is not None:
+        run.metrics.write(record)
 
 
 def _plan_epoch(run: Run, epoch: int) -> int:
@@ -216,15 +248,15 @@ def _epoch_loader(run: Run, epoch: int, steps_in_epoch: int) -> Any:
     return dataio.make_loader(dataset, run.tcfg.num_workers, seed + epoch, pin_memory=run.device.startswith("cuda"))
 
 
-def _forward_backward(run: Run, batches: Any) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
+def _forward_backward(run: Run, batches: Any) -> tuple[dict[str, Any], list[dict[str, Any]], list[int]]:
     """Forward and backward over ``grad_accum`` batches. Returns each term's float64 sum over the batches, each
-    batch's terms (to name the first non-finite one) and the clips seen; nothing here waits for the device.
+    batch's terms (to name the first non-finite one) and each batch's clips; nothing here waits for the device.
 
     A batch with a non-finite loss is still backpropagated: its gradients are dropped with the whole step, and
     checking it before the backward would cost a device synchronisation per batch."""
     sums: dict[str, Any] = {}
     per_batch: list[dict[str, Any]] = []
-    clips = 0
+    sizes: list[int] = []
     for a in range(run.tcfg.grad_accum):
         try:
             raw = next(batches)
@@ -233,7 +265,7 @@ def _forward_backward(run: Run, batches: Any) -> tuple[dict[str, Any], list[dict
                 raise _WorkerLost(str(exc).strip()) from exc
             raise
         batch = {k: (v.to(run.device, non_blocking=True) if hasattr(v, "to") else v) for k, v in raw.items()}
-        clips += int(batch["caps"].shape[0])
+        sizes.append(int(batch["caps"].shape[0]))
         # under torchrun, DDP averages the gradients during the step's last backward (not during accumulation)
         last = a == run.tcfg.grad_accum - 1
         with contextlib.nullcontext() if run.parallel is None or last else run.parallel.no_sync():
@@ -247,7 +279,7 @@ def _forward_backward(run: Run, batches: Any) -> tuple[dict[str, Any], list[dict
             per_batch.append(values)
             scaled = terms["loss"] / run.tcfg.grad_accum
             (run.scaler.scale(scaled) if run.scaler else scaled).backward()
-    return sums, per_batch, clips
+    return sums, per_batch, sizes
 
 
 class _WorkerLost(Exception):
@@ -465,17 +497,26 @@ def evaluate_model(run: Run) -> dict[str, float]:
 def _result(run: Run, last: dict[str, float]) -> RunResult:
     state, evaluation = run.state, run.evaluation
     if run.dist.is_main and evaluation and run.recipe.evaluation.tasks:
-        print_evaluation(evaluation, run.cfg.name, bool(run.cfg.init_from or run.prior_evaluation))
+        print_evaluation(evaluation, run.cfg.name, bool(run.cfg.init_from or run.prior_evaluation),
+                         {**run.trained_in, "after": state.precision})
+    lcfg = run.recipe.logging
+    if run.state.chance is not None and lcfg.chance_tolerance > 0:  # also when a complete run is run again
+        watch = ChanceWatch(lcfg.chance_tolerance, lcfg.chance_share, ChanceCount.from_json(run.state.chance), run.log)
+        if watch.ended_at_chance():
+            run.log(watch.end_warning(run.cfg.name))
     return RunResult(run_dir=run.run_dir, step=state.step,
                      epoch=state.epoch if state.batches is not None else state.epoch - 1, complete=True,
-                     resumed_from=run.found[0] if run.found else None, metrics=last, evaluation=evaluation)
+                     resumed_from=run.found[0] if run.found else None, metrics=last, evaluation=evaluation,
+                     precision=state.precision)
 
 
-def print_evaluation(evaluation: dict[str, Any], run_name: str = "run", initialised: bool = False) -> None:
+def print_evaluation(evaluation: dict[str, Any], run_name: str = "run", initialised: bool = False,
+                     trained_in: Mapping[str, str] | None = None) -> None:
     """All result sets side by side (e.g. the untrained model, the pretraining stage, this run), columns named by
-    what they are, with the chance level of each row; counters that stayed zero are left out."""
+    what they are (and the training precision, when not fp32), with the chance level of each row; counters that
+    stayed zero are left out."""
     from norton_core.evaluation import render_report
     from norton_core.runs import column_labels
 
     first = next(iter(evaluation.values()))
-    print(render_report(column_labels(evaluation, run_name, initialised), order=list(first)), flush=True)
+    print(render_report(column_labels(evaluation, run_name, initialised, trained_in), order=list(first)), flush=True)

@@ -54,19 +54,20 @@ class Progress:
             return None
         return (time.perf_counter() - self.began) / done * max(self.total - step, 0)
 
-    def step(self, step: int, epoch: int, metrics: Mapping[str, float]) -> None:
+    def step(self, step: int, epoch: int, metrics: Mapping[str, float], note: str = "") -> None:
         """After each optimizer step: the bar moves, or (without a terminal) a line every ``log_every`` steps and
-        at the last step."""
+        at the last step. ``note`` is shown with them (a loss at chance)."""
         if not self.enabled:
             return
         if self.bar is not None:
+            extra = {"note": note} if note else {}
             self.bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}", lr=f"{metrics['lr']:.2e}",
-                                 clips_s=f"{metrics['clips_per_s']:.1f}", refresh=False)
+                                 clips_s=f"{metrics['clips_per_s']:.1f}", **extra, refresh=False)
             self.bar.update(1)
         elif step % self.log_every == 0 or step == self.total:
-            self.log(self.line(step, epoch, metrics))
+            self.log(self.line(step, epoch, metrics, note))
 
-    def line(self, step: int, epoch: int, metrics: Mapping[str, float]) -> str:
+    def line(self, step: int, epoch: int, metrics: Mapping[str, float], note: str = "") -> str:
         terms = [k for k in metrics if k not in _NOT_TERMS]
         terms.sort(key=lambda k: (k != "loss", k))
         eta = self.eta(step)
@@ -74,7 +75,7 @@ class Progress:
                  " ".join(f"{k} {metrics[k]:.4f}" for k in terms),
                  f"lr {metrics['lr']:.2e}", f"{metrics['clips_per_s']:.1f} clips/s",
                  f"elapsed {clock(time.perf_counter() - self.began)}",
-                 f"ETA {clock(eta) if eta is not None else '?'}"]
+                 f"ETA {clock(eta) if eta is not None else '?'}", note]
         return "norton: " + " | ".join(p for p in parts if p)
 
     def close(self) -> None:

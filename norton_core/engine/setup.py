@@ -66,6 +66,8 @@ class Run:
         ``ctx`` what hooks see.
     :ivar evaluation: ``{label: results}`` so far (including ``prior_evaluation``, a pretraining stage's).
     :ivar preempt: set when SIGTERM arrived; the loop checks it at step boundaries.
+    :ivar trained_in: ``{evaluation label: training precision}`` of an earlier stage's results (the run's own come
+        from its state), so that tables say which precision made a column.
     """
 
     recipe: Recipe
@@ -99,6 +101,7 @@ class Run:
     evaluation: dict[str, dict[str, float]] = attrs.field(factory=dict)
     val_store: ShardStore | None = None
     val_batches: list[list[int]] = attrs.field(factory=list)
+    trained_in: dict[str, str] = attrs.field(factory=dict)
 
     @property
     def cfg(self) -> RunConfig:

@@ -49,6 +49,10 @@ class TrainState:
     :ivar recipe_changes: keys allowed to differ on earlier resumes (with old -> new), for the record.
     :ivar validated_step: the step of the last validation (-1: none yet); a re-save of that step does not repeat it.
     :ivar best: the lowest validation loss so far as ``best/selection.json`` records it, or None.
+    :ivar precision: the training precision(s) that made the weights (``fp32``, ``bf16``; ``bf16+fp32`` when a
+        resume ran in another), shown with every evaluation of them.
+    :ivar chance: the watch over a loss stuck at chance (:class:`~norton_core.engine.chance.ChanceCount` as JSON), or
+        None when the run is not watched.
     """
 
     step: int = 0
@@ -62,6 +66,8 @@ class TrainState:
     scaler: dict[str, Any] | None = None
     validated_step: int = -1
     best: dict[str, Any] | None = None
+    chance: dict[str, Any] | None = None
+    precision: str = ""
 
     def to_json(self) -> dict[str, Any]:
         out = attrs.asdict(self, filter=lambda a, _: a.name != "batches")
@@ -84,6 +90,7 @@ class RunResult:
     :ivar metrics: the last logged step metrics.
     :ivar evaluation: ``{label: {task: {metric: value}}}`` with labels such as ``"before"`` and ``"after"``
         (and the pretraining stage's labels when the recipe has one).
+    :ivar precision: the training precision(s) that made the final weights (see :attr:`TrainState.precision`).
     """
 
     run_dir: Path
@@ -93,6 +100,12 @@ class RunResult:
     resumed_from: Path | None = None
     metrics: dict[str, float] = attrs.field(factory=dict)
     evaluation: dict[str, Any] = attrs.field(factory=dict)
+    precision: str = ""
+
+
+def with_precision(used: str, precision: str) -> str:
+    """The precisions that made the weights once ``precision`` trained them too (``bf16+fp32``, sorted)."""
+    return "+".join(sorted(set(filter(None, used.split("+"))) | {precision}))
 
 
 def torch_rng_state(device: str) -> dict[str, torch.Tensor]:

@@ -105,7 +105,20 @@ def _run_targets(run: Path, recipe: Path, checkpoints: Selection) -> list[Target
 
 def _step_target(label: str, path: Path, recipe: Path) -> Target:
     """A committed checkpoint of a run: its weights checked against its manifest (none: an incomplete checkpoint)."""
-    return Target(label, functools.partial(_verified, path, "model.safetensors"), path / "model.safetensors", recipe)
+    return Target(_with_precision(label, path), functools.partial(_verified, path, "model.safetensors"),
+                  path / "model.safetensors", recipe)
+
+
+def _with_precision(label: str, checkpoint: Path) -> str:
+    """``label (bf16)`` for weights that the checkpoint's state says were trained in anything but fp32 (their
+    figures differ between machines); the label alone for fp32 and for a checkpoint that does not say."""
+    from norton_core.runs.read import with_precision_label
+
+    try:
+        precision = str(json.loads((checkpoint / "state.json").read_text(encoding="utf-8")).get("precision", ""))
+    except (OSError, ValueError, AttributeError):
+        precision = ""
+    return with_precision_label(label, precision)
 
 
 def _best_target(run: Path, best: Path, recipe: Path) -> Target:
@@ -117,7 +130,7 @@ def _best_target(run: Path, best: Path, recipe: Path) -> Target:
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{best / 'selection.json'}: expected {{\"metric\", \"value\", \"step\", \"split\"}}, "
                               f"got {raw[:200]!r} ({exc})") from None
-    return Target(f"{run} best ({how})", functools.partial(_verified, best, "model.safetensors"),
+    return Target(_with_precision(f"{run} best ({how})", best), functools.partial(_verified, best, "model.safetensors"),
                   best / "model.safetensors", recipe)
 
 

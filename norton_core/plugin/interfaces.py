@@ -244,6 +244,18 @@ class Loss(Component):
     #: run under the training autocast (True) or in float32 on float32 outputs (False, the default)
     autocast: ClassVar[bool] = False
 
+    def chance_levels(self, clips: int) -> dict[str, float]:
+        """What each term is worth at chance for a batch of ``clips`` clip/caption pairs: the value it takes when
+        the model's outputs say nothing about which clip goes with which caption (every row of logits flat), e.g.
+        ``{"loss": 2 ln B}`` for a symmetric InfoNCE over B pairs.
+
+        The engine watches ``"loss"`` against it and says when a run sits at chance (``[logging] chance_tolerance``
+        and ``chance_share``); the other terms are for the reader. The default, an empty dict, declares nothing
+        (nor does a ``"loss"`` of 0, a batch with nothing to contrast): the run is not watched, and says so once at
+        its start.
+        """
+        return {}
+
 
 class RetrievalBackend(Component):
     """A nearest-neighbour index over one vector per video, rebuilt every retrieval round.

@@ -120,3 +120,9 @@ class EvaluationConfig:
 class LoggingConfig:
     sinks: list[str] = option(factory=lambda: ["jsonl"], help="metric sinks every record of the run goes to: jsonl "
                                                               "(metrics.jsonl), tensorboard, wandb, or a plugin's")
+    chance_tolerance: float = option(0.03, ge=0.0, lt=1.0, help="a step is at chance when its loss is within this "
+                                     "share of the loss's chance value (2 ln B for InfoNCE over B pairs); 0 = do "
+                                     "not watch")
+    chance_share: float = option(0.5, gt=0.0, le=1.0, help="say that the run is at chance (log lines, the run's "
+                                 "records, norton runs) once at least this share of its steps so far were, after "
+                                 "at least 5 steps")

@@ -6,7 +6,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from norton_core.runs.read import MAIN_METRICS, RunSummary, UnreadableRun, final_evaluation, find_runs, read_run
+from norton_core.engine.chance import ADVICE
+from norton_core.runs.read import (
+    MAIN_METRICS,
+    RunSummary,
+    UnreadableRun,
+    final_evaluation,
+    find_runs,
+    read_run,
+    run_precision,
+    with_precision_label,
+)
 from norton_core.runs.tables import cell, render, setting
 
 
@@ -43,7 +53,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     runs = [r for r in found if isinstance(r, RunSummary)]
     metrics = [m for m in MAIN_METRICS if any(m in final_evaluation(r)[1] for r in runs)]
-    headers = ["run", "state", "step", "epoch", "last loss", "evaluated", *metrics]
+    headers = ["run", "state", "step", "epoch", "last loss", "at chance", "evaluated", *metrics]
     rows = []
     for run in found:
         if isinstance(run, UnreadableRun):  # listed in its place; why is said under the table
@@ -52,12 +62,43 @@ def cmd_runs(args: argparse.Namespace) -> int:
         total = total_steps(run)
         label, results = final_evaluation(run)
         rows.append([run.name, run.state, f"{run.step}/{total}" if total else str(run.step), str(min(run.epoch, _epochs(run))),
-                     cell(run.last_loss, 4), label or "-", *(cell(results.get(m)) for m in metrics)])
+                     cell(run.last_loss, 4), chance_cell(run), label or "-", *(cell(results.get(m)) for m in metrics)])
     print(render(headers, rows, args.markdown))
     for run in found:
         if isinstance(run, UnreadableRun):
             print(f"{run.name}: unreadable: {run.reason}")
+    warnings = [line for line in map(chance_warning, runs) if line]
+    if warnings:
+        print()
+        print("\n".join(warnings))
+        print(f"norton: {ADVICE}")
     return 0
+
+
+def chance_cell(run: RunSummary) -> str:
+    """``steps at chance / steps watched``, with ``!`` while the run is (or ended) at chance; ``-`` unwatched."""
+    record = run.chance
+    if record is None:
+        return "-"
+    stalled = record.get("ended_at_chance") if record.get("state") == "end" else record.get("state") == "at_chance"
+    return f"{record.get('steps_at_chance', 0)}/{record.get('steps', 0)}{' !' if stalled else ''}"
+
+
+def chance_warning(run: RunSummary) -> str:
+    """A line for a run whose loss is (or ended) at chance; '' otherwise."""
+    record = run.chance
+    if record is None:
+        return ""
+    if record.get("state") == "end" and record.get("ended_at_chance"):
+        how = "ended at chance"
+    elif record.get("state") == "at_chance":
+        how = f"is at chance since step {record.get('step')}"
+    else:
+        return ""
+    return (f"norton: warning: {run.name} {how}: loss {cell(record.get('loss'), 4)} against chance "
+            f"{cell(record.get('chance'), 4)}, within {record.get('tolerance', 0):.0%} for "
+            f"{record.get('steps_at_chance')} of {record.get('steps')} steps; its evaluation is of a model that has "
+            "not learnt to pair clips with captions")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -94,7 +135,8 @@ def compare_evaluations(runs: list[RunSummary], names: list[str], markdown: bool
     """Each run's last evaluation side by side: the rows a paper reports (all with ``all_metrics``), with chance."""
     from norton_core.evaluation import render_report
 
-    finals = {name: final_evaluation(r)[1] for name, r in zip(names, runs, strict=True)}
+    finals = {with_precision_label(name, run_precision(r)): final_evaluation(r)[1]
+              for name, r in zip(names, runs, strict=True)}
     if not any(finals.values()):
         return "no evaluation in these runs"
     return render_report(finals, fmt="markdown" if markdown else "table", rows="all" if all_metrics else "paper")

@@ -6,7 +6,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ class RunSummary:
     :ivar total_steps: the steps the whole run takes (all epochs, honouring ``max_steps``), when known.
     :ivar steps: the step records of ``metrics.jsonl``; ``events`` the other records.
     :ivar evaluation: ``{label: {"task/metric": value}}`` of this run (``eval.json``).
+    :ivar precision: the training precision(s) its newest checkpoint records ('' when it records none; see
+        :func:`run_precision`).
     """
 
     path: Path
@@ -39,6 +41,16 @@ class RunSummary:
     events: list[dict[str, Any]]
     evaluation: dict[str, dict[str, float]]
     checkpoint: Path | None
+    precision: str = ""
+
+    @property
+    def chance(self) -> dict[str, Any] | None:
+        """The run's last ``chance`` record (the watch over a loss stuck at chance; see
+        :mod:`norton_core.engine.chance`), or None for a run that was not watched."""
+        for record in reversed(self.events):
+            if record.get("event") == "chance":
+                return record
+        return None
 
     @property
     def last_loss(self) -> float | None:
@@ -82,7 +94,7 @@ def read_run(path: str | Path) -> RunSummary:
     name = run_table.get("name", path.name)
     return RunSummary(path=path, name=name if isinstance(name, str) else path.name, state=run_state, step=step,
                       epoch=epoch, recipe=recipe, steps=steps, events=events, evaluation=evaluation,
-                      checkpoint=checkpoint)
+                      checkpoint=checkpoint, precision=str(state.get("precision", "")))
 
 
 def find_runs(root: str | Path) -> list[RunSummary | UnreadableRun]:
@@ -114,13 +126,16 @@ def final_evaluation(run: RunSummary) -> tuple[str, dict[str, float]]:
     return "", {}
 
 
-def column_labels(evaluation: dict[str, Any], run_name: str, initialised: bool) -> dict[str, dict[str, float]]:
+def column_labels(evaluation: dict[str, Any], run_name: str, initialised: bool,
+                  trained_in: Mapping[str, str] | None = None) -> dict[str, dict[str, float]]:
     """The evaluation result sets keyed by what they are, for tables: ``before`` of a model trained from scratch
     is ``untrained``, ``after`` is ``after <run>``; an earlier stage's ``<stage>/before`` and ``<stage>/after``
     (a two-stage recipe) become ``untrained`` and ``after <stage>``.
 
     :param initialised: the run started from weights (``run.init_from`` or an earlier stage), so its ``before`` is
         not an untrained model.
+    :param trained_in: ``{label: training precision}``; a precision other than fp32 is added to its column's
+        title (``after how2_demo (bf16)``): such figures differ between machines.
     """
     out: dict[str, dict[str, float]] = {}
     for label, results in evaluation.items():
@@ -132,8 +147,26 @@ def column_labels(evaluation: dict[str, Any], run_name: str, initialised: bool) 
             title = f"after {name}"
         else:
             title = f"{own} {name}"
+        title = with_precision_label(title, (trained_in or {}).get(label, ""))
         out[title if title not in out else label] = results
     return out
+
+
+def with_precision_label(title: str, precision: str) -> str:
+    """``title (bf16)`` for weights trained in anything but fp32 (or not known to be fp32: ``auto``); ``title``
+    for fp32 and for results of no training precision (an untrained model, an unknown one: '')."""
+    return title if precision in ("", "fp32") else f"{title} ({precision})"
+
+
+def run_precision(run: RunSummary) -> str:
+    """The training precision(s) of a run's weights: what its newest checkpoint records, else what its start
+    records said, else the recipe's setting (``auto`` when it did not fix one and no record says what it chose)."""
+    if run.precision:
+        return run.precision
+    chosen = {e["precision"] for e in run.events if e.get("event") == "start" and e.get("precision")}
+    if chosen:
+        return "+".join(sorted(chosen))
+    return str(run.recipe.get("train", {}).get("precision", "fp32"))
 
 
 def _json(path: Path) -> dict[str, Any]:

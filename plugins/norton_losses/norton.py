@@ -209,6 +209,28 @@ class NortonLoss(nn.Module, Loss):
 
     # -- Loss interface --------------------------------------------------------------------------------------------
 
+    def chance_levels(self, clips: int) -> dict[str, float]:
+        """Each term at chance for a batch of B = ``clips`` pairs, where chance means outputs that say nothing
+        about which clip goes with which caption, so that every row of logits is flat (all clips alike give
+        exactly that).
+
+        - ``clip_loss``: 2 ln B. Each direction is a cross-entropy of a uniform softmax over B columns against a
+          target row summing to 1 (``beta Q + (1 - beta) I``, or ``I`` without faulty negatives): ln B whatever
+          the target is.
+        - ``video_loss``: 2 ln G over the G = B / K sequences (the fused similarity S is flat, so every sequence's
+          transported score is the same; min-max normalisation maps a flat S to zeros, the same thing). 0 when
+          the batch holds one sequence: nothing is contrasted then.
+        - ``loss``: ``clip_loss + lambda video_loss`` at chance.
+        """
+        clip = 2 * math.log(clips) if clips > 1 else 0.0
+        levels = {"clip_loss": clip, "loss": clip}
+        if self.config.sequence_weight > 0:
+            groups = clips // self.config.sequence_length
+            video = 2 * math.log(groups) if groups > 1 else 0.0
+            levels["video_loss"] = video
+            levels["loss"] = clip + self.config.sequence_weight * video
+        return levels
+
     def forward(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
         device_type = outputs["pooled_video"].device.type
         with torch.autocast(device_type=device_type, enabled=False):
@@ -232,6 +254,12 @@ class VideoCLIPNCELoss(nn.Module, Loss):
     def __init__(self, config: NCEConfig, rank: int = 0, world_size: int = 1) -> None:
         super().__init__()
         self.config = config
+
+    def chance_levels(self, clips: int) -> dict[str, float]:
+        """At chance (flat logit rows: outputs that say nothing about the pairing) each direction's cross-entropy
+        over B = ``clips`` pairs is ln B, so the symmetric loss is 2 ln B, whatever the temperature."""
+        one = math.log(clips) if clips > 1 else 0.0
+        return {"loss": 2 * one, "clip_loss": 2 * one, "v2t_loss": one, "t2v_loss": one}
 
     def forward(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
         with torch.autocast(device_type=outputs["pooled_video"].device.type, enabled=False):

@@ -4,6 +4,7 @@ encoder and an InfoNCE loss that can be told to go non-finite. Registered as the
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -115,9 +116,11 @@ class FakeModel(Model, nn.Module):
     @attrs.frozen
     class Config:
         hidden: int = option(16, ge=1)
+        ignore_input: bool = option(False, help="outputs that ignore the input: a model that cannot learn")
 
     def __init__(self, config: Any) -> None:
         nn.Module.__init__(self)
+        self.ignore_input = config.ignore_input
         self.video = nn.Sequential(nn.Linear(DIM, config.hidden), nn.Tanh(), nn.Linear(config.hidden, config.hidden))
         self.words = nn.Embedding(64, config.hidden)
         self.text = nn.Linear(config.hidden, config.hidden)
@@ -133,6 +136,8 @@ class FakeModel(Model, nn.Module):
         return (h * m).sum(1) / m.sum(1).clamp_min(1), h, cmasks
 
     def forward(self, caps: torch.Tensor, cmasks: torch.Tensor, vfeats: torch.Tensor, vmasks: torch.Tensor) -> dict:
+        if self.ignore_input:  # trainable, but every clip and caption gets the same vectors: no pairing to learn
+            vfeats, caps = torch.ones_like(vfeats), torch.full_like(caps, 10)
         pv, hv, mv = self.forward_video(vfeats, vmasks)
         pt, ht, mt = self.forward_text(caps, cmasks)
         return {"pooled_video": pv, "pooled_text": pt, "video_outputs": hv, "text_outputs": ht,
@@ -172,6 +177,9 @@ class FakeLoss(Loss, nn.Module):
     def __init__(self, config: Any, rank: int = 0, world_size: int = 1) -> None:
         nn.Module.__init__(self)
         self.config, self.calls = config, 0
+
+    def chance_levels(self, clips: int) -> dict[str, float]:
+        return {"loss": 2 * math.log(clips), "v2t_loss": math.log(clips), "t2v_loss": math.log(clips)}
 
     def forward(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
         self.calls += 1

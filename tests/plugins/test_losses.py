@@ -405,3 +405,43 @@ def test_loop_without_a_writable_cache_warns_and_compiles(monkeypatch: pytest.Mo
     assert isinstance(loop._cache, caching.NullCache)
     ours = sinkhorn_cpu.iterate(kernel, a, mu, nu, 20)
     assert torch.equal(ours[0], reference[0]) and torch.equal(ours[1], reference[1])
+
+
+def _alike(b: int, d: int = 8, t: int = 5) -> dict[str, torch.Tensor]:
+    """Outputs of a model that tells nothing apart: every clip and every caption gets the same vectors."""
+    g = torch.Generator().manual_seed(0)
+    one = {"pooled_video": torch.randn(1, d, generator=g), "pooled_text": torch.randn(1, d, generator=g),
+           "video_outputs": torch.randn(1, t, d, generator=g), "text_outputs": torch.randn(1, t, d, generator=g),
+           "video_mask_outputs": torch.tensor([[True, True, True, False, False]]),
+           "text_mask_outputs": torch.tensor([[True, True, False, False, False]])}
+    return {k: v.expand(b, *v.shape[1:]).contiguous() for k, v in one.items()}
+
+
+@pytest.mark.parametrize(("options", "clips", "video"), [
+    ({}, 32, 2 * math.log(4)),  # K = 8: 4 sequences
+    ({"faulty_negatives": False, "sequence_length": 4}, 16, 2 * math.log(4)),
+    ({"sequence_length": 16}, 16, 0.0),  # one sequence: nothing to contrast
+    ({"sequence_weight": 0.0}, 16, None),
+])
+def test_norton_loss_declares_the_value_it_takes_at_chance(options: dict, clips: int, video: float | None) -> None:
+    loss = norton_core.build("loss", "norton", options)
+    levels = loss.chance_levels(clips)
+    terms = loss(_alike(clips), {})
+    assert levels["clip_loss"] == pytest.approx(2 * math.log(clips))
+    assert terms["clip_loss"].item() == pytest.approx(levels["clip_loss"], rel=1e-5)
+    assert terms["loss"].item() == pytest.approx(levels["loss"], rel=1e-5, abs=1e-6)
+    if video is None:
+        assert "video_loss" not in levels and levels["loss"] == levels["clip_loss"]
+    else:
+        assert levels["video_loss"] == pytest.approx(video)
+        assert terms["video_loss"].item() == pytest.approx(video, abs=1e-5)
+        assert levels["loss"] == pytest.approx(levels["clip_loss"] + loss.config.sequence_weight * video)
+
+
+def test_videoclip_nce_declares_2_ln_b_at_chance() -> None:
+    loss = norton_core.build("loss", "videoclip-nce", {"temperature": 0.05})
+    terms = loss(_alike(24), {})
+    levels = loss.chance_levels(24)
+    assert levels["loss"] == pytest.approx(2 * math.log(24)) and levels["v2t_loss"] == pytest.approx(math.log(24))
+    for term in ("loss", "v2t_loss", "t2v_loss"):
+        assert terms[term].item() == pytest.approx(levels[term], rel=1e-6)

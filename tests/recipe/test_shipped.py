@@ -33,3 +33,22 @@ def test_videoclip_pretrain_is_videoclips_own_setup():
     assert (out["train"]["videos_per_batch"], out["train"]["lr"], out["train"]["epochs"]) == (32, 5e-5, 25)
     assert (out["loss"]["name"], out["model"]["freeze"], out["run"]["init_from"]) == ("videoclip-nce", "none", "")
     assert out["retrieval"]["num_cands"] == 64
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+def test_no_shipped_recipe_leaves_its_precision_to_the_machine(path):
+    """"auto" trains in bf16 on CPUs with AVX512-BF16 and in fp32 on others, so its figures differ between them."""
+    precision = load_recipe(path, plugins=builtin_plugins()).train.precision
+    assert precision != "auto"
+    if path.name in ("how2_demo.toml", "videoclip_demo.toml", "smoke_cpu.toml"):  # the CPU demos: fp32
+        assert precision == "fp32"
+
+
+def test_the_demo_states_its_precision_itself():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    raw = tomllib.loads((Path(__file__).parents[2] / "recipes" / "how2_demo.toml").read_text())
+    assert raw["train"]["precision"] == "fp32"  # not a default that could change under it

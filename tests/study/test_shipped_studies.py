@@ -33,3 +33,21 @@ def test_a_bad_arm_fails_before_anything_trains(tmp_path: Path) -> None:
     assert "shift_prob=0.5 seed 1" in text  # the cells it concerns, named once
     assert text.count("prompt_ration: unknown key") == 1
     assert not (tmp_path / "out").exists()  # nothing trained
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_every_stage_of_a_shipped_study_trains_in_fp32(path: Path) -> None:
+    """The same figures on every CPU: the study itself sets fp32 for every stage of every cell."""
+    from norton_core.recipe.load import load_recipe
+    from norton_core.study.runner import _common
+
+    study = load_study(path)
+    plugins = default_plugins()
+    stage1 = check_cells(study, plugins)
+    assert stage1 is not None and 'train.precision="fp32"' in study.set
+    value = study.variant_values[-1]
+    where = Path("/nonexistent")
+    recipes = [load_recipe(stage1, _common(study, value, 0, where, "pretrain"), plugins=plugins)]
+    recipes += [load_recipe(study.base, [*_common(study, value, 0, where, a.name), *a.set, 'run.pretrain_recipe=""'],
+                            plugins=plugins) for a in study.arms]
+    assert [r.train.precision for r in recipes] == ["fp32"] * (1 + len(study.arms))
