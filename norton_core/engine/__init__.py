@@ -3,12 +3,13 @@
 Read :mod:`.loop` first: the loop top to bottom, with a step's pieces (forward pass, loss checks, update, learning
 rate) beside it. Then, in the order a run meets them: :mod:`.setup` (the run's parts in one :class:`~.setup.Run`,
 built in the order they are needed), :mod:`.loader` (batches from shard stores in DataLoader workers),
-:mod:`.validation` (validation loss and the best checkpoint), :mod:`.records` (the run's records to the metric sinks),
-:mod:`.progress` (what the user sees while it trains), :mod:`.resume` (what a checkpoint holds and putting a run
-back), :mod:`.checkpoint` (the commit protocol, retention, the run lock), :mod:`.state_files` (tensors and arrays as
-checkpoint bytes), :mod:`.state` (``RunContext`` for hooks, ``TrainState``, ``RunResult``), :mod:`.preempt`
-(SIGTERM at step boundaries), :mod:`.distributed` and :mod:`.liveness` (torchrun and knowing when a rank is gone).
-Retrieval rounds live in :mod:`norton_core.retrieval`.
+:mod:`.validation` (validation loss and the best checkpoint), :mod:`.records` (the run's records to the metric
+sinks), :mod:`.progress` (what the user sees while it trains), :mod:`.chance` (saying so when the loss sits at
+chance), :mod:`.resume` (what a checkpoint holds and putting a run back), :mod:`.checkpoint` (the commit protocol,
+retention, the run lock), :mod:`.state_files` (tensors and arrays as checkpoint bytes), :mod:`.state`
+(``RunContext`` for hooks, ``TrainState``, ``RunResult``), :mod:`.preempt` (SIGTERM at step boundaries),
+:mod:`.distributed` and :mod:`.liveness` (torchrun and knowing when a rank is gone). Retrieval rounds live in
+:mod:`norton_core.retrieval`.
 """
 
 from __future__ import annotations
