@@ -450,12 +450,23 @@ def evaluate_model(run: Run) -> dict[str, float]:
     from norton_core.evaluation import run_evaluation
 
     ecfg, model = run.recipe.evaluation, run.model
-    options = {task: run.recipe.components[f"evaluation.task_options.{task}"].config for task in ecfg.tasks}
+    tasks = list(ecfg.tasks)
+    options = {task: run.recipe.components[f"evaluation.task_options.{task}"].config for task in tasks}
+    eval_root = run.paths.eval_root or Path()
+    if ecfg.suite:  # the suite's tasks run where their datasets are; the others are named, never dropped silently
+        from norton_core.evaluation.suite import present_tasks, suite_tasks
+
+        suite = [t for t in tasks if t in suite_tasks(ecfg.suite)]
+        selection = present_tasks(suite, eval_root, {t: options[t] for t in suite}, plugins=run.plugins)
+        if selection.missing:
+            run.log(selection.missing_line())
+        tasks = [t for t in tasks if t not in selection.missing]
+        options = {t: options[t] for t in tasks}
     was_training = model.training
     model.eval()
     try:  # at evaluation.precision (fp32 by default), not the training autocast: the numbers norton evaluate gives
         # assemble refused evaluation tasks without evaluation sets: eval_root is set whenever a task is asked for
-        return run_evaluation(model, ecfg.tasks, run.paths.eval_root or Path(), options=options, batch_size=ecfg.batch_size,
+        return run_evaluation(model, tasks, eval_root, options=options, batch_size=ecfg.batch_size,
                               device=run.device, progress=sys.stderr.isatty(), plugins=run.plugins,
                               precision=ecfg.precision)
     finally:
