@@ -172,6 +172,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     suite = ""
     generated = False
     missing: dict[str, Path] = {}
+    said: set[str] = set()
     for target in targets:
         if target.recipe not in built:
             recipe = load_recipe_any(target.recipe)
@@ -179,6 +180,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         recipe, model = built[target.recipe]
         eval_root = eval_root_of(recipe, args.eval_root)
         plan = plan_tasks(recipe, args.tasks, args.suite, eval_root)
+        if plan.missing_line and plan.missing_line not in said:  # once per evaluation root, not per checkpoint
+            said.add(plan.missing_line)
+            print(plan.missing_line, file=sys.stderr)
         suite = suite or plan.suite
         generated = generated or is_generated(eval_root)
         missing.update(plan.missing)
@@ -215,28 +219,31 @@ class TaskPlan:
     suite: str = ""
     #: suite tasks left out: task -> the path looked for
     missing: dict[str, Path] = attrs.field(factory=dict)
+    #: the line naming them ('' when none is missing)
+    missing_line: str = ""
 
 
 def plan_tasks(recipe: Any, tasks_arg: str | None, suite_arg: str | None, eval_root: Path) -> TaskPlan:
     """The tasks to run: ``--tasks``; else ``--suite`` or the recipe's ``evaluation.suite`` (its tasks whose datasets
-    are under ``eval_root``; the others named on stderr); else the recipe's ``evaluation.tasks``, else the default
-    four. A suite with no dataset present is an error."""
+    are under ``eval_root``; the others are named in the plan's ``missing_line``); else the recipe's
+    ``evaluation.tasks``, else the default four. A suite with no dataset present is an error."""
     from norton_core.evaluation.suite import present_tasks, suite_tasks
 
     suite = "" if tasks_arg else (suite_arg or recipe.evaluation.suite)
     if not suite:
         tasks, options = tasks_and_options(recipe, tasks_arg)
         return TaskPlan(tasks, options)
-    wanted = list(suite_tasks(suite))
+    # the recipe's own suite keeps the other tasks its list names (a plugin's); --suite runs the suite alone
+    wanted = list(recipe.evaluation.tasks) if not suite_arg else list(suite_tasks(suite))
     _, options = tasks_and_options(recipe, ",".join(wanted))
-    selection = present_tasks(wanted, eval_root, options)
-    if selection.missing:
-        print(selection.missing_line(), file=sys.stderr)
+    in_suite = [t for t in wanted if t in suite_tasks(suite)]
+    selection = present_tasks(in_suite, eval_root, options)
     if not selection.present:
         raise DataError(f"--suite {suite}: none of its datasets is under {eval_root} (looked for "
                         f"{', '.join(str(p) for p in selection.missing.values())})")
-    return TaskPlan(selection.present, {t: o for t, o in options.items() if t in selection.present}, suite,
-                    selection.missing)
+    tasks = [t for t in wanted if t not in selection.missing]
+    return TaskPlan(tasks, {t: o for t, o in options.items() if t in tasks}, suite, selection.missing,
+                    selection.missing_line())
 
 
 def save_records(target: Any, results: dict[str, float], plan: TaskPlan, output_dir: str | None,

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from norton_core.errors import DataError
-from norton_core.evaluation.report import Format, chance_level, render_report
+from norton_core.evaluation.report import Format, chance_level, render_report, report_rows
 from norton_core.evaluation.runner import build_evaluators, task_key
 from norton_core.plugin.manager import Plugins
 
@@ -147,6 +147,9 @@ def render_paper_table(columns: Mapping[str, Mapping[str, float]], *, generated:
     """
     keys = [f"{task_key(t)}/{m}" for t, metrics in PAPER_TABLE.items() for m in metrics
             if any(f"{task_key(t)}/{m}" in col for col in columns.values())]
+    # tasks outside the paper's table (a plugin's, listed beside the suite in a recipe) follow with their paper rows
+    ours = {task_key(t) for t in PAPER_TABLE}
+    keys += [k for k in report_rows(columns, "paper") if k.partition("/")[0] not in ours]
     published = published_values(generated)
     notes = []
     if missing:

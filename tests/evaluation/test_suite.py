@@ -158,3 +158,9 @@ def test_suite_flag_on_generated_data_and_on_a_root_with_nothing(suite_run, tmp_
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="none of its datasets is under"):
         evaluate([str(suite_run), "--suite", "paper", "--eval-root", str(tmp_path / "empty")], capsys)
+
+
+def test_a_task_outside_the_papers_table_follows_it_with_its_own_rows():
+    columns = {"ours": {**COLUMNS["ours"], "my_task/score": 3.0, "my_task/skipped_bad": 0.0}}
+    header, body = rows(render_paper_table(columns, generated=True, fmt="markdown"))
+    assert list(body)[-1] == ("my_task", "score") and body["my_task", "score"] == ["", "3.00"]
