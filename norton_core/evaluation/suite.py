@@ -44,15 +44,14 @@ PAPER_TABLE: dict[str, tuple[str, ...]] = {
 #: the tasks of the paper suite, in table order
 PAPER_TASKS: tuple[str, ...] = tuple(PAPER_TABLE)
 
-# Published zero-shot values (S3D features, HowTo100M pretraining), ``{"task/metric": value}``:
-# - YouCook2 clip retrieval, YouCook2 video-paragraph retrieval (background removed: capavg/dtw/otam; kept: bg_*)
-#   and MSR-VTT retrieval: the zero-shot retrieval tables of the Norton paper (Lin et al., "Multi-granularity
-#   Correspondence Learning from Long-term Noisy Videos", ICLR 2024, arXiv:2401.16702), which report VideoCLIP
-#   beside Norton; HTM-Align recall: its appendix table of zero-shot alignment.
-# - MSR-VTT-QA accuracy: the same paper's VideoQA table (VideoCLIP 73.9, Norton 77.1).
-# - COIN frame accuracy (58.9), CrossTask recall (33.9), DiDeMo R@1 / R@5 (16.6 / 46.9): VideoCLIP only (Xu et
-#   al., "VideoCLIP: Contrastive Pre-training for Zero-shot Video-Text Understanding", EMNLP 2021,
-#   arXiv:2109.14084); the Norton paper reports no zero-shot value for them.
+# Published zero-shot values (S3D features, HowTo100M pretraining), ``{"task/metric": value}``. From the Norton paper
+# (Lin et al., "Multi-granularity Correspondence Learning from Long-term Noisy Videos", ICLR 2024, arXiv:2401.16702),
+# which lists VideoCLIP beside Norton: Table 1 (YouCook2 video-paragraph retrieval, background removed: capavg / dtw /
+# otam), Table 2 (background kept: bg_*), Table 3 (YouCook2 clip retrieval), Table 5 (MSR-VTT retrieval, the
+# zero-shot half), Table 6 (MSR-VTT-QA, zero-shot accuracy) and appendix Table 9 (HTM-Align recall). From the
+# VideoCLIP paper (Xu et al., "VideoCLIP: Contrastive Pre-training for Zero-shot Video-Text Understanding", EMNLP
+# 2021, arXiv:2109.14084): COIN zero-shot frame accuracy, CrossTask zero-shot recall and DiDeMo R@1 / R@5; the
+# Norton paper reports no zero-shot value for these three (its COIN number, 69.8, is fine-tuned).
 _VIDEOCLIP: dict[str, float] = {
     **dict(zip((f"youcook2_clip/{r}" for r in _RK), (22.7, 50.4, 63.1), strict=True)),
     **dict(zip((f"youcook2_video/{m}" for m in PAPER_TABLE["youcook2-video"]),
