@@ -120,21 +120,28 @@ def merge_records(paths: Iterable[Path]) -> tuple[dict[str, dict[str, float]], d
     """``({model: {"<task_key>/<metric>": value}}, {model: [record, ...]})`` from record files.
 
     Two records of the same model and task are refused (naming both files): one of them would silently hide the
-    other. Columns are in the order the models first appear, rows in the order tasks first appear.
+    other. Columns are in the order the models first appear; rows follow the papers' table, then other tasks in the
+    order they first appear.
     """
     from norton_core.evaluation.runner import task_key
+    from norton_core.evaluation.suite import PAPER_TASKS
 
     columns: dict[str, dict[str, float]] = {}
     records: dict[str, list[dict[str, Any]]] = {}
     seen: dict[tuple[str, str], Path] = {}
-    for path in paths:
-        record = read_record(path)
+    read = [(path, read_record(path)) for path in paths]
+    rank = {task: i for i, task in enumerate(PAPER_TASKS)}
+    models = list(dict.fromkeys(record["model"] for _, record in read))
+    for model in models:
+        columns[model] = {}
+    read.sort(key=lambda item: rank.get(item[1]["task"], len(rank)))
+    for path, record in read:
         model, task = record["model"], record["task"]
         if (model, task) in seen:
             raise DataError(f"{path}: a second record of model {model!r} on {task!r} (the first: {seen[model, task]}); "
                             f"pass one of them")
         seen[model, task] = path
-        column = columns.setdefault(model, {})
+        column = columns[model]
         for metric, value in record["metrics"].items():
             column[f"{task_key(task)}/{metric}"] = math.nan if value is None else float(value)
         records.setdefault(model, []).append({**record, "path": str(path)})
