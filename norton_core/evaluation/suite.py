@@ -105,6 +105,7 @@ class Selection:
 
 
 def suite_tasks(suite: str) -> tuple[str, ...]:
+    """The tasks of ``suite``, in table order."""
     if suite not in SUITES:
         raise DataError(f"unknown evaluation suite {suite!r}; expected one of {', '.join(SUITES)}")
     return PAPER_TASKS
@@ -149,7 +150,8 @@ def render_paper_table(columns: Mapping[str, Mapping[str, float]], *, generated:
     # tasks outside the paper's table (a plugin's, listed beside the suite in a recipe) follow with their paper rows
     ours = {task_key(t) for t in PAPER_TABLE}
     keys += [k for k in report_rows(columns, "paper") if k.partition("/")[0] not in ours]
-    published = published_values(generated)
+    published = {label: {k: v for k, v in values.items() if k in keys}
+                 for label, values in published_values(generated).items()}
     notes = []
     if missing:
         notes.append("no dataset for " + ", ".join(f"{t} ({p})" for t, p in missing.items()))
@@ -165,8 +167,7 @@ def render_paper_table(columns: Mapping[str, Mapping[str, float]], *, generated:
     table_columns: dict[str, dict[str, float]] = {label: {k: col[k] for k in keys if k in col}
                                                   for label, col in columns.items()}
     chance_inputs = {label: dict(col) for label, col in columns.items()}
-    for label, values in published.items():
-        table_columns[label] = {k: v for k, v in values.items() if k in keys}
+    table_columns.update(published)
     body = render_report(table_columns, fmt=fmt, rows="all", order=keys, chance_from=chance_inputs)
     if not notes:
         return body
