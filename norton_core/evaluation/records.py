@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ def write_records(out_dir: Path, records: Mapping[str, Mapping[str, Any]]) -> li
 
 
 def is_record(path: Path) -> bool:
-    """Whether ``path`` is a JSON file holding an evaluation record (cheap: reads only small files)."""
+    """Whether ``path`` is a JSON file holding an evaluation record."""
     if path.suffix != ".json" or not path.is_file():
         return False
     try:
@@ -80,11 +81,17 @@ def is_record(path: Path) -> bool:
 
 
 def record_files(paths: Iterable[Path]) -> list[Path]:
-    """The record files named by ``paths``: files as given, directories searched (not recursively) for records."""
+    """The record files named by ``paths``: files as given, directories searched (not recursively) for records;
+    other JSON files in a directory are left out with a line naming them."""
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.glob("*.json") if is_record(p))
+            candidates = sorted(path.glob("*.json"))
+            found = [p for p in candidates if is_record(p)]
+            others = [p.name for p in candidates if p not in found]
+            if others and found:
+                print(f"norton: {path}: {len(others)} JSON file(s) that are not evaluation records left out: "
+                      f"{', '.join(others[:5])}{', ...' if len(others) > 5 else ''}", file=sys.stderr)
             if not found:
                 raise DataError(f"{path}: not a run directory (no recipe.json) and holds no evaluation records "
                                 f"(*.json with \"format\": \"{RECORD_FORMAT}\")")

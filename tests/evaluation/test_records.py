@@ -31,12 +31,17 @@ def test_records_round_trip_one_file_per_task_with_what_made_them(tmp_path):
     assert math.isnan(columns["runs/a step-7 (latest)"]["msrvtt_qa/accuracy"])
 
 
-def test_merging_refuses_a_second_record_of_the_same_model_and_task_and_foreign_json(tmp_path):
+def test_merging_refuses_a_second_record_of_the_same_model_and_task_and_foreign_json(tmp_path, capsys):
     record = task_records("m", {"msrvtt/R@1": 1.0}, {"msrvtt": "msrvtt"}, {}, {})
     first = write_records(tmp_path / "a", record)
     second = write_records(tmp_path / "b", record)
     with pytest.raises(DataError, match="a second record of model 'm' on 'msrvtt'"):
         merge_records([*first, *second])
+    (tmp_path / "a" / "notes.json").write_text("{}")  # beside records in a directory: left out, and said
+    from norton_core.evaluation.records import record_files
+
+    assert record_files([tmp_path / "a"]) == first
+    assert "1 JSON file(s) that are not evaluation records left out: notes.json" in capsys.readouterr().err
     (tmp_path / "other.json").write_text('{"R@1": 3}')
     with pytest.raises(DataError, match="not an evaluation record"):
         merge_records([tmp_path / "other.json"])
