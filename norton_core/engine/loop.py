@@ -442,7 +442,28 @@ def evaluate(run: Run, label: str) -> None:
         ckpt.replace_atomic(run.run_dir / "eval.json", json.dumps(mine, indent=1).encode())
         run.metrics.write({"event": "evaluation", "label": label, "step": run.state.step,
                            "results": run.evaluation[label]})
+        write_evaluation_records(run, label)
     distributed.barrier(run.dist)
+
+
+def write_evaluation_records(run: Run, label: str) -> None:
+    """One JSON record per task of the ``label`` evaluation in ``<run>/evaluations/`` (model ``<run name>
+    <label>``), as ``norton evaluate`` writes them: ``norton compare`` merges them with other models' records."""
+    from norton_core.evaluation.records import task_records, write_records
+    from norton_core.evaluation.runner import task_key
+    from norton_core.evaluation.suite import is_generated
+    from norton_core.recipe.options import to_dict
+
+    ecfg, results = run.recipe.evaluation, run.evaluation[label]
+    evaluated = {key.partition("/")[0] for key in results}
+    tasks = {task_key(t): t for t in ecfg.tasks if task_key(t) in evaluated}
+    options = {t: to_dict(run.recipe.components[f"evaluation.task_options.{t}"].config) for t in tasks.values()}
+    eval_root = run.paths.eval_root or Path()
+    provenance = {"target": str(run.run_dir), "checkpoint": f"{label} evaluation of the run at step {run.state.step}",
+                  "recipe": str(run.run_dir / "recipe.json"), "eval_root": str(eval_root),
+                  "generated": is_generated(eval_root), "precision": ecfg.precision, "batch_size": ecfg.batch_size}
+    write_records(run.run_dir / "evaluations", task_records(f"{run.cfg.name} {label}", results, tasks, provenance,
+                                                            options))
 
 
 def evaluate_model(run: Run) -> dict[str, float]:

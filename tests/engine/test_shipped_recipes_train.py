@@ -93,3 +93,10 @@ def test_a_suite_evaluates_the_present_sets_and_names_the_missing_one(tmp_path, 
     out = capsys.readouterr()
     line = next(x for x in (out.out + out.err).splitlines() if "tasks skipped" in x)
     assert "1 of 8" in line and f"crosstask (no {result.run_dir.parents[1] / 'cache'}" in line
+    # one record per evaluated task in the run directory, which norton compare merges into the run's own column
+    from norton_core.evaluation.records import merge_records, record_files
+
+    columns, records = merge_records(record_files([result.run_dir / "evaluations"]))
+    assert list(columns) == ["smoke_cpu after"] and len(records["smoke_cpu after"]) == 7
+    assert columns["smoke_cpu after"] == result.evaluation["after"]
+    assert {r["generated"] for r in records["smoke_cpu after"]} == {True}
