@@ -201,7 +201,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.select_by_test_metric:
         columns = select_by_test_metric(columns, args.select_by_test_metric)
     fmt = "json" if args.json else args.format
-    if suite:
+    if suite and fmt != "json":  # JSON is every metric, with or without a suite (scripts read one shape)
         print(render_paper_table(columns, generated=generated, fmt=fmt, missing=missing))
     else:
         print(render_report(columns, fmt=fmt, rows=args.rows))

@@ -153,6 +153,8 @@ def test_suite_flag_on_generated_data_and_on_a_root_with_nothing(suite_run, tmp_
     (tmp_path / "eval" / "GENERATED").write_text("")
     out = evaluate([str(suite_run), "--suite", "paper", "--format", "markdown"], capsys)
     assert "(published)" not in out.splitlines()[0] and "not the released datasets" in out
+    flat = json.loads(evaluate([str(suite_run), "--suite", "paper", "--json"], capsys))  # the one JSON shape
+    assert flat["msrvtt/R@1"] == 100.0 and "youcook2_video/capavg_R@1" in flat and "msrvtt/videos" in flat
     with pytest.raises(NortonError, match="--suite or --tasks"):
         evaluate([str(suite_run), "--suite", "paper", "--tasks", "msrvtt"], capsys)
     (tmp_path / "empty").mkdir()
