@@ -107,7 +107,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 def compare_evaluations(runs: list[RunSummary], names: list[str], markdown: bool = False,
                         all_metrics: bool = False) -> str:
     """Each run's last evaluation side by side: the rows a paper reports (all with ``all_metrics``), with chance."""
-
     finals = {name: final_evaluation(r)[1] for name, r in zip(names, runs, strict=True)}
     if not any(finals.values()):
         return "no evaluation in these runs"
@@ -115,6 +114,7 @@ def compare_evaluations(runs: list[RunSummary], names: list[str], markdown: bool
 
 
 def render_columns(columns: dict[str, dict[str, float]], markdown: bool = False, all_metrics: bool = False) -> str:
+    """Result sets side by side, as every evaluation table is laid out (chance column, the rows a paper reports)."""
     from norton_core.evaluation import render_report
 
     return render_report(columns, fmt="markdown" if markdown else "table", rows="all" if all_metrics else "paper")
