@@ -30,6 +30,7 @@ Output (the raw How2 layout plus evaluation sets in their public layouts, docs/d
     out/eval/msrvtt/{MSRVTT_JSFUSION_test.csv, features/}
     out/eval/msrvtt/MSR_MC_test.csv   out/eval/didemo/{test_data.json, features/}
     out/eval/coin/{COIN.json, features/}   out/eval/crosstask/{crosstask_release/, features/}
+    out/eval/GENERATED (marks the sets as generated, so that no table puts them beside published numbers)
 
 Evaluation videos are held out (never in the lists) and annotated without noise: YouCook2 segments are the exact
 step spans; HTM-Align lists a noisy ASR transcript (half of it non-visual chatter, as in the real set, whose
@@ -411,6 +412,10 @@ def _generate(out: Path, opts: SyntheticOptions) -> SyntheticPaths:
     # COIN action segmentation and CrossTask step localization sets
     _coin(world, np.random.default_rng([opts.seed, 20]), eval_root / "coin", used, opts)
     _crosstask(world, np.random.default_rng([opts.seed, 21]), eval_root / "crosstask", used, opts)
+    # marks the sets as generated: tables leave out the published numbers, which were measured on the released data
+    eval_root.mkdir(parents=True, exist_ok=True)
+    (eval_root / "GENERATED").write_text("evaluation sets written by norton's synthetic generator, not the released "
+                                         "datasets\n")
     return SyntheticPaths(out, feat_dir, out / "captions.json", lists, eval_root)
 
 

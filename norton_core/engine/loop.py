@@ -474,7 +474,28 @@ def evaluate(run: Run, label: str) -> None:
         ckpt.replace_atomic(run.run_dir / "eval.json", json.dumps(mine, indent=1).encode())
         run.metrics.write({"event": "evaluation", "label": label, "step": run.state.step,
                            "results": run.evaluation[label]})
+        write_evaluation_records(run, label)
     distributed.barrier(run.dist)
+
+
+def write_evaluation_records(run: Run, label: str) -> None:
+    """One JSON record per task of the ``label`` evaluation in ``<run>/evaluations/`` (model ``<run name>
+    <label>``), as ``norton evaluate`` writes them: ``norton compare`` merges them with other models' records."""
+    from norton_core.evaluation.records import task_records, write_records
+    from norton_core.evaluation.runner import task_key
+    from norton_core.evaluation.suite import is_generated
+    from norton_core.recipe.options import to_dict
+
+    ecfg, results = run.recipe.evaluation, run.evaluation[label]
+    evaluated = {key.partition("/")[0] for key in results}
+    tasks = {task_key(t): t for t in ecfg.tasks if task_key(t) in evaluated}
+    options = {t: to_dict(run.recipe.components[f"evaluation.task_options.{t}"].config) for t in tasks.values()}
+    eval_root = run.paths.eval_root or Path()
+    provenance = {"target": str(run.run_dir), "checkpoint": f"{label} evaluation of the run at step {run.state.step}",
+                  "recipe": str(run.run_dir / "recipe.json"), "eval_root": str(eval_root),
+                  "generated": is_generated(eval_root), "precision": ecfg.precision, "batch_size": ecfg.batch_size}
+    write_records(run.run_dir / "evaluations", task_records(f"{run.cfg.name} {label}", results, tasks, provenance,
+                                                            options))
 
 
 def evaluate_model(run: Run) -> dict[str, float]:
@@ -482,12 +503,23 @@ def evaluate_model(run: Run) -> dict[str, float]:
     from norton_core.evaluation import run_evaluation
 
     ecfg, model = run.recipe.evaluation, run.model
-    options = {task: run.recipe.components[f"evaluation.task_options.{task}"].config for task in ecfg.tasks}
+    tasks = list(ecfg.tasks)
+    options = {task: run.recipe.components[f"evaluation.task_options.{task}"].config for task in tasks}
+    eval_root = run.paths.eval_root or Path()
+    if ecfg.suite:  # the suite's tasks run where their datasets are; the others are named, never dropped silently
+        from norton_core.evaluation.suite import present_tasks, suite_tasks
+
+        suite = [t for t in tasks if t in suite_tasks(ecfg.suite)]
+        selection = present_tasks(suite, eval_root, {t: options[t] for t in suite}, plugins=run.plugins)
+        if selection.missing:
+            run.log(selection.missing_line())
+        tasks = [t for t in tasks if t not in selection.missing]
+        options = {t: options[t] for t in tasks}
     was_training = model.training
     model.eval()
     try:  # at evaluation.precision (fp32 by default), not the training autocast: the numbers norton evaluate gives
         # assemble refused evaluation tasks without evaluation sets: eval_root is set whenever a task is asked for
-        return run_evaluation(model, ecfg.tasks, run.paths.eval_root or Path(), options=options, batch_size=ecfg.batch_size,
+        return run_evaluation(model, tasks, eval_root, options=options, batch_size=ecfg.batch_size,
                               device=run.device, progress=sys.stderr.isatty(), plugins=run.plugins,
                               precision=ecfg.precision)
     finally:

@@ -8,6 +8,13 @@ Each TARGET is one of:
 
 Several targets (or ``--checkpoints all``) are scored side by side, one column each, labelled with what it is and
 how it was selected. By default the table shows the rows a paper reports, with a chance column.
+
+``--suite paper`` (or ``suite = "paper"`` in the recipe's ``[evaluation]``) runs every task of the papers' zero-shot
+table whose dataset is under the evaluation root, names the missing ones in one line, and prints that table with
+the published VideoCLIP and Norton values beside ours (on the released datasets only).
+
+Every (target, task) is also written as one JSON record (``--output-dir``, default ``<run>/evaluations/`` for a
+run directory); ``norton compare`` merges records into one table.
 """
 
 from __future__ import annotations
@@ -19,8 +26,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from norton_core.errors import CheckpointError, DataError, NortonError, RecipeError
 from norton_core.evaluation.report import FORMATS
+from norton_core.evaluation.suite import SUITES
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -30,8 +40,14 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
                    help="run directory, checkpoint directory or .safetensors file")
     p.add_argument("--recipe", help="recipe (.toml or a run's recipe.json) describing the model and data")
     p.add_argument("--tasks", help="comma-separated tasks (default: the recipe's evaluation.tasks, else all four)")
-    p.add_argument("--eval-root", help="directory holding youcook2/, htm_align/, msrvtt/ (default: the recipe's "
-                                       "data source)")
+    p.add_argument("--suite", choices=SUITES,
+                   help="paper: every task of the papers' zero-shot table whose dataset is present, laid out as that "
+                        "table with the published values (default: the recipe's evaluation.suite)")
+    p.add_argument("--output-dir", metavar="DIR",
+                   help="write one JSON record per (target, task) here (default: <run>/evaluations/ for a run "
+                        "directory; none for other targets)")
+    p.add_argument("--eval-root", help="directory holding the evaluation sets (youcook2/, msrvtt/, coin/, ...; "
+                                       "default: the recipe's data source)")
     p.add_argument("--checkpoints", choices=("latest", "best", "all"), default="latest",
                    help="which checkpoints of a run directory: the latest, the best by validation loss, or every "
                         "saved one (default: latest)")
@@ -143,37 +159,124 @@ def tasks_and_options(recipe: Any, tasks_arg: str | None) -> tuple[list[str], di
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from norton_core.evaluation.report import render_report
     from norton_core.evaluation.runner import run_evaluation
+    from norton_core.evaluation.suite import is_generated, render_paper_table
     from norton_core.evaluation.targets import resolve_targets, unique_labels
 
     if args.select_by_test_metric and args.checkpoints != "all":
         raise NortonError("--select-by-test-metric chooses among checkpoints: use it with --checkpoints all")
     if args.batch_size is not None and args.batch_size < 1:
         raise NortonError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.suite and args.tasks:
+        raise NortonError("--suite runs the suite's tasks: give --suite or --tasks, not both")
     targets = unique_labels([t for name in args.targets
                              for t in resolve_targets(Path(name), args.recipe, args.checkpoints)])
     progress = not args.no_progress and sys.stderr.isatty()
     columns: dict[str, dict[str, float]] = {}
     built: dict[Path, tuple[Any, Any]] = {}  # one model per recipe, reloaded for each of its checkpoints
+    suite = ""
+    generated = False
+    missing: dict[str, Path] = {}
+    said: set[str] = set()
     for target in targets:
         if target.recipe not in built:
             recipe = load_recipe_any(target.recipe)
             built[target.recipe] = (recipe, recipe.build("model"))
         recipe, model = built[target.recipe]
-        tasks, options = tasks_and_options(recipe, args.tasks)
         eval_root = eval_root_of(recipe, args.eval_root)
+        plan = plan_tasks(recipe, args.tasks, args.suite, eval_root)
+        if plan.missing_line and plan.missing_line not in said:  # once per evaluation root, not per checkpoint
+            said.add(plan.missing_line)
+            print(plan.missing_line, file=sys.stderr)
+        suite = suite or plan.suite
+        generated = generated or is_generated(eval_root)
+        missing.update(plan.missing)
         precision = args.precision or recipe.evaluation.precision
         load_weights(model, target.source, target.read())
         model.to(args.device)
-        print(f"norton: evaluating {target.label} on {', '.join(tasks)} from {eval_root} ({precision})",
+        print(f"norton: evaluating {target.label} on {', '.join(plan.tasks)} from {eval_root} ({precision})",
               file=sys.stderr)
+        batch_size = args.batch_size or recipe.evaluation.batch_size
         columns[target.label] = run_evaluation(
-            model, tasks, eval_root, options=options, batch_size=args.batch_size or recipe.evaluation.batch_size,
-            device=args.device, progress=progress, precision=precision)
+            model, plan.tasks, eval_root, options=plan.options, batch_size=batch_size, device=args.device,
+            progress=progress, precision=precision)
+        save_records(target, columns[target.label], plan, args.output_dir,
+                     {"eval_root": str(eval_root), "generated": is_generated(eval_root), "precision": precision,
+                      "batch_size": batch_size})
     if args.select_by_test_metric:
         columns = select_by_test_metric(columns, args.select_by_test_metric)
     fmt = "json" if args.json else args.format
-    print(render_report(columns, fmt=fmt, rows=args.rows))
+    if suite and fmt != "json":  # JSON is every metric, with or without a suite (scripts read one shape)
+        print(render_paper_table(columns, generated=generated, fmt=fmt, missing=missing))
+    else:
+        print(render_report(columns, fmt=fmt, rows=args.rows))
     return 0
+
+
+@attrs.frozen
+class TaskPlan:
+    """What one target is evaluated on."""
+
+    tasks: list[str]
+    #: per task, its recipe options (config instances)
+    options: dict[str, Any]
+    #: the suite that chose the tasks ('' for a task list)
+    suite: str = ""
+    #: suite tasks left out: task -> the path looked for
+    missing: dict[str, Path] = attrs.field(factory=dict)
+    #: the line naming them ('' when none is missing)
+    missing_line: str = ""
+
+
+def plan_tasks(recipe: Any, tasks_arg: str | None, suite_arg: str | None, eval_root: Path) -> TaskPlan:
+    """The tasks to run: ``--tasks``; else ``--suite`` or the recipe's ``evaluation.suite`` (its tasks whose datasets
+    are under ``eval_root``; the others are named in the plan's ``missing_line``); else the recipe's
+    ``evaluation.tasks``, else the default four. A suite with no dataset present is an error."""
+    from norton_core.evaluation.suite import present_tasks, suite_tasks
+
+    suite = "" if tasks_arg else (suite_arg or recipe.evaluation.suite)
+    if not suite:
+        tasks, options = tasks_and_options(recipe, tasks_arg)
+        return TaskPlan(tasks, options)
+    # the recipe's own suite keeps the other tasks its list names (a plugin's); --suite runs the suite alone
+    wanted = list(recipe.evaluation.tasks) if not suite_arg else list(suite_tasks(suite))
+    _, options = tasks_and_options(recipe, ",".join(wanted))
+    in_suite = [t for t in wanted if t in suite_tasks(suite)]
+    selection = present_tasks(in_suite, eval_root, options)
+    if not selection.present:
+        raise DataError(f"--suite {suite}: none of its datasets is under {eval_root} (looked for "
+                        f"{', '.join(str(p) for p in selection.missing.values())})")
+    tasks = [t for t in wanted if t not in selection.missing]
+    return TaskPlan(tasks, {t: o for t, o in options.items() if t in tasks}, suite, selection.missing,
+                    selection.missing_line())
+
+
+def save_records(target: Any, results: dict[str, float], plan: TaskPlan, output_dir: str | None,
+                 context: dict[str, Any]) -> None:
+    """One JSON record per task of ``target`` in ``output_dir`` (default: the run's ``evaluations/``); says where."""
+    from norton_core.evaluation.records import task_records, write_records
+    from norton_core.evaluation.runner import build_evaluators, task_key
+
+    out = Path(output_dir) if output_dir else (target.run / "evaluations" if target.run is not None else None)
+    if out is None:
+        return
+    options = {ev.name: _plain(attrs.asdict(ev.config)) for ev in build_evaluators(plan.tasks, plan.options)}
+    provenance = {"target": str(target.run or target.source), "checkpoint": str(target.source),
+                  "recipe": str(target.recipe), **context}
+    records = task_records(target.label, results, {task_key(t): t for t in plan.tasks}, provenance, options)
+    paths = write_records(out, records)
+    print(f"norton: wrote {len(paths)} evaluation record(s) to {out} (norton compare {out} merges them)",
+          file=sys.stderr)
+
+
+def _plain(value: Any) -> Any:
+    """Options as JSON data (paths and other objects as strings)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
 
 
 def select_by_test_metric(columns: dict[str, dict[str, float]], key: str) -> dict[str, dict[str, float]]:

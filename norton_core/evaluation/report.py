@@ -153,7 +153,8 @@ def _chance_cell(key: str, columns: Mapping[str, Mapping[str, float]]) -> str:
 
 
 def render_report(columns: Mapping[str, Mapping[str, float]], *, fmt: Format = "table", rows: Rows = "paper",
-                  chance: bool = True, order: Sequence[str] = ()) -> str:
+                  chance: bool = True, order: Sequence[str] = (),
+                  chance_from: Mapping[str, Mapping[str, float]] | None = None) -> str:
     """A table of one or more result sets side by side.
 
     :param columns: ``{label: {"task/metric": value}}``; the labels head the columns, so they should say what each
@@ -164,13 +165,15 @@ def render_report(columns: Mapping[str, Mapping[str, float]], *, fmt: Format = "
     :param rows: ``"paper"`` (what a paper reports, zero counters hidden) or ``"all"``.
     :param chance: add the chance column (only if some row has a chance level).
     :param order: keys to list first (see :func:`report_rows`).
+    :param chance_from: the result sets chance levels are computed from (default: ``columns``); for columns that
+        are not result sets of their own (published values) or that hold only some of their keys.
     """
     if fmt == "json":
         clean = {label: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in col.items()}
                  for label, col in columns.items()}
         return json.dumps(next(iter(clean.values())) if len(clean) == 1 else clean)
     keys = report_rows(columns, rows, order)
-    chances = [_chance_cell(k, columns) for k in keys] if chance else []
+    chances = [_chance_cell(k, columns if chance_from is None else chance_from) for k in keys] if chance else []
     with_chance = chance and any(chances)
     header = ["task", "metric", *(["chance"] if with_chance else []), *columns]
     body = []

@@ -42,6 +42,9 @@ class Target:
     #: where the weights come from, for messages
     source: Path
     recipe: Path
+    #: the run directory the checkpoint belongs to (None for a checkpoint, weights file or export given on its own):
+    #: its evaluation records go to ``<run>/evaluations/``
+    run: Path | None = None
 
 
 def resolve_targets(target: Path, recipe: str | None, checkpoints: Selection = "latest") -> list[Target]:
@@ -87,14 +90,14 @@ def _run_targets(run: Path, recipe: Path, checkpoints: Selection) -> list[Target
         path = root / latest
         if not path.is_dir():
             raise CheckpointError(f"{root / 'latest'}: names checkpoint {latest!r}, but {path} does not exist")
-        return [_step_target(f"{run} {latest} (latest)", path, recipe)]
+        return [_step_target(f"{run} {latest} (latest)", path, recipe, run)]
     best = root / "best"
     if checkpoints == "best":
         if not best.is_dir():
             raise CheckpointError(f"{run}: no best checkpoint ({best} is missing): a run keeps one when it has a "
                                   f"validation split (data.val) to select by")
         return [_best_target(run, best, recipe)]
-    out = [_step_target(f"{run} {path.name}" + (" (latest)" if path.name == latest else ""), path, recipe)
+    out = [_step_target(f"{run} {path.name}" + (" (latest)" if path.name == latest else ""), path, recipe, run)
            for _, path in committed_steps(root)]
     if best.is_dir():
         out.append(_best_target(run, best, recipe))
@@ -103,10 +106,10 @@ def _run_targets(run: Path, recipe: Path, checkpoints: Selection) -> list[Target
     return out
 
 
-def _step_target(label: str, path: Path, recipe: Path) -> Target:
+def _step_target(label: str, path: Path, recipe: Path, run: Path) -> Target:
     """A committed checkpoint of a run: its weights checked against its manifest (none: an incomplete checkpoint)."""
     return Target(_with_precision(label, path), functools.partial(_verified, path, "model.safetensors"),
-                  path / "model.safetensors", recipe)
+                  path / "model.safetensors", recipe, run)
 
 
 def _with_precision(label: str, checkpoint: Path) -> str:
@@ -130,8 +133,8 @@ def _best_target(run: Path, best: Path, recipe: Path) -> Target:
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{best / 'selection.json'}: expected {{\"metric\", \"value\", \"step\", \"split\"}}, "
                               f"got {raw[:200]!r} ({exc})") from None
-    return Target(_with_precision(f"{run} best ({how})", best), functools.partial(_verified, best, "model.safetensors"),
-                  best / "model.safetensors", recipe)
+    return Target(_with_precision(f"{run} best ({how})", best),
+                  functools.partial(_verified, best, "model.safetensors"), best / "model.safetensors", recipe, run)
 
 
 def _verified(path: Path, name: str) -> bytes:

@@ -235,6 +235,8 @@ def _validate(raw: dict[str, Any], source_of: _Origins, source: str, plugins: Pl
     if not isinstance(task_options, dict):
         problems.append(("evaluation.task_options", "expected a table of per-task tables"))
         task_options = {}
+    if engine["evaluation"] is not None and engine["evaluation"].suite:
+        engine["evaluation"] = with_suite_tasks(engine["evaluation"])
     tasks = engine["evaluation"].tasks if engine["evaluation"] is not None else []
     for task in task_options:
         if task not in tasks:
@@ -430,3 +432,12 @@ def dumps_toml(data: Mapping[str, Any], prefix: str = "", note: Callable[[str, A
             if body:
                 lines.append(body)
     return "\n".join(lines)
+
+
+def with_suite_tasks(evaluation: EvaluationConfig) -> EvaluationConfig:
+    """``evaluation`` with its suite's tasks appended to ``tasks`` (each once, the listed ones first): the recipe
+    then validates their options like any listed task's, and a resolved recipe lists every task it may run."""
+    from norton_core.evaluation.suite import suite_tasks
+
+    extra = [t for t in suite_tasks(evaluation.suite) if t not in evaluation.tasks]
+    return attrs.evolve(evaluation, tasks=[*evaluation.tasks, *extra])

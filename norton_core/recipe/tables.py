@@ -108,6 +108,9 @@ class RetrievalConfig:
 @attrs.frozen
 class EvaluationConfig:
     tasks: list[str] = option(factory=list, help="evaluator names, run at the end of training")
+    suite: Literal["", "paper"] = option(
+        "", help="paper: also every task of the papers' zero-shot table (added to tasks); those whose dataset is not "
+                 "under the evaluation root are left out with a line saying so")
     before: bool = option(False, help="also evaluate the initial model, for a before/after table")
     after: bool = option(True)
     batch_size: int = option(256, ge=1)

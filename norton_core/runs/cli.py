@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from norton_core.engine.chance import ADVICE
+from norton_core.errors import NortonError
 from norton_core.runs.read import (
     MAIN_METRICS,
     RunSummary,
@@ -26,8 +27,14 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
     p.add_argument("--markdown", action="store_true", help="a markdown table")
     p.set_defaults(func=cmd_runs)
 
-    p = subparsers.add_parser("compare", help="evaluations side by side and the recipe settings that differ")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    p = subparsers.add_parser("compare", help="evaluations side by side and the recipe settings that differ",
+                              description="Runs' last evaluations and evaluation records (the JSON files norton "
+                                          "evaluate writes, one per model and task) merged into one table, one "
+                                          "column per run or model; then the recipe settings in which the runs "
+                                          "differ.")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run directories, evaluation record files (.json), or directories of records (e.g. a run's "
+                        "evaluations/ or an --output-dir of norton evaluate)")
     p.add_argument("--markdown", action="store_true", help="markdown tables")
     p.add_argument("--all-metrics", action="store_true", help="every metric, not only the rows a paper reports")
     p.set_defaults(func=cmd_compare)
@@ -102,11 +109,27 @@ def chance_warning(run: RunSummary) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    runs = [read_run(p) for p in args.runs]
+    from norton_core.evaluation.records import merge_records, record_files
+
+    run_paths = [Path(p) for p in args.runs if (Path(p) / "recipe.json").is_file()]
+    record_paths = [Path(p) for p in args.runs if not (Path(p) / "recipe.json").is_file()]
+    runs = [read_run(p) for p in run_paths]
     names = unique_names(runs)
-    print(compare_evaluations(runs, names, args.markdown, args.all_metrics))
-    print()
-    print(compare_recipes(runs, names, args.markdown))
+    if not record_paths:
+        print(compare_evaluations(runs, names, args.markdown, args.all_metrics))
+    else:
+        merged, records = merge_records(record_files(record_paths))
+        clash = sorted(set(merged) & set(names))
+        if clash:
+            raise NortonError(f"a run and evaluation records share the column name {clash[0]!r}; compare them apart")
+        finals = {with_precision_label(name, run_precision(r)): final_evaluation(r)[1]
+                  for name, r in zip(names, runs, strict=True)}
+        print(render_columns({**finals, **merged}, args.markdown, args.all_metrics))
+        print()
+        print(record_sources(records, args.markdown))
+    if len(runs) > 1 or not record_paths:
+        print()
+        print(compare_recipes(runs, names, args.markdown))
     return 0
 
 
@@ -133,13 +156,34 @@ def cmd_export(args: argparse.Namespace) -> int:
 def compare_evaluations(runs: list[RunSummary], names: list[str], markdown: bool = False,
                         all_metrics: bool = False) -> str:
     """Each run's last evaluation side by side: the rows a paper reports (all with ``all_metrics``), with chance."""
-    from norton_core.evaluation import render_report
-
     finals = {with_precision_label(name, run_precision(r)): final_evaluation(r)[1]
               for name, r in zip(names, runs, strict=True)}
     if not any(finals.values()):
         return "no evaluation in these runs"
-    return render_report(finals, fmt="markdown" if markdown else "table", rows="all" if all_metrics else "paper")
+    return render_columns(finals, markdown, all_metrics)
+
+
+def render_columns(columns: dict[str, dict[str, float]], markdown: bool = False, all_metrics: bool = False) -> str:
+    """Result sets side by side, as every evaluation table is laid out (chance column, the rows a paper reports)."""
+    from norton_core.evaluation import render_report
+
+    return render_report(columns, fmt="markdown" if markdown else "table", rows="all" if all_metrics else "paper")
+
+
+#: what a record says about where its numbers come from, shown per model
+_SOURCE_FIELDS = ("checkpoint", "eval_root", "generated", "precision", "norton_version")
+
+
+def record_sources(records: dict[str, list[dict[str, Any]]], markdown: bool = False) -> str:
+    """Per model of the merged records: its tasks and what made them (a field its tasks disagree on says so)."""
+    rows = []
+    for model, recs in records.items():
+        cells = []
+        for name in _SOURCE_FIELDS:
+            values = list(dict.fromkeys(setting(r.get(name, "<absent>")) for r in recs))
+            cells.append(values[0] if len(values) == 1 else "differs: " + " / ".join(values))
+        rows.append([model, ", ".join(r["task"] for r in recs), *cells])
+    return render(["model", "tasks", *_SOURCE_FIELDS], rows, markdown)
 
 
 #: keys that differ between any two runs without saying anything about what they trained

@@ -148,9 +148,9 @@ def test_how2_source_explains_how_to_prepare(tmp_path: Path, small_store_dir: Pa
 
 # -- the generator family ----------------------------------------------------------------------------------------
 
-#: sha256 over every file but ground_truth.json of ``generate(dir, 6, seed=5, **small)``, taken before the family's
-#: options existed: with every option at its default, the output must not change (other tests and cached sets
-#: depend on it)
+#: sha256 over every file but ground_truth.json (and the eval/GENERATED marker, added later) of
+#: ``generate(dir, 6, seed=5, **small)``, taken before the family's options existed: with every option at its
+#: default, the output must not change (other tests and cached sets depend on it)
 DEFAULT_WORLD_DIGEST = "b01dd4b7320f3f6a27475ed0d2a1bb0230bdf1d6c4208fcbc7548e109ba90e37"
 SMALL = {"val_videos": 2, "youcook2_videos": 2, "htm_align_videos": 1, "msrvtt_clips": 3}
 
@@ -160,7 +160,7 @@ def _digest(root: Path) -> str:
 
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name not in ("ground_truth.json", ".lock"):  # the output lock is not generated data
+        if p.is_file() and p.name not in ("ground_truth.json", ".lock", "GENERATED"):  # not generated data
             h.update(str(p.relative_to(root)).encode())
             h.update(p.read_bytes())
     return h.hexdigest()

