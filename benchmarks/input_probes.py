@@ -275,6 +275,33 @@ def _two_prepares(work: Path, shared: Shared, timeout: float, mem: int) -> tuple
     return "clean error", _first_error(refused[0])
 
 
+def _study_after_base_edit(work: Path, shared: Shared, timeout: float, mem: int) -> tuple[str, str]:
+    """A one-seed, one-arm study trained to the end; its base recipe's train.max_steps edited; then
+    `--report-only`, which must refuse the finished cell (it was made with other settings), naming the key."""
+    base = work / "base.toml"
+    base.write_text(f'extends = "{SMOKE}"\n[train]\nmax_steps = 1\n')
+    study = work / "s.toml"
+    study.write_text(f'name = "s"\nbase = "base.toml"\nseeds = [0]\noutput_dir = "{work / "out"}"\n'
+                     '[[arms]]\nname = "norton"\n')
+    runs = []
+    for argv in (cli("study", str(study)), None, cli("study", str(study), "--report-only")):
+        if argv is None:
+            base.write_text(f'extends = "{SMOKE}"\n[train]\nmax_steps = 2\n')
+            continue
+        proc = _spawn(argv, mem)
+        try:
+            _, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.communicate()
+            return "hang", "a study did not finish"
+        runs.append((proc.returncode, err))
+    (first, first_err), (code, err) = runs
+    if first != 0:
+        return classify(first, first_err, None)
+    return classify(code, err, "train.max_steps")
+
+
 def _checkpoints(work: Path, steps: list[int], state: dict[int, dict[str, object]] | None = None) -> Path:
     from norton_core.engine import checkpoint as ckpt
 
@@ -347,6 +374,7 @@ CASES = [
     Case("checkpoint: cp -r step-6 step-100", "5", _stale_copy_named_higher, None,
          shows="resumes from step-10"),
     Case("study: an arm named pretrain", "6", _study_arm_named_pretrain, "'pretrain' is reserved"),
+    Case("study: base recipe edited, then --report-only", "2", lambda w, s: [], None, custom=_study_after_base_edit),
     Case("norton runs: one run's eval.json unreadable", "8", _one_unreadable_run, None, shows="unreadable"),
 ]
 

@@ -426,7 +426,7 @@ def test_a_fifo_as_latest_or_manifest_is_not_waited_on(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# the step a checkpoint holds: its name, its manifest and its state.json agree (issue 26 #4, #5)
+# the step a checkpoint holds: its name, its manifest and its state.json agree
 # ------------------------------------------------------------------------------------------------------------------
 
 

@@ -272,7 +272,7 @@ def test_kills_while_best_is_replaced_leave_a_complete_best(tmp_path, window_ref
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# checkpoint metadata on resume (issue 26 #4, #5): in-process, with a kill at a step simulated by an exception
+# checkpoint metadata on resume: in-process, with a kill at a step simulated by an exception
 # ------------------------------------------------------------------------------------------------------------------
 
 
