@@ -168,7 +168,8 @@ def test_logging_table_is_validated_like_the_engine_tables(tmp_path, norton_plug
     ok = load_recipe(SMOKE, plugins=norton_plugins, overrides=['logging.sinks=["jsonl", "tensorboard"]',
                                                                 'logging.sink_options.tensorboard.dir="events"'])
     assert ok.resolved()["logging"] == {"sinks": ["jsonl", "tensorboard"],
-                                        "sink_options": {"jsonl": {}, "tensorboard": {"dir": "events"}}}
+                                        "sink_options": {"jsonl": {}, "tensorboard": {"dir": "events"}},
+                                        "chance_tolerance": 0.03, "chance_share": 0.5}
 
 
 def test_a_chosen_sink_that_is_not_installed_says_which_extra(tmp_path, norton_plugins, monkeypatch):
