@@ -31,7 +31,7 @@ import secrets
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 
@@ -416,7 +416,7 @@ def read_checkpoint(path: Path, verify: bool = True) -> dict[str, bytes]:
 _COUNTERS = ("step", "epoch", "cursor", "consecutive_skips", "skipped_steps", "metrics_offset")
 
 
-def non_negative_int(value: Any) -> bool:
+def non_negative_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 

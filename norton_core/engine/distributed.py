@@ -74,7 +74,7 @@ class DataParallel:
                 super().__init__()
                 self.inner = inner
 
-            def forward(self, batch: dict) -> dict:  # type: ignore[type-arg]
+            def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
                 return forward_batch(self.inner, batch)
 
         cuda = dist.device.startswith("cuda")
@@ -82,8 +82,9 @@ class DataParallel:
         self.ddp = torch.nn.parallel.DistributedDataParallel(
             _Batch(model), device_ids=[dist.local_rank] if cuda else None, broadcast_buffers=False)
 
-    def forward_batch(self, batch: dict) -> dict:  # type: ignore[type-arg]
-        return self.ddp(batch)  # type: ignore[no-any-return]
+    def forward_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        outputs: dict[str, Any] = self.ddp(batch)
+        return outputs
 
     def no_sync(self) -> Any:
         return self.ddp.no_sync()

@@ -14,7 +14,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -31,7 +31,8 @@ def open_store(path: Path, read_mode: str = "mmap", check_finite: bool = True, c
     """
     from norton_core.data.store import ShardStore
 
-    return ShardStore.open(path, read_mode, check_finite=check_finite, check_chunks=check_chunks)
+    mode = cast("Literal['mmap', 'pread']", read_mode)  # the recipe's schema allows only these two
+    return ShardStore.open(path, mode, check_finite=check_finite, check_chunks=check_chunks)
 
 
 def sample_rng(seed: int, epoch: int, purpose: str, video: int) -> random.Random:
@@ -138,7 +139,8 @@ def make_loader(dataset: BatchDataset, num_workers: int, seed: int, pin_memory: 
     generator = torch.Generator()
     generator.manual_seed(seed)
     return _Loader(torch.utils.data.DataLoader(
-        dataset, batch_size=None, shuffle=False, num_workers=num_workers, generator=generator, pin_memory=pin_memory,
+        cast("torch.utils.data.Dataset[Any]", dataset),  # map-style: __getitem__ and __len__
+        batch_size=None, shuffle=False, num_workers=num_workers, generator=generator, pin_memory=pin_memory,
         prefetch_factor=2 if num_workers else None, persistent_workers=False,
         timeout=600 if num_workers else 0, worker_init_fn=ignore_sigterm if num_workers else None,
     ))

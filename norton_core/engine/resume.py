@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -184,7 +184,7 @@ def restore_state(run: Run, found: tuple[Path, dict[str, bytes]]) -> TrainState:
     try:
         model.load_state_dict(tensors("model.safetensors"))
         if "loss.safetensors" in files:
-            loss_fn.load_state_dict(tensors("loss.safetensors"))
+            cast("torch.nn.Module", loss_fn).load_state_dict(tensors("loss.safetensors"))  # saved from one
         state_files.optimizer_from_tensors(optimizer, tensors("optimizer.safetensors"), meta["optimizer_groups"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path}: does not fit this model/optimizer: {exc}") from None

@@ -225,7 +225,9 @@ def resolve_pretrain_recipe(raw: dict[str, Any], sources: dict[str, str]) -> Non
     """``run.pretrain_recipe`` is found like ``extends``, from the file that wrote it (not from the child that
     inherited it); the absolute path replaces it, so the run directory records which file was trained."""
     run = raw.get("run")
-    value = run.get("pretrain_recipe") if isinstance(run, dict) else None
+    if not isinstance(run, dict):
+        return
+    value = run.get("pretrain_recipe")
     if not isinstance(value, str) or not value:
         return
     origin = sources.get("run.pretrain_recipe", SET_SOURCE)

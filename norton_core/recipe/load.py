@@ -18,7 +18,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -44,6 +44,9 @@ from norton_core.recipe.tables import (
     TrainConfig,
 )
 
+if TYPE_CHECKING:
+    from norton_core.plugin.interfaces import Component
+
 #: engine tables and their schemas
 ENGINE_TABLES: dict[str, type] = {
     "run": RunConfig, "train": TrainConfig, "retrieval": RetrievalConfig, "evaluation": EvaluationConfig,
@@ -62,7 +65,7 @@ class ComponentSpec:
     name: str
     path: str
     config: Any
-    cls: type
+    cls: type[Component]
 
     def resolved(self) -> dict[str, Any]:
         return {"name": self.name, **to_dict(self.config)}

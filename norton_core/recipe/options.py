@@ -15,7 +15,7 @@ import math
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal, TypeVar, Union, cast
 
 import attrs
 
@@ -213,7 +213,7 @@ def _bounds(value: Any, meta: dict[str, Any], path: str, problems: _Problems) ->
 
 def _parse(cls: type[T], data: Mapping[str, Any], path: str, problems: _Problems) -> T | None:
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in attrs.fields(cls)}
+    fields = {f.name: f for f in attrs.fields(cast("type[attrs.AttrsInstance]", cls))}
     kwargs: dict[str, Any] = {}
     ok = True
     prefix = f"{path}." if path else ""

@@ -38,7 +38,8 @@ def embed_videos(model: Any, loader: Any, device: str, autocast: Any, count: int
     import torch
 
     matrix = np.zeros((0, 0), dtype=np.float32)
-    ids, filled = [], 0
+    ids: list[np.ndarray] = []
+    filled = 0
     was_training = model.training
     model.eval()
     with torch.no_grad():

@@ -100,7 +100,7 @@ def knn_scores(database: np.ndarray, queries: np.ndarray, k: int, metric: str = 
     q_chunk = max(1, _SCORE_ELEMENTS // block)
     buffer = torch.empty(min(block, n) * min(q_chunk, len(queries)), dtype=torch.float32)
     if members is not None:
-        members = torch.from_numpy(np.ascontiguousarray(members, dtype=np.int64))
+        member_rows = torch.from_numpy(np.ascontiguousarray(members, dtype=np.int64))
         source = torch.from_numpy(database)
         gathered = torch.empty((min(block, n), database.shape[1]), dtype=torch.float32)
     with torch.no_grad():
@@ -112,7 +112,7 @@ def knn_scores(database: np.ndarray, queries: np.ndarray, k: int, metric: str = 
                 if members is None:
                     part, part_norms = database[b:b + rows], None if norms is None else norms[b:b + rows]
                 else:
-                    which = members[b:b + rows]
+                    which = member_rows[b:b + rows]
                     part = torch.index_select(source, 0, which, out=gathered[:rows]).numpy()
                     part_norms = None if metric == "ip" else row_norms(part) if norms is None else norms[which.numpy()]
                 found = scores(q, part, metric, part_norms, out=buffer[:rows * len(q)].view(rows, len(q)))
