@@ -266,11 +266,11 @@ def train(out: Path, name: str, epochs: int, sets: list[str], every: int, thread
 
 
 def left_chance(losses: list[tuple[int, float]], chance: float, tolerance: float = 0.03) -> int | None:
-    """The first logged step from which the loss stays below ``(1 - tolerance) x chance`` for the rest of the
-    run (None if it never does): norton's own chance watch counts a step within 3 % of chance as at chance."""
+    """The first logged step at which the loss, and the loss logged next, lie below ``(1 - tolerance) x chance``
+    (None if never): norton's own chance watch counts a step within 3 % of chance as at chance."""
     below = [loss < (1 - tolerance) * chance for _, loss in losses]
-    for i in range(len(losses)):
-        if all(below[i:]):
+    for i in range(len(losses) - 1):
+        if below[i] and below[i + 1]:
             return losses[i][0]
     return None
 
@@ -283,11 +283,17 @@ def summary(out: Path) -> None:
         chance = 2 * math.log(clips)
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
         losses = [(r["step"], r["loss"]) for r in records if "loss" in r and "epoch" in r and "event" not in r]
-        r1 = [v for r in records for k, v in r.items() if k.endswith("youcook2-clip/R1") or k == "youcook2-clip/R1"]
+        evaluation = run / "eval.json"
+        r1 = [json.loads(evaluation.read_text())["after"]["youcook2_clip/R@1"]] if evaluation.exists() else []
         at = {s: round(v, 2) for s, v in losses if s in (10, 20, 30, 60, 100, 180)}
+        per_epoch = {}
+        for r in records:
+            if "loss" in r and "epoch" in r and "event" not in r:
+                per_epoch.setdefault(r["epoch"], []).append(r["loss"])
+        means = {e: round(sum(v) / len(v), 2) for e, v in per_epoch.items()}
         print(f"== {run.name}: chance {chance:.2f}, left chance at step {left_chance(losses, chance)}, "
-              f"steps {len(losses) and losses[-1][0]}, loss {at}, last {losses[-1][1] if losses else None:.3f}, "
-              f"clip R@1 {r1[-1] if r1 else '-'}")
+              f"steps {len(losses) and losses[-1][0]}, loss {at}, epoch means {means}, last {round(losses[-1][1], 3) if losses else None}, "
+              f"clip R@1 {round(r1[-1], 2) if r1 else '-'}")
         for line in (run / "stall_probe.jsonl").read_text().splitlines():
             r = json.loads(line)
             print("  " + " ".join(f"{k.replace('grad_', 'g_')}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
