@@ -292,7 +292,8 @@ def summary(out: Path) -> None:
                 per_epoch.setdefault(r["epoch"], []).append(r["loss"])
         means = {e: round(sum(v) / len(v), 2) for e, v in per_epoch.items()}
         print(f"== {run.name}: chance {chance:.2f}, left chance at step {left_chance(losses, chance)}, "
-              f"steps {len(losses) and losses[-1][0]}, loss {at}, epoch means {means}, last {round(losses[-1][1], 3) if losses else None}, "
+              f"steps {len(losses) and losses[-1][0]}, loss {at}, epoch means {means}, "
+              f"last {round(losses[-1][1], 3) if losses else None}, "
               f"clip R@1 {round(r1[-1], 2) if r1 else '-'}")
         for line in (run / "stall_probe.jsonl").read_text().splitlines():
             r = json.loads(line)
