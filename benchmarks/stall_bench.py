@@ -5,7 +5,8 @@ of an outside generator: every step's feature is the normalised sum of a verb ve
 (28 verbs x 26 objects, so steps share halves), plus a strongly correlated AR(1) noise walk about a third the size
 of the signal, background frames between steps; captions from six templates around "<verb> the <object>"; 24 tasks
 of 5-9 steps; ASR-like timing (shift std 6 s), dropped captions and Poisson-many chatter lines. It writes the raw
-How2 layout (``features/<id>.npy``, ``captions.json``, ``train.lst``, ``val.lst``) and a YouCook2-format clip set,
+How2 layout (``features/<id>.npy``, ``captions.json``, ``train.lst``, ``val.lst``), a YouCook2-format clip set and an
+HTM-Align-format set (every ASR-like line, alignable with its step's true span or not),
 prepares it with ``norton prepare how2`` and trains the demo's first stage (``recipes/videoclip_demo.toml`` with only
 ``[data]`` changed, plus the ``--set`` levers given on the command line) with a probe plugin registered in-process.
 
@@ -23,6 +24,12 @@ The probe writes ``stall_probe.jsonl`` into the run directory, one record every 
     python benchmarks/stall_bench.py train --out /tmp/stall --name base --epochs 1
     python benchmarks/stall_bench.py train --out /tmp/stall --name warm --epochs 1 --set train.warmup_updates=30
     python benchmarks/stall_bench.py summary --out /tmp/stall            # a table of every run's probe
+    python benchmarks/stall_bench.py demo --out /tmp/stall              # both shipped demo stages, only [data] changed
+
+``demo`` is the finish line of the stall: it writes a recipe that extends ``recipes/how2_demo.toml`` with only
+``[data]`` replaced (so both stages train on this data), runs it as a user would, and prints the first stage's first
+loss and the step it left chance, then each stage's clip R@1, video-paragraph R@1, HTM-Align recall and AUC with
+their chance values.
 """
 
 from __future__ import annotations
@@ -32,12 +39,14 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from norton_core import hookimpl
+from norton_core.evaluation.report import chance_level
 
 DIM = 512
 VERBS = ["chop", "slice", "dice", "stir", "whisk", "pour", "fold", "knead", "grate", "peel", "mash", "fry",
@@ -103,29 +112,35 @@ class World:
         return _unit(signal + noise).astype(np.float16), spans
 
     def captions(self, rng: np.random.Generator, spans: list[tuple[int, int, int, int]],
-                 length: int) -> dict[str, list[Any]]:
-        """ASR-like captions: each step said with a shift (std 6 s) or dropped, plus Poisson-many chatter lines."""
-        lines: list[tuple[float, float, str]] = []
-        for s, _e, v, o in spans:
+                 length: int, keep_steps: bool = False) -> dict[str, list[Any]]:
+        """ASR-like captions: each step said with a shift (std 6 s) or dropped, plus Poisson-many chatter lines
+        (``keep_steps``: also each line's step index, None for chatter)."""
+        lines: list[tuple[float, float, str, int | None]] = []
+        for k, (s, _e, v, o) in enumerate(spans):
             if rng.random() < DROP_PROB:
                 continue
             start = float(np.clip(s + rng.normal(0, SHIFT_STD), 0, length - 2))
             text = TEMPLATES[int(rng.integers(len(TEMPLATES)))].format(v=VERBS[v], o=OBJECTS[o])
-            lines.append((start, min(start + float(rng.uniform(2, 5)), length), text))
+            lines.append((start, min(start + float(rng.uniform(2, 5)), length), text, k))
         for _ in range(int(rng.poisson(CHATTER_MEAN))):
             start = float(rng.uniform(0, length - 2))
-            lines.append((start, min(start + float(rng.uniform(1.5, 4)), length), CHATTER[int(rng.integers(len(CHATTER)))]))
-        lines.sort()
-        return {"start": [round(a, 2) for a, _, _ in lines], "end": [round(b, 2) for _, b, _ in lines],
-                "text": [t for _, _, t in lines]}
+            lines.append((start, min(start + float(rng.uniform(1.5, 4)), length),
+                          CHATTER[int(rng.integers(len(CHATTER)))], None))
+        lines.sort(key=lambda line: line[:3])
+        out = {"start": [round(a, 2) for a, _, _, _ in lines], "end": [round(b, 2) for _, b, _, _ in lines],
+               "text": [t for _, _, t, _ in lines]}
+        if keep_steps:
+            out["step"] = [k for _, _, _, k in lines]
+        return out
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def generate(out: Path, train: int, val: int, youcook2: int, seed: int) -> None:
-    """Write the raw How2 layout and a YouCook2-format clip set under ``out/raw``, then prepare the stores."""
+def generate(out: Path, train: int, val: int, youcook2: int, seed: int, htm_align: int = 60) -> None:
+    """Write the raw How2 layout under ``out/raw``, YouCook2- and HTM-Align-format evaluation sets under
+    ``out/eval``, then prepare the stores."""
     world, rng = World(seed), np.random.default_rng([seed, 1])
     raw = out / "raw"
     (raw / "features").mkdir(parents=True, exist_ok=True)
@@ -138,19 +153,34 @@ def generate(out: Path, train: int, val: int, youcook2: int, seed: int) -> None:
     (raw / "captions.json").write_text(json.dumps(captions))
     (raw / "train.lst").write_text("".join(f"{v}\n" for v in ids[:train]))
     (raw / "val.lst").write_text("".join(f"{v}\n" for v in ids[train:]))
-    yc = out / "eval" / "youcook2"
-    (yc / "features").mkdir(parents=True, exist_ok=True)
     database: dict[str, Any] = {}
-    for i in range(youcook2):
-        vid = f"yc{seed:02d}{i:04d}"
-        feats, spans = world.video(rng)
-        np.save(yc / "features" / f"{vid}.npy", feats)
+    for vid, length, spans in _eval_videos(world, rng, out / "eval" / "youcook2", f"yc{seed:02d}", youcook2):
         notes = [{"id": k, "segment": [s, e], "sentence": EVAL_TEMPLATES[int(rng.integers(3))].format(
             V=VERBS[v].capitalize(), o=OBJECTS[o])} for k, (s, e, v, o) in enumerate(spans)]
-        database[vid] = {"duration": float(len(feats)), "subset": "validation", "annotations": notes}
-    (yc / "annotations.json").write_text(json.dumps({"database": database}))
+        database[vid] = {"duration": float(length), "subset": "validation", "annotations": notes}
+    (out / "eval" / "youcook2" / "annotations.json").write_text(json.dumps({"database": database}))
+    # HTM-Align: every ASR-like line of a video, alignable (1, the step's true span) or not (0, its ASR time)
+    annotated: dict[str, Any] = {}
+    for vid, length, spans in _eval_videos(world, rng, out / "eval" / "htm_align", f"ha{seed:02d}", htm_align):
+        lines = world.captions(rng, spans, length, keep_steps=True)
+        annotated[vid] = [[1, float(spans[k][0]), float(spans[k][1]), text] if k is not None else [0, a, b, text]
+                          for a, b, text, k in zip(lines["start"], lines["end"], lines["text"], lines["step"],
+                                                   strict=True)]
+    (out / "eval" / "htm_align" / "htm_align.json").write_text(json.dumps(annotated))
     prepare = [sys.executable, "-m", "norton_core.cli", "prepare", "how2", str(raw), "--out", str(out / "stores")]
     subprocess.run([*prepare, "--no-progress"], check=True)
+
+
+def _eval_videos(world: World, rng: np.random.Generator, directory: Path, prefix: str,
+                 count: int) -> Iterator[tuple[str, int, list[tuple[int, int, int, int]]]]:
+    """``count`` evaluation videos: each one's features saved under ``directory/features``, then its id, length
+    and step spans."""
+    (directory / "features").mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        vid = f"{prefix}{i:04d}"
+        feats, spans = world.video(rng)
+        np.save(directory / "features" / f"{vid}.npy", feats)
+        yield vid, len(feats), spans
 
 
 def _recipe(out: Path) -> Path:
@@ -265,6 +295,45 @@ def train(out: Path, name: str, epochs: int, sets: list[str], every: int, thread
     return run_main(argv + ["--overwrite"])
 
 
+def demo(out: Path, name: str, sets: list[str]) -> int:
+    """Both stages of the shipped demo (``recipes/how2_demo.toml``) with only ``[data]`` changed, as a user with
+    this data would run them; then what the issue's finish line asks of them."""
+    shipped = Path(__file__).resolve().parents[1] / "recipes" / "how2_demo.toml"
+    recipe = out / "demo_recipe.toml"
+    recipe.write_text(f'extends = "{shipped}"\n\n[data]\nname = "how2"\ntrain = "{out / "stores" / "train"}"\n'
+                      f'eval_root = "{out / "eval"}"\n')
+    runs = out / "demo_runs" / name
+    argv = [sys.executable, "-m", "norton_core.cli", "run", str(recipe), "--set", f'run.output_dir="{runs}"']
+    for s in sets:
+        argv += ["--set", s]
+    done = subprocess.run(argv, check=False)
+    if done.returncode:
+        return done.returncode
+    demo_summary(runs)
+    return 0
+
+
+def demo_summary(runs: Path) -> None:
+    """The first stage's steps to leave chance, then each stage's clip R@1, HTM-Align recall and AUC with chance."""
+    first = runs / "videoclip_demo"
+    recipe = json.loads((first / "recipe.json").read_text())
+    chance = 2 * math.log(recipe["train"]["videos_per_batch"] * recipe["aligner"]["clip_per_video"])
+    records = [json.loads(line) for line in (first / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    losses = [(r["step"], r["loss"]) for r in records if "loss" in r and "epoch" in r and "event" not in r]
+    steps = losses[-1][0] if losses else 0
+    print(f"first stage: {steps} steps, first loss {losses[0][1]:.2f} (chance {chance:.2f}), left chance at step "
+          f"{left_chance(losses, chance)} (first tenth: step {steps // 10})")
+    for stage in ("videoclip_demo", "how2_demo"):
+        after = json.loads((runs / stage / "eval.json").read_text())["after"]
+        cells = []
+        for key, label in (("youcook2_clip/R@1", "clip R@1"), ("youcook2_video/capavg_R@1", "video R@1"),
+                           ("htm_align/recall", "HTM-Align recall"), ("htm_align/auc", "AUC")):
+            value, base = after.get(key), chance_level(key, after)
+            cells.append("-" if value is None else f"{label} {value:.2f}" +
+                         (f" ({value / base:.1f}x chance {base:.2f})" if base else ""))
+        print(f"{stage}: " + ", ".join(cells))
+
+
 def left_chance(losses: list[tuple[int, float]], chance: float, tolerance: float = 0.03) -> int | None:
     """The first logged step at which the loss, and the loss logged next, lie below ``(1 - tolerance) x chance``
     (None if never): norton's own chance watch counts a step within 3 % of chance as at chance."""
@@ -310,6 +379,7 @@ def main() -> int:
     g.add_argument("--val", type=int, default=16)
     g.add_argument("--youcook2", type=int, default=60)
     g.add_argument("--seed", type=int, default=25)
+    g.add_argument("--htm-align", type=int, default=60)
     t = sub.add_parser("train")
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--name", required=True)
@@ -318,14 +388,20 @@ def main() -> int:
     t.add_argument("--probe-every", type=int, default=5)
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--evaluate", action="store_true")
+    d = sub.add_parser("demo")
+    d.add_argument("--out", type=Path, required=True)
+    d.add_argument("--name", default="shipped")
+    d.add_argument("--set", action="append", default=[])
     s = sub.add_parser("summary")
     s.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.cmd == "generate":
-        generate(args.out, args.videos, args.val, args.youcook2, args.seed)
+        generate(args.out, args.videos, args.val, args.youcook2, args.seed, args.htm_align)
         return 0
     if args.cmd == "train":
         return train(args.out, args.name, args.epochs, args.set, args.probe_every, args.threads, args.evaluate)
+    if args.cmd == "demo":
+        return demo(args.out, args.name, args.set)
     summary(args.out)
     return 0
 

@@ -49,19 +49,7 @@ def train(recipe: Any, *, resume: bool = False, overwrite: bool = False, allow_r
     try:
         init_from, prior, prior_precision = recipe.run.init_from, {}, {}
         if recipe.run.pretrain_recipe:
-            from norton_core.recipe.load import load_recipe
-
-            # loading resolved it from the file that wrote it; a recipe.json from an older run may hold it relative
-            stage_path = Path(recipe.source).parent / recipe.run.pretrain_recipe
-            # where runs and data live and what runs them follow this recipe (and its --set overrides)
-            shared = [f"run.{key}={json.dumps(getattr(recipe.run, key))}"
-                      for key in ("output_dir", "cache_dir", "device", "threads")]
-            stage = load_recipe(stage_path, overrides=shared, plugins=plugins)
-            print(f"norton: stage 1/2: {stage_path} (run {stage.run.name})", flush=True)
-            kept = _stage_only_overrides(recipe, {s.split("=", 1)[0] for s in shared})
-            if kept:
-                print(f"norton: stage 1/2 does not receive --set {', '.join(kept)} (they apply to stage 2 only; "
-                      "set them in the first stage's recipe to change it too)", flush=True)
+            stage = first_stage(recipe, plugins)
             done = train(stage, resume=True, plugins=plugins)
             prior = {f"{stage.run.name}/{label}": res for label, res in done.evaluation.items()
                      if "/" not in label}
@@ -77,7 +65,41 @@ def train(recipe: Any, *, resume: bool = False, overwrite: bool = False, allow_r
             distributed.shutdown(distributed.Dist(world_size=_world_size()))
 
 
-def _stage_only_overrides(recipe: Any, passed_on: set[str]) -> list[str]:
+def first_stage(recipe: Any, plugins: Any) -> Any:
+    """The recipe of ``recipe``'s first stage (``run.pretrain_recipe``) as it will train, with what it is told said:
+    where runs and data live, what runs them and the data themselves follow ``recipe`` (and its ``--set``), so that a
+    child recipe that changes only ``[data]`` trains both stages on its data."""
+    from norton_core.errors import RecipeError
+    from norton_core.recipe.load import load_recipe, toml_value
+
+    # loading resolved it from the file that wrote it; a recipe.json from an older run may hold it relative
+    stage_path = Path(recipe.source).parent / recipe.run.pretrain_recipe
+    shared = [f"run.{key}={json.dumps(getattr(recipe.run, key))}"
+              for key in ("output_dir", "cache_dir", "device", "threads")]
+    data = recipe.resolved()["data"]
+    shared += [f"data.{key}={toml_value(value)}" for key, value in
+               sorted(data.items(), key=lambda kv: kv[0] != "name")  # the name first: it restarts the table
+               if value is not None]
+    own = load_recipe(stage_path, plugins=plugins).resolved()["data"]
+    stage = load_recipe(stage_path, overrides=shared, plugins=plugins)
+    given = stage.resolved()["data"]
+    differ = sorted(k for k in {*data, *given} if data.get(k) != given.get(k))
+    if differ:  # a key this recipe leaves unset (None) that the stage's own recipe sets
+        raise RecipeError(f"{stage_path}: the first stage would train on other data than {recipe.source}: "
+                          f"data.{', data.'.join(differ)} differ; set them in the first stage's recipe too")
+    print(f"norton: stage 1/2: {stage_path} (run {stage.run.name})", flush=True)
+    if own != data:
+        keys = ", ".join(sorted(k for k in {*own, *data} if own.get(k) != data.get(k)))
+        print(f"norton: stage 1/2 trains on this recipe's [data] (name = {data.get('name')!r}), not on the [data] "
+              f"its own recipe names (name = {own.get('name')!r}; differing: {keys})", flush=True)
+    kept = _stage_only_overrides(recipe, {s.split("=", 1)[0] for s in shared}, prefixes=("data.",))
+    if kept:
+        print(f"norton: stage 1/2 does not receive --set {', '.join(kept)} (they apply to stage 2 only; "
+              "set them in the first stage's recipe to change it too)", flush=True)
+    return stage
+
+
+def _stage_only_overrides(recipe: Any, passed_on: set[str], prefixes: tuple[str, ...] = ()) -> list[str]:
     """The ``--set`` keys of ``recipe`` that its first stage does not receive (said, so none is dropped silently)."""
     from norton_core.recipe.files import SET_SOURCE
 
@@ -85,7 +107,7 @@ def _stage_only_overrides(recipe: Any, passed_on: set[str]) -> list[str]:
     keys = {key for key, where in sources.items() if where == SET_SOURCE}
     # a table is recorded beside the keys set inside it: name the keys, not their tables
     leaves = {key for key in keys if not any(other.startswith(key + ".") for other in keys)}
-    return sorted(leaves - passed_on)
+    return sorted(key for key in leaves - passed_on if key != "data" and not key.startswith(prefixes))
 
 
 def _world_size() -> int:

@@ -87,7 +87,7 @@ def _train(run: Run) -> RunResult:
             evaluate(run, "after")
         return _result(run, {})
     progress = _start(run)
-    watch = _chance_watch(run)
+    watch = _chance_watch(run, progress.total)
 
     last_metrics: dict[str, float] = {}
     run.model.train()
@@ -196,7 +196,7 @@ def _start(run: Run) -> Progress:
     return Progress(total, state.step, tcfg.epochs, tcfg.log_every, run.log, enabled=run.dist.is_main)
 
 
-def _chance_watch(run: Run) -> ChanceWatch | None:
+def _chance_watch(run: Run, total_steps: int) -> ChanceWatch | None:
     """The watch over a loss stuck at chance, or None: switched off (``logging.chance_tolerance = 0``), or a loss
     that declares no chance value (said once, so that nobody takes the silence for a run that learns)."""
     lcfg = run.recipe.logging
@@ -207,14 +207,17 @@ def _chance_watch(run: Run) -> ChanceWatch | None:
         run.log(f"norton: loss {run.recipe.components['loss'].name!r} declares no chance value "
                 "(Loss.chance_levels), so this run is not watched for a loss stuck at chance")
         return None
-    return ChanceWatch(lcfg.chance_tolerance, lcfg.chance_share, ChanceCount.from_json(run.state.chance), run.log)
+    return ChanceWatch(lcfg.chance_tolerance, lcfg.chance_share, ChanceCount.from_json(run.state.chance), run.log,
+                       total_steps)
 
 
 def _watch_step(run: Run, watch: ChanceWatch, loss: float, sizes: list[int]) -> None:
     """Count the step against the mean chance value of this rank's batches (the same on every rank unless short
     batches are kept); the count is part of the checkpointed state."""
     chance = sum(chance_levels_of(run.loss_fn, n).get("loss", 0.0) for n in sizes) / len(sizes)
-    record = watch.observe(run.state.step, loss, chance)
+    rcfg = run.recipe.retrieval
+    retrieved = rcfg.enabled and run.state.epoch >= rcfg.start_epoch
+    record = watch.observe(run.state.step, loss, chance, retrieved)
     run.state.chance = watch.count.to_json()
     if record is not None:
         run.metrics.write(record)

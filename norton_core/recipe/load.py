@@ -400,7 +400,7 @@ def _check_requires(requires: Sequence[str], plugins: Plugins) -> list[tuple[str
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -408,7 +408,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
@@ -424,7 +424,7 @@ def dumps_toml(data: Mapping[str, Any], prefix: str = "", note: Callable[[str, A
     for key, value in data.items():
         if isinstance(value, dict) or value is None:
             continue
-        line = f"{_toml_key(key)} = {_toml_value(value)}"
+        line = f"{_toml_key(key)} = {toml_value(value)}"
         comment = note(f"{dotted}{key}", value) if note else ""
         lines.append(f"{line:<40} # {comment}" if comment else line)
     for key, value in data.items():

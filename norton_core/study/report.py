@@ -59,7 +59,8 @@ def build_report(study: Study, results: dict[Any, dict[str, Any]], *, note: str 
     kind = "named variants" if study.variant_cases else f"variants of `{study.variant_key or '-'}`"
     lines += [f"Base recipe `{study.base.name}`; seeds {list(study.seeds)}; {kind}: "
               f"{', '.join(labels)}. Values are means ± the 95 % interval over seeds (Student t); "
-              f"`arm − {study.baseline}` is the paired per-seed difference. Cells finished: "
+              f"`arm − baseline` is the paired per-seed difference (the baseline is `{study.baseline}` unless the "
+              f"arm names its own). Cells finished: "
               f"{sum(1 for k in results if k[2] != PRETRAIN)} of {len(labels) * len(study.seeds) * len(arms)}.", ""]
     lines += _data_lines(results, labels)
     if study.variant_cases:
@@ -73,12 +74,11 @@ def build_report(study: Study, results: dict[Any, dict[str, Any]], *, note: str 
     lines.append("")
     for metric in study.metrics:
         lines += [f"## {metric}", ""]
-        others = [a for a in arms if a != study.baseline]
+        others = [a for a in arms if study.baseline_of(a) != a]
         head = ["variant", "chance"] + (["untrained", "first stage"] if has_pre else []) + arms
-        head += [f"{a} − {study.baseline}" for a in others]
+        head += [f"{a} − {study.baseline_of(a)}" for a in others]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for label in labels:
-            base_vals = _by_seed(results, label, study.baseline, lambda r, m=metric: final_value(r, m), study.seeds)
             row = [label, _chance(results, metric, [label])]
             if has_pre:
                 for stage in ("before", "after"):
@@ -90,6 +90,8 @@ def build_report(study: Study, results: dict[Any, dict[str, Any]], *, note: str 
                 row.append(fmt(*mean_ci(list(vals.values()))[:2]))
             for arm in others:
                 vals = _by_seed(results, label, arm, lambda r, m=metric: final_value(r, m), study.seeds)
+                base_vals = _by_seed(results, label, study.baseline_of(arm), lambda r, m=metric: final_value(r, m),
+                                     study.seeds)
                 mean, half, n = paired_diff(vals, base_vals)
                 row.append(fmt(mean, half) if n else "n/a")
             lines.append("| " + " | ".join(row) + " |")
@@ -181,9 +183,8 @@ def _pooled_row(study: Study, results: dict[Any, dict[str, Any]], labels: list[s
     if has_pre:
         row += [fmt(*mean_ci(list(cells(PRETRAIN, stage).values()))[:2]) for stage in ("before", "after")]
     row += [fmt(*mean_ci(list(cells(arm).values()))[:2]) for arm in arms]
-    base = cells(study.baseline)
     for arm in others:
-        mean, half, n = paired_diff(cells(arm), base)
+        mean, half, n = paired_diff(cells(arm), cells(study.baseline_of(arm)))
         row.append(fmt(mean, half) if n else "n/a")
     return row
 

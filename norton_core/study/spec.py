@@ -22,6 +22,11 @@
     [[arms]]
     name = "norton"
     set = []                               # --set overrides of the base recipe's last stage
+
+    [[arms]]
+    name = "nce-long"
+    set = ['loss={ name = "videoclip-nce" }', "train.epochs=8"]
+    baseline = "norton-long"               # this arm's paired difference is against another arm than the study's
 """
 
 from __future__ import annotations
@@ -66,6 +71,8 @@ TOP_KEYS = ("name", "base", "output_dir", "seeds", "baseline", "metrics", "set",
 class Arm:
     name: str
     set: tuple[str, ...]
+    #: the arm this one's paired differences are against ('' = the study's baseline)
+    baseline: str = ""
 
 
 @attrs.frozen
@@ -109,6 +116,10 @@ class Study:
 
     def arm(self, name: str) -> Arm:
         return next(a for a in self.arms if a.name == name)
+
+    def baseline_of(self, name: str) -> str:
+        """The arm ``name``'s paired differences are taken against (itself for the study's baseline)."""
+        return self.arm(name).baseline or self.baseline
 
 
 def _strings(value: Any, where: str, problems: list[str]) -> tuple[str, ...]:
@@ -206,8 +217,8 @@ def load_study(path: str | Path, *, seeds: tuple[int, ...] | None = None, values
             problems.append(f"arms[{i}]: expected a table")
             continue
         for k in arm:
-            if k not in ("name", "set"):
-                problems.append(f"arms[{i}].{k}: unknown key; allowed keys: name, set")
+            if k not in ("name", "set", "baseline"):
+                problems.append(f"arms[{i}].{k}: unknown key; allowed keys: name, set, baseline")
         arm_name = arm.get("name")
         if not isinstance(arm_name, str) or not _NAME.fullmatch(arm_name):
             problems.append(f"arms[{i}].name: expected a plain name, got {arm_name!r}")
@@ -215,10 +226,18 @@ def load_study(path: str | Path, *, seeds: tuple[int, ...] | None = None, values
         problems.extend(f"arms[{i}].name: {p}" for p in _arm_name_problems(arm_name, [a.name for a in arms]))
         arm_set = _strings(arm.get("set", []), f"arms[{i}].set", problems)
         problems.extend(_controlled(arm_set, ARM_KEYS, f"arms[{i}].set"))
-        arms.append(Arm(arm_name, arm_set))
+        own = arm.get("baseline", "")
+        if not isinstance(own, str) or own == arm_name:
+            problems.append(f"arms[{i}].baseline: expected the name of another arm, got {own!r}")
+            own = ""
+        arms.append(Arm(arm_name, arm_set, own))
     baseline = raw.get("baseline", arms[0].name if arms else "")
     if arms and baseline not in {a.name for a in arms}:
         problems.append(f"baseline: {baseline!r} is not an arm ({', '.join(a.name for a in arms)})")
+    for i, arm_ in enumerate(arms):
+        if arm_.baseline and arm_.baseline not in {a.name for a in arms}:
+            problems.append(f"arms[{i}].baseline: {arm_.baseline!r} is not an arm "
+                            f"({', '.join(a.name for a in arms)})")
     out = output_dir if output_dir is not None else raw.get("output_dir", f"runs/studies/{name}")
     if not isinstance(out, str) or not out:
         problems.append(f"output_dir: expected a directory path, got {out!r}")

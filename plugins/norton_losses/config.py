@@ -22,9 +22,13 @@ class NortonConfig:
     clip_epsilon: float = option(1.0, gt=0.0, help="entropic scale of the faulty-negative OT (reference: 1)")
     sinkhorn_iterations: int = option(50, ge=1)
     beta: float = option(0.3, ge=0.0, le=1.0, help="weight of the OT plan in the clip targets")
+    clip_temperature: float = option(1.0, gt=0.0, help="X = Zv Zt^T / this in the clip loss and its OT (reference: "
+                                                       "1); set it to the first stage's loss.temperature")
     faulty_negatives: bool = option(True, help="false = plain symmetric InfoNCE clip loss (VideoCLIP)")
     alpha: float = option(1.0, ge=MIN_ALPHA, help="temperature of the fine-grained log-sum-exp")
     fusion_weight: float = option(0.5, ge=0.0, help="w in S = (w S_mean + S_lse) / (w + 1)")
+    sequence_similarity: Literal["fused", "mean"] = option("fused", help="S of L_video: fused = mean-pooled and "
+                                                                         "fine-grained (the paper); mean = S_mean only")
     temperature: float = option(0.07, ge=0.01, le=1.0, help="initial tau of the sequence logits")
     learn_temperature: bool = option(False, help="fix: learn tau (a registered parameter); reference: fixed")
     lse_padding_bias: bool = option(True, help="reference: padded tokens add alpha log N to the fine-grained "
@@ -37,4 +41,5 @@ class NortonConfig:
 
 @attrs.frozen
 class NCEConfig:
-    temperature: float = option(1.0, gt=0.0, help="logits = Zv Zt^T / temperature (VideoCLIP: 1)")
+    temperature: float = option(1.0, gt=0.0, help="logits = Zv Zt^T / temperature (VideoCLIP: 1; the demos: 5, so "
+                                                  "that the first logits are small and the loss starts at chance)")

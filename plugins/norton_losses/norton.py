@@ -2,7 +2,8 @@
 
 ``norton``: ``L = L_clip + lambda * L_video``.
 
-- ``L_clip`` (faulty-negative exploitation): ``X = Zv Zt^T`` on the raw pooled vectors (tau = 1), an entropic OT
+- ``L_clip`` (faulty-negative exploitation): ``X = Zv Zt^T / clip_temperature`` on the raw pooled vectors (the
+  reference: tau = 1; a run post-training a first stage trained at ``loss.temperature = T`` sets T here), an entropic OT
   plan ``Q`` of ``X / clip_epsilon`` with uniform marginals ``1/(2B)`` rescaled by ``2B`` (rows sum to ~1), soft
   targets ``beta Q + (1 - beta) I`` (video rows) and ``beta Q^T + (1 - beta) I`` (text rows), cross-entropy both
   ways, summed. ``faulty_negatives = false`` gives VideoCLIP's symmetric InfoNCE.
@@ -95,6 +96,8 @@ class NortonLoss(nn.Module, Loss):
     def clip_loss(self, pooled_video: torch.Tensor, pooled_text: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         logits = pooled_video @ pooled_text.t()  # rows: clips
+        if cfg.clip_temperature != 1.0:
+            logits = logits / cfg.clip_temperature
         batch = logits.shape[0]
         eye = torch.eye(batch, dtype=logits.dtype, device=logits.device)
         if cfg.faulty_negatives and cfg.beta > 0:
@@ -108,12 +111,15 @@ class NortonLoss(nn.Module, Loss):
         return loss_v + loss_t
 
     def similarity(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The fused caption x clip similarity S (B, B), rows = captions."""
+        """The fused caption x clip similarity S (B, B), rows = captions (``sequence_similarity = "mean"``: the
+        mean-pooled cosine S_mean alone)."""
         cfg = self.config
         norm = (lambda x: minmax(x)) if cfg.video_similarity_norm == "minmax" else (lambda x: x)
         zt = F.normalize(outputs["pooled_text"].float(), dim=-1)
         zv = F.normalize(outputs["pooled_video"].float(), dim=-1)
         s_mean = norm(zt @ zv.t())
+        if cfg.sequence_similarity == "mean":  # the paper's Table 7 ablation: no fine-grained term
+            return s_mean
         ht = outputs["text_outputs"].float()  # L2-normalised per token inside fine_grained_sums
         hv = outputs["video_outputs"].float()
         mt = outputs["text_mask_outputs"].bool()

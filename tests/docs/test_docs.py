@@ -321,6 +321,11 @@ def _check_study(page: str, code: str, tmp_path: Path) -> None:
     from norton_core.study.spec import load_study
 
     raw = tomllib.loads(code)
+    if "base" not in raw and "arms" in raw:  # a fragment of arms: a study over the seconds-long recipe with them
+        path = tmp_path / "fragment.toml"
+        path.write_text(f'name = "fragment"\nbase = "{ROOT / "recipes" / "smoke_cpu.toml"}"\n{code}')
+        assert [a.name for a in load_study(path).arms] == [a["name"] for a in raw["arms"]], page
+        return
     if "base" not in raw:  # a fragment: the named cases of a shipped study, as they are written there
         shipped = tomllib.loads((ROOT / "studies" / "recipe_defaults.toml").read_text())["variants"]["cases"]
         for case, overrides in raw["variants"]["cases"].items():

@@ -50,6 +50,46 @@ def test_the_watch_says_once_when_the_share_is_reached_and_when_it_is_left():
     assert not watch.ended_at_chance() and watch.marker() == ""
 
 
+def test_a_first_loss_far_above_chance_is_said_at_once_with_what_to_change():
+    lines: list[str] = []
+    watch = ChanceWatch(0.03, 0.5, ChanceCount(), lines.append)
+    record = watch.observe(1, 1.6 * CHANCE_16, CHANCE_16)
+    assert record is not None and record["state"] == "above_chance" and record["step"] == 1
+    assert len(lines) == 1 and "1.60x its chance value 5.5452" in lines[0] and "loss.temperature" in lines[0]
+    assert watch.observe(2, 2.0 * CHANCE_16, CHANCE_16) is None and len(lines) == 1  # only the first loss
+    # a first loss near chance, or below it, says nothing
+    quiet: list[str] = []
+    assert ChanceWatch(0.03, 0.5, ChanceCount(), quiet.append).observe(1, 1.2 * CHANCE_16, CHANCE_16) is None
+    assert quiet == []
+
+
+def test_a_run_that_starts_at_chance_by_design_has_its_first_tenth_to_leave_it():
+    lines: list[str] = []
+    watch = ChanceWatch(0.03, 0.5, ChanceCount(), lines.append, total_steps=180)
+    losses = [CHANCE_16] * 10 + [4.0] * 10  # small first logits: 10 steps at chance, then it learns
+    assert [watch.observe(step, loss, CHANCE_16) for step, loss in enumerate(losses, 1)] == [None] * 20
+    assert lines == []
+    # a run that stays there is said to be at chance once its first tenth (18 steps) is over
+    stuck = ChanceWatch(0.03, 0.5, ChanceCount(), lines.append, total_steps=180)
+    records = [stuck.observe(step, CHANCE_16, CHANCE_16) for step in range(1, 19)]
+    assert [i for i, r in enumerate(records, 1) if r] == [18] and "at chance at step 18" in lines[0]
+
+
+def test_steps_on_retrieval_batches_are_counted_apart_in_what_the_watch_says():
+    lines: list[str] = []
+    watch = ChanceWatch(0.03, 0.5, ChanceCount(), lines.append)
+    for step in range(1, 4):
+        watch.observe(step, 4.0, CHANCE_16)  # random batches, learning
+    records = [watch.observe(step, CHANCE_16, CHANCE_16, retrieved=True) for step in range(4, 8)]
+    (record,) = [r for r in records if r]
+    assert record["state"] == "at_chance" and record["steps"] == 6 and record["steps_at_chance"] == 3
+    assert record["retrieval_steps"] == 3 and record["retrieval_steps_at_chance"] == 3
+    assert "3 of them among the 3 steps on retrieval batches" in lines[0]
+    # the count survives the checkpointed state
+    again = ChanceCount.from_json(watch.count.to_json())
+    assert (again.retrieval_steps, again.retrieval_at_chance) == (4, 4)
+
+
 def test_a_model_that_cannot_learn_is_reported_at_chance_while_it_runs_and_at_its_end(tmp_path, plugins, capsys):
     result = _run(tmp_path, plugins, model={"ignore_input": True}, **QUICK)
     out = capsys.readouterr().out

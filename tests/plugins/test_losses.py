@@ -199,6 +199,34 @@ def test_videoclip_nce_is_symmetric_cross_entropy() -> None:
     assert math.isclose(norton["loss"].item(), terms["loss"].item(), rel_tol=1e-6)
 
 
+def test_clip_temperature_divides_the_clip_logits_like_the_first_stage_temperature() -> None:
+    """``clip_temperature = T`` is the clip loss (faulty-negative plan included) on Zv Zt^T / T, so a second stage
+    sees its first stage's logits; the video-paragraph term (cosines) is unchanged; T = 5 with
+    faulty_negatives = false is exactly ``videoclip-nce`` at ``temperature = 5``."""
+    out = make_outputs(b=16, tt=5, tv=4, d=8, seed=8, scale=2.0)
+    shrunk = {**out, "pooled_video": out["pooled_video"] / 5 ** 0.5, "pooled_text": out["pooled_text"] / 5 ** 0.5}
+    hot = norton_core.build("loss", "norton", {"clip_temperature": 5.0})(out, {})
+    cold = norton_core.build("loss", "norton", {})(shrunk, {})
+    for term in ("clip_loss", "video_loss", "loss"):
+        assert math.isclose(hot[term].item(), cold[term].item(), rel_tol=1e-5), term
+    assert not math.isclose(hot["clip_loss"].item(), norton_core.build("loss", "norton", {})(out, {})["clip_loss"].item(),
+                            rel_tol=1e-3)
+    nce = norton_core.build("loss", "videoclip-nce", {"temperature": 5.0})(out, {})
+    plain = norton_core.build("loss", "norton", {"clip_temperature": 5.0, "faulty_negatives": False,
+                                                 "sequence_weight": 0.0})(out, {})
+    assert math.isclose(nce["loss"].item(), plain["loss"].item(), rel_tol=1e-6)
+
+
+def test_mean_sequence_similarity_is_the_fused_similarity_without_its_fine_grained_term() -> None:
+    out = make_outputs(b=16, tt=5, tv=4, d=8, seed=9)
+    mean = norton_core.build("loss", "norton", {"sequence_similarity": "mean"})
+    heavy = norton_core.build("loss", "norton", {"fusion_weight": 1e9})  # w -> inf: S -> S_mean
+    fused = norton_core.build("loss", "norton", {})
+    assert torch.allclose(mean.similarity(out).double(), heavy.similarity(out).double(), atol=1e-6)
+    assert not torch.allclose(mean.similarity(out), fused.similarity(out), atol=1e-3)
+    assert math.isclose(mean(out, {})["video_loss"].item(), heavy(out, {})["video_loss"].item(), rel_tol=1e-4)
+
+
 def test_unknown_option_is_rejected() -> None:
     with pytest.raises(norton_core.RecipeError, match="temprature"):
         norton_core.build("loss", "norton", {"temprature": 0.1})

@@ -85,3 +85,33 @@ def test_report_pools_every_case_paired_by_cell(tmp_path: Path) -> None:
     # norton 10..40: mean 25, sd 12.91, t(3) 3.182 (nce 11..44: sd 14.20);
     # nce - norton = 1..4 cell by cell: mean 2.5 ± 3.182 * 1.291 / 2
     assert row == "| all variants (paired by cell) | 1.00 ± 0.00 | 25.00 ± 20.54 | 27.50 ± 22.59 | 2.50 ± 2.05 |"
+
+
+def test_an_arm_may_name_its_own_baseline_for_its_paired_differences(tmp_path: Path) -> None:
+    path = _write(tmp_path, "")
+    path.write_text(path.read_text() + '[[arms]]\nname = "long"\n[[arms]]\nname = "nce-long"\nbaseline = "long"\n')
+    study = load_study(path)
+    assert [study.baseline_of(a.name) for a in study.arms] == ["norton", "norton", "long"]
+    results = {}
+    for seed in (0, 1):
+        for arm, value in (("norton", 10.0 + seed), ("long", 20.0 + 2 * seed), ("nce-long", 23.0 + 2 * seed)):
+            results["base", seed, arm] = {"evaluation": {"after": {"youcook2_clip/R@1": value,
+                                                                   "youcook2_clip/pairs": 100}}}
+    report = build_report(study, results)
+    head = next(line for line in report.splitlines() if line.startswith("| variant"))
+    assert head.endswith("| long − norton | nce-long − long |")
+    row = next(line for line in report.splitlines() if line.startswith("| base"))
+    # norton 10, 11; long 20, 22; nce-long 23, 25: long − norton = 10, 11 (10.5 ± 12.71 x 0.5); nce-long − long = 3, 3
+    assert row == "| base | 1.00 ± 0.00 | 10.50 ± 6.35 | 21.00 ± 12.71 | 24.00 ± 12.71 | 10.50 ± 6.35 | 3.00 ± 0.00 |"
+
+
+@pytest.mark.parametrize(("arms", "problem"), [
+    ('[[arms]]\nname = "b"\nbaseline = "b"\n', "arms[1].baseline: expected the name of another arm, got 'b'"),
+    ('[[arms]]\nname = "b"\nbaseline = "c"\n', "arms[1].baseline: 'c' is not an arm (norton, b)"),
+])
+def test_an_arm_baseline_must_be_another_arm(tmp_path: Path, arms: str, problem: str) -> None:
+    path = _write(tmp_path, "")
+    path.write_text(path.read_text() + arms)
+    with pytest.raises(RecipeError) as err:
+        load_study(path)
+    assert problem in str(err.value)
