@@ -141,7 +141,8 @@ class ChanceWatch:
         return text + ")"
 
     def record(self, kind: str, step: int, loss: float) -> dict[str, Any]:
-        """The ``chance`` record of ``metrics.jsonl``: ``state`` is ``at_chance``, ``left_chance`` or ``end``."""
+        """The ``chance`` record of ``metrics.jsonl``: ``state`` is ``above_chance``, ``at_chance``, ``left_chance``
+        or ``end``."""
         count = self.count
         return {"event": "chance", "state": kind, "step": step, "loss": loss, "chance": count.chance,
                 "steps": count.steps, "steps_at_chance": count.at_chance, "retrieval_steps": count.retrieval_steps,

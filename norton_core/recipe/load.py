@@ -401,6 +401,7 @@ def _check_requires(requires: Sequence[str], plugins: Plugins) -> list[tuple[str
 
 
 def toml_value(value: Any) -> str:
+    """``value`` as a TOML value (a table inline), as ``--set`` parses it."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -409,6 +410,8 @@ def toml_value(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(str(k))} = {toml_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {value!r} as TOML")
 
 

@@ -251,3 +251,12 @@ def test_explain_names_the_origin_file_and_line_of_every_value(tmp_path, as_defa
     assert lines["output_dir"].endswith(f"-> {elsewhere / 'out'}")
     assert lines["init_from"].endswith(f"-> {elsewhere / 'w.safetensors'}")
     assert lines["pretrain_recipe"].startswith(f'pretrain_recipe = "{(tmp_path / "stage.toml").resolve()}"')
+
+
+def test_toml_value_writes_what_a_set_reads_back():
+    import tomllib
+
+    from norton_core.recipe.load import toml_value
+
+    value = {"a": 1, "b c": [1.5, "x", False], "d": {"e": True, "f": "quote \" and \\ back"}}
+    assert tomllib.loads("x = " + toml_value(value))["x"] == value
