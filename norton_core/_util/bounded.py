@@ -110,6 +110,6 @@ def read_json(path: Path | str, limit: int, what: str, error: type[NortonError] 
     except RecursionError:
         raise error(f"{path}: JSON nested too deeply; expected {what}") from None
     if expect is not None and not isinstance(value, expect):
-        wanted = {dict: "a JSON object", list: "a JSON list"}.get(expect, expect.__name__)
+        wanted = "a JSON object" if expect is dict else "a JSON list" if expect is list else expect.__name__
         raise error(f"{path}: expected {wanted} ({what}), got {type(value).__name__}")
     return value

@@ -26,7 +26,7 @@ import numba
 import torch
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+    numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]  # set by numba at import
 
 #: held by every parallel launch of a compiled loop (workqueue aborts on concurrent launches)
 LAUNCH = threading.Lock()
@@ -56,4 +56,4 @@ def say_if_compiled(what: str, seconds: float) -> None:
 
 def threads() -> int:
     """The process's torch thread count (``run.threads``), capped at the threads numba started."""
-    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import pickle
 import pickletools
-from typing import Any
+from typing import Any, cast
 
 from norton_core.errors import DataError
 
@@ -154,11 +154,12 @@ def scan(data: bytes, *, source: str, plain: bool, max_items: int, max_depth: in
             elif name == "DUP":
                 stack.append(top())
             elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[int(arg)] = top()
+                memo[int(cast("int", arg))] = top()  # the memo opcodes' argument is an index
             elif name in ("GET", "BINGET", "LONG_BINGET"):
-                if int(arg) not in memo:
+                key = int(cast("int", arg))
+                if key not in memo:
                     raise _refuse(source, f"pickle byte {pos}: reference to memo entry {arg} that was never stored")
-                stack.append(memo[int(arg)])
+                stack.append(memo[key])
             elif name == "STACK_GLOBAL":
                 pop(), pop()
                 stack.append(_LEAF)
@@ -188,13 +189,13 @@ def scan(data: bytes, *, source: str, plain: bool, max_items: int, max_depth: in
         raise _refuse(source, f"not a readable pickle ({exc})") from None
     if root is None:
         raise _refuse(source, "not a readable pickle (no STOP opcode)")
-    items, depth = _measure(root, children, max_items, source, plain)
-    if items > max_items:
+    count, nesting = _measure(root, children, max_items, source, plain)
+    if count > max_items:
         raise _refuse(source, f"the pickle describes more than {max_items} values (shared sub-structures count each "
                               "time they are referenced); refusing to build it")
-    if depth > max_depth:
-        raise _refuse(source, f"the pickle nests {depth} containers deep, more than the {max_depth} expected")
-    return items, depth
+    if nesting > max_depth:
+        raise _refuse(source, f"the pickle nests {nesting} containers deep, more than the {max_depth} expected")
+    return count, nesting
 
 
 def _measure(root: int, children: list[list[int]], cap: int, source: str, plain: bool) -> tuple[int, int]:

@@ -80,7 +80,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``prepare`` (with ``how2``, ``synthetic``, ``mmpt``) and ``verify`` to the ``norton`` CLI."""
     prepare = subparsers.add_parser("prepare", help="prepare data: shard stores and the generated dataset")
     kinds = prepare.add_subparsers(dest="prepare_kind", metavar="KIND", required=True)

@@ -26,7 +26,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -154,7 +154,8 @@ class _Shard:
             shape = self.shapes[role]
             out = np.empty((b - a, *shape[1:]), dtype=self.dtypes[role])
             row_bytes = out.itemsize * (shape[1] if len(shape) > 1 else 1)
-            _pread_into(fd, memoryview(out).cast("B"), self.offsets[role] + a * row_bytes, self.paths[role])
+            view = memoryview(cast("Any", out)).cast("B")  # numpy arrays are buffers; its stubs do not say so
+            _pread_into(fd, view, self.offsets[role] + a * row_bytes, self.paths[role])
         if out.dtype.str != mf.ROLES[role]:  # float32 features of an adopted MMPT shard
             out = out.astype(mf.ROLES[role])
         return out
@@ -464,12 +465,12 @@ class TokenRows(Sequence[np.ndarray]):
     def __len__(self) -> int:
         return self._ids.shape[0]
 
-    def __getitem__(self, i):  # type: ignore[no-untyped-def,override]
+    def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[r] for r in range(*i.indices(len(self)))]
         return self._ids[i, : self._lens()[i]]
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self):
         lens = self._lens()
         return (self._ids[r, : lens[r]] for r in range(len(lens)))
 

@@ -29,11 +29,11 @@ from typing import Any
 import attrs
 
 from norton_core.errors import CheckpointError, DataError, NortonError, RecipeError
-from norton_core.evaluation.report import FORMATS
+from norton_core.evaluation.report import FORMATS, Format
 from norton_core.evaluation.suite import SUITES
 
 
-def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("evaluate", help="zero-shot evaluation of runs, checkpoints or weights files",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("targets", nargs="+", metavar="TARGET",
@@ -204,7 +204,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                       "batch_size": batch_size})
     if args.select_by_test_metric:
         columns = select_by_test_metric(columns, args.select_by_test_metric)
-    fmt = "json" if args.json else args.format
+    fmt: Format = "json" if args.json else args.format  # argparse's choices are FORMATS
     if suite and fmt != "json":  # JSON is every metric, with or without a suite (scripts read one shape)
         print(render_paper_table(columns, generated=generated, fmt=fmt, missing=missing))
     else:

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from norton_core.errors import DataError, NortonError, PluginError, RecipeError
 from norton_core.plugin.interfaces import EvalContext, Evaluator, Model
@@ -45,7 +45,7 @@ def build_evaluators(tasks: Sequence[str], options: Mapping[str, Any] | None = N
     for task in tasks:
         if task in unknown:
             continue
-        cls = registry.get("evaluator", task).cls
+        cls = cast("type[Evaluator]", registry.get("evaluator", task).cls)
         given = options.get(task)
         if given is None or isinstance(given, Mapping):
             config, items = parse_config(cls.Config, dict(given or {}), path=f"evaluation.task_options.{task}",

@@ -11,7 +11,7 @@ from pathlib import Path
 from norton_core.errors import DataError, PluginError
 
 
-def register_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract", help="video files -> OUT/<id>.npy feature rows (one per second), with a report")
     p.add_argument("videos", nargs="+", metavar="VIDEOS",
                    help="video files, folders of videos (searched recursively) or list files (.txt/.lst, one path "

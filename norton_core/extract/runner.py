@@ -17,6 +17,7 @@ skipped with their reason in the report, never with a traceback.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -30,7 +31,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import numpy as np
@@ -179,15 +180,15 @@ def _decode_workers(videos: list[tuple[int, Path]], spec: DecodeSpec, workers: i
         assign(start())
     try:
         while any(w.video is not None for w in running):
-            busy = {w.results: w for w in running if w.video is not None}
+            busy = {w.results: (w, w.video) for w in running if w.video is not None}
             for conn in mp_connection.wait(list(busy)):
-                worker = busy[conn]  # type: ignore[index]
+                worker, video = busy[cast("Any", conn)]
                 try:
                     kind, index, payload = worker.results.recv()
                 except (EOFError, OSError, pickle.UnpicklingError):
                     worker.proc.join(timeout=10)
                     running.remove(worker)
-                    yield ("skip", worker.video, ("decode error", "the decoding process died (exit code "
+                    yield ("skip", video, ("decode error", "the decoding process died (exit code "
                                                                   f"{worker.proc.exitcode}) while decoding it"))
                     assign(start())
                     continue
@@ -240,7 +241,7 @@ def settings_record(name: str, extractor: FeatureExtractor, config: Any, weights
         for path in files:  # a model directory: every file's name and bytes
             digest.update(str(path.relative_to(weights)).encode() + b"\0" if weights.is_dir() else b"")
             with open(path, "rb") as fh:
-                for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                for block in iter(functools.partial(fh.read, 1 << 20), b""):
                     digest.update(block)
         weights_id = {"file": weights.name, "sha256": digest.hexdigest()}
     record = {"extractor": name, "options": attrs.asdict(config) if attrs.has(type(config)) else {},
@@ -389,8 +390,9 @@ def run_extract(videos: Sequence[Path], out: Path, extractor: FeatureExtractor, 
         if normalise:
             pixels = (pixels - mean) / std
         with torch.inference_mode():
-            rows = extractor.embed(pixels)
-        rows = rows.detach().float().cpu().numpy() if hasattr(rows, "detach") else np.asarray(rows, np.float32)
+            embedded = extractor.embed(pixels)
+        rows = (embedded.detach().float().cpu().numpy() if hasattr(embedded, "detach")
+                else np.asarray(embedded, np.float32))
         if rows.shape != (batch_size, extractor.output.width):
             raise DataError(f"feature extractor {name!r} returned rows of shape {rows.shape} for {batch_size} chunks; "
                             f"expected ({batch_size}, {extractor.output.width})")

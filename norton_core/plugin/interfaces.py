@@ -294,6 +294,11 @@ class Evaluator(Component):
 
     #: the sub-directory of ``DataPaths.eval_root`` holding this task's files
     dataset: ClassVar[str] = ""
+    #: the task's options (an instance of its ``Config``); the suite and the evaluation records read them
+    config: Any
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
 
     @abc.abstractmethod
     def evaluate(self, model: Model, ctx: EvalContext) -> dict[str, float]:

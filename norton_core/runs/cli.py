@@ -21,7 +21,7 @@ from norton_core.runs.read import (
 from norton_core.runs.tables import cell, render, setting
 
 
-def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("runs", help="list runs: state, step, last loss, main evaluation figures")
     p.add_argument("dir", nargs="?", default="runs", help="directory of run directories (default: runs)")
     p.add_argument("--markdown", action="store_true", help="a markdown table")

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 
-def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("study", help="run a paired-arm study (resumable) and write its report",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study", help="path of a study TOML file")

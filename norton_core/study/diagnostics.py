@@ -47,7 +47,7 @@ class GroundTruth:
         if not path.is_file():
             raise DataError(f"{path}: no ground truth (the diagnostics need the 'synthetic' data source)")
         videos = json.loads(path.read_text())["videos"]
-        first = next(iter(videos.values()), {})
+        first: dict[str, Any] = next(iter(videos.values()), {})
         if "caption_spans" not in first:
             raise DataError(f"{path}: ground truth without caption_spans (made by an older generator)")
         self.videos: dict[str, Any] = videos
@@ -186,7 +186,8 @@ class Diagnostics:
     def __call__(self, model: Any, device: str) -> dict[str, float | None]:
         import torch
 
-        dataset = self._dataio.BatchDataset(self.store, self.aligner, self.batches, self.seed, 0, "diagnostics")
+        dataset = self._dataio.BatchDataset(self.store, self.aligner, self.batches.tolist(), self.seed, 0,
+                                            "diagnostics")
         tally = _Tally()
         was_training = model.training
         model.eval()

@@ -111,7 +111,7 @@ def _work(stage: Stage, first: dict[str, Any] | None) -> tuple[str, Any]:
         return "error", ("Preempted", [f"{stage.title}: not started (asked to stop)"])
     out, err = sys.stdout, sys.stderr
     prefix = f"[{stage.label} seed {stage.seed} {stage.name}] "
-    sys.stdout, sys.stderr = _Prefixed(out, prefix), _Prefixed(err, prefix)  # type: ignore[assignment]
+    sys.stdout, sys.stderr = _Prefixed(out, prefix), _Prefixed(err, prefix)
     try:
         return "ok", run_stage(stage, default_plugins(), lambda m: print(m, flush=True), first)
     except NortonError as exc:
@@ -158,7 +158,8 @@ def run_parallel(stages: list[Stage], jobs: int, log: Callable[[str], None]) -> 
         gpus = ctx.Queue()
         for gpu in ids:
             gpus.put(gpu)
-    todo, done = list(stages), {}
+    todo: list[Stage] = list(stages)
+    done: dict[Any, Any] = {}
     running: dict[Future[tuple[str, Any]], Stage] = {}
     failures: list[NortonError] = []
     stopping = False

@@ -69,8 +69,8 @@ def build_report(study: Study, results: dict[Any, dict[str, Any]], *, note: str 
             lines.append(f"- `{label}`: {', '.join(f'`{s}`' for s in study.variant_cases[label]) or 'none'}")
         lines.append("")
     lines += ["Arms (overrides of the last stage):", ""]
-    for arm in study.arms:
-        lines.append(f"- `{arm.name}`: {', '.join(f'`{s}`' for s in arm.set) or 'the base recipe'}")
+    for spec in study.arms:
+        lines.append(f"- `{spec.name}`: {', '.join(f'`{s}`' for s in spec.set) or 'the base recipe'}")
     lines.append("")
     for metric in study.metrics:
         lines += [f"## {metric}", ""]

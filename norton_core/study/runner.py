@@ -193,7 +193,7 @@ def run_stage(stage: Stage, plugins: Any, log: Callable[[str], None], first: dic
         reason = stale_reason(_read(stage.record) or {}, want)
         if reason is None:
             log(f"norton study: {where}: done, skipped")
-            return _read(stage.record)  # type: ignore[no-any-return]
+            return _read(stage.record)
         log(f"norton study: {where}: {reason}: training it again")
         fresh = True
     elif not fresh and _read(stage.started) != digest(want):

@@ -179,7 +179,8 @@ def load_study(path: str | Path, *, seeds: tuple[int, ...] | None = None, values
     if type(diagnostics) is not bool:
         problems.append(f"diagnostics: expected true or false, got {diagnostics!r}")
     variants = raw.get("variants", {})
-    given, values = values, [None]  # no variants: one cell per seed and arm, nothing overridden
+    given = values
+    chosen: Any = [None]  # no variants: one cell per seed and arm, nothing overridden
     key = ""
     cases: dict[str, tuple[str, ...]] = {}
     if not isinstance(variants, dict):
@@ -189,24 +190,24 @@ def load_study(path: str | Path, *, seeds: tuple[int, ...] | None = None, values
             if k != "cases":
                 problems.append(f"variants.{k}: not allowed beside variants.cases (named variants have no key)")
         cases = _cases(variants["cases"], problems)
-        values = list(cases)
+        chosen = list(cases)
         if given is not None:
             unknown = [v for v in given if v not in cases]
             if unknown:
                 problems.append(f"--values {unknown}: not among the study's cases ({', '.join(cases)})")
-            values = [v for v in given if v in cases]
+            chosen = [v for v in given if v in cases]
     elif variants:
         for k in variants:
             if k not in ("key", "values"):
                 problems.append(f"variants.{k}: unknown key; allowed keys: key, values (or cases alone)")
         key = variants.get("key")
-        values = list(given) if given is not None else variants.get("values")
+        chosen = list(given) if given is not None else variants.get("values")
         if not isinstance(key, str) or "." not in key:
             problems.append(f"variants.key: expected a dotted recipe key such as 'data.shift_prob', got {key!r}")
             key = "data.?"
-        if not (isinstance(values, list) and values and all(isinstance(v, (int, float, str, bool)) for v in values)):
-            problems.append(f"variants.values: expected a non-empty list of numbers or strings, got {values!r}")
-            values = [None]
+        if not (isinstance(chosen, list) and chosen and all(isinstance(v, (int, float, str, bool)) for v in chosen)):
+            problems.append(f"variants.values: expected a non-empty list of numbers or strings, got {chosen!r}")
+            chosen = [None]
     arms_raw = raw.get("arms", [])
     arms: list[Arm] = []
     if not (isinstance(arms_raw, list) and arms_raw):
@@ -247,13 +248,13 @@ def load_study(path: str | Path, *, seeds: tuple[int, ...] | None = None, values
         problems.extend(_controlled(sets, STUDY_KEYS, f"variants.cases.{case}"))
     if key in STUDY_KEYS:
         problems.append(f"variants.key: {key} is set by the study in every cell; it cannot be a variant")
-    if key and isinstance(values, list) and len({json.dumps(v) for v in values}) != len(values):
-        problems.append(f"variants.values: repeated values in {values}")
+    if key and isinstance(chosen, list) and len({json.dumps(v) for v in chosen}) != len(chosen):
+        problems.append(f"variants.values: repeated values in {chosen}")
     if problems:
         raise RecipeError(problems=[f"{path}: {p}" for p in problems])
     study = Study(source=path, name=name, base=base_path, output_dir=Path(out), seeds=tuple(raw_seeds),
                   baseline=str(baseline), metrics=tuple(metrics), set=common, diagnostics=bool(diagnostics),
-                  variant_key=key, variant_values=tuple(values), arms=tuple(arms), variant_cases=cases)
+                  variant_key=key, variant_values=tuple(chosen), arms=tuple(arms), variant_cases=cases)
     _check_directories(study, path)
     return study
 

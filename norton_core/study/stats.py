@@ -17,7 +17,7 @@ def t975(df: int) -> float:
     return _T975[df - 1] if df <= len(_T975) else 1.960
 
 
-def mean_ci(values: Sequence[float]) -> tuple[float, float, int]:
+def mean_ci(values: Sequence[float | None]) -> tuple[float, float, int]:
     """``(mean, half-width of the 95 % interval, n)`` of the finite values; the half-width is NaN below 2 values."""
     xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     n = len(xs)
@@ -33,8 +33,11 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, int]:
 def paired_diff(a: Mapping[Any, float | None], b: Mapping[Any, float | None]) -> tuple[float, float, int]:
     """Mean and 95 % interval of ``a[k] - b[k]`` over the keys (seeds, or (variant, seed) cells) where both are
     defined."""
-    diffs = [float(a[s]) - float(b[s]) for s in a if s in b and a[s] is not None and b[s] is not None
-             and math.isfinite(float(a[s])) and math.isfinite(float(b[s]))]
+    diffs: list[float | None] = []
+    for key, x in a.items():
+        y = b.get(key)
+        if x is not None and y is not None and math.isfinite(float(x)) and math.isfinite(float(y)):
+            diffs.append(float(x) - float(y))
     return mean_ci(diffs)
 
 

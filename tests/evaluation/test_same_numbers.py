@@ -31,7 +31,10 @@ def test_in_run_evaluation_and_norton_evaluate_agree_for_one_checkpoint(tmp_path
 
     recipe = load_recipe(RECIPES / "smoke_cpu.toml", plugins=norton_plugins, overrides=[
         f'run.output_dir="{tmp_path / "runs"}"', f'run.cache_dir="{tmp_path / "cache"}"', 'train.precision="bf16"',
-        "data.youcook2_videos=12"])
+        "data.youcook2_videos=12",
+        # the reference's clip temperature: on this seed its two steps leave scores close enough that bf16 rounding
+        # reorders some ranks, which the last check needs (at the demo's 5 every rank happens to survive bf16)
+        "loss.clip_temperature=1.0"])
     result = train(recipe, plugins=norton_plugins)
     in_run = result.evaluation["after"]
     set_default_plugins(norton_plugins)
