@@ -12,6 +12,7 @@ intervals, Student t over seeds), then the same pooled over both regimes (paired
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -57,9 +58,11 @@ def tables(output_dir: Path, extra_set: tuple[str, ...] = ()) -> str:
             out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             for metric in study.metrics:
                 base = cells(norton, metric, labels)
-                first = next((results[k] for k in results if k[2] == norton and k[0] in labels), {})
-                chance = chance_level(metric, first.get("evaluation", {}).get("after", {}))
-                row = [LABELS.get(metric, metric), "–" if chance is None else f"{chance:.2f}",
+                # each cell's own chance (its data has its own counts), averaged over the cells
+                chances = [chance_level(metric, results[k].get("evaluation", {}).get("after", {}))
+                           for k in results if k[2] == norton and k[0] in labels]
+                chance = mean_ci([c for c in chances if c is not None])[0]
+                row = [LABELS.get(metric, metric), fmt(chance, math.nan),
                        fmt(*mean_ci(list(cells(PRETRAIN, metric, labels).values()))[:2]),
                        fmt(*mean_ci(list(base.values()))[:2])]
                 for arm in [f"{a}-{budget}" for a in OTHERS]:

@@ -3,12 +3,12 @@
 A loss declares its chance values through :meth:`norton_core.Loss.chance_levels` (``2 ln B`` for a symmetric InfoNCE
 over B pairs). A step is *at chance* when its loss is within ``[logging] chance_tolerance`` (a share, 3 % by
 default) of the chance value of the batches it saw. Once at least ``[logging] chance_share`` of the steps so far
-were at chance, the latest among them, after at least :data:`MIN_STEPS` steps and a tenth of the run (a run that
-starts at chance by design, with small first logits, is given its first tenth to leave it), the run says so: a
-warning line, a ``chance`` record in ``metrics.jsonl`` (which ``norton runs`` shows) and a marker on every progress
-line while it lasts. A run whose last step is at chance and whose share of steps at chance is still that high
-*ended at chance*: it ends with a warning beside its evaluation table. The counts live in the checkpointed training
-state, so a resume continues them.
+were at chance, the latest among them, after the warm-up and then at least :data:`MIN_STEPS` steps and a tenth of
+the run (a run that starts at chance by design, with small first logits, is given that long to leave it), the run
+says so: a warning line, a ``chance`` record in ``metrics.jsonl`` (which ``norton runs`` shows) and a marker on
+every progress line while it lasts. A run whose last step is at chance and whose share of steps at chance is still
+that high *ended at chance*: it ends with a warning beside its evaluation table. The counts live in the
+checkpointed training state, so a resume continues them.
 
 Two more things are said. Steps on retrieval batches (neighbouring videos, from ``retrieval.start_epoch`` on) are
 also counted apart: when neighbours share steps their captions repeat inside a batch, which keeps even a model that
@@ -82,9 +82,10 @@ class ChanceWatch:
     """Rank 0's watch over the step losses. ``observe`` returns the record to write when something changed."""
 
     def __init__(self, tolerance: float, share: float, count: ChanceCount, log: Callable[[str], None],
-                 total_steps: int = 0) -> None:
+                 total_steps: int = 0, warmup_steps: int = 0) -> None:
         self.tolerance, self.share, self.count, self.log = tolerance, share, count, log
-        self.min_steps = max(MIN_STEPS, total_steps // 10)
+        # the warm-up's small rates are not expected to move a loss off chance: the grace starts after them
+        self.min_steps = warmup_steps + max(MIN_STEPS, total_steps // 10)
 
     def share_at_chance(self) -> float:
         return self.count.at_chance / self.count.steps if self.count.steps else 0.0

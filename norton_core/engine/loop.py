@@ -208,7 +208,7 @@ def _chance_watch(run: Run, total_steps: int) -> ChanceWatch | None:
                 "(Loss.chance_levels), so this run is not watched for a loss stuck at chance")
         return None
     return ChanceWatch(lcfg.chance_tolerance, lcfg.chance_share, ChanceCount.from_json(run.state.chance), run.log,
-                       total_steps)
+                       total_steps, run.tcfg.warmup_updates)
 
 
 def _watch_step(run: Run, watch: ChanceWatch, loss: float, sizes: list[int]) -> None:

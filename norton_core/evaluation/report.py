@@ -10,7 +10,9 @@ val_loss)"``).
 
 Rows (``rows="paper"``, the default): per built-in task the metrics a paper reports plus the counts that say what
 was evaluated (pairs, videos, ...); ``skipped_*`` counters and ``unscored`` only where some column has a non-zero
-value; the shift-invariant / exact DTW-OTAM variants and other diagnostics only with ``rows="all"``. A task this
+value; YouCook2's video-paragraph rows include the shift-invariant (centred) DTW/OTAM beside the reference's, since
+the reference protocols depend on the similarities' absolute level; the exact variants and other diagnostics only
+with ``rows="all"``. A task this
 module does not know (a plugin's) shows all its metrics, with the same rule for zero counters.
 
 Chance (the ``chance`` column, where one is defined):
@@ -49,7 +51,7 @@ _RK = ("R@1", "R@5", "R@10")
 PAPER_ROWS: dict[str, tuple[str, ...]] = {
     "youcook2_clip": (*_RK, "MR", "pairs", "videos"),
     "youcook2_video": (
-        *(f"{m}_{r}" for m in ("capavg", "dtw", "otam") for r in _RK), "videos",
+        *(f"{m}_{r}" for m in ("capavg", "dtw", "otam", "dtw_centred", "otam_centred") for r in _RK), "videos",
         *(f"bg_{m}_{r}" for m in ("capavg", "dtw", "otam") for r in _RK), "bg_videos"),
     "htm_align": ("recall", "auc", "videos", "alignable"),
     "msrvtt": (*_RK, "MR", "captions", "videos"),

@@ -73,6 +73,13 @@ def test_a_run_that_starts_at_chance_by_design_has_its_first_tenth_to_leave_it()
     stuck = ChanceWatch(0.03, 0.5, ChanceCount(), lines.append, total_steps=180)
     records = [stuck.observe(step, CHANCE_16, CHANCE_16) for step in range(1, 19)]
     assert [i for i, r in enumerate(records, 1) if r] == [18] and "at chance at step 18" in lines[0]
+    # the warm-up's steps come first: the demo's first stage (60 steps, 5 of warm-up) is watched from step 11 on,
+    # so its 6 steps at chance followed by learning say nothing
+    demo: list[str] = []
+    watch = ChanceWatch(0.03, 0.5, ChanceCount(), demo.append, total_steps=60, warmup_steps=5)
+    assert watch.min_steps == 11
+    assert all(watch.observe(step, loss, CHANCE_16) is None
+               for step, loss in enumerate([CHANCE_16] * 6 + [4.0] * 20, 1)) and demo == []
 
 
 def test_steps_on_retrieval_batches_are_counted_apart_in_what_the_watch_says():
@@ -96,13 +103,14 @@ def test_a_model_that_cannot_learn_is_reported_at_chance_while_it_runs_and_at_it
     # the fake model's outputs ignore the input: every step's loss is exactly 2 ln 16
     assert result.step == 15 and result.metrics["loss"] == pytest.approx(CHANCE_16, rel=1e-6)
     lines = out.splitlines()
-    first = next(i for i, line in enumerate(lines) if "warning: the loss is at chance at step 5" in line)
+    # 15 steps after a warm-up of 2: watched from step 2 + 5 = 7 on
+    first = next(i for i, line in enumerate(lines) if "warning: the loss is at chance at step 7" in line)
     assert "5.5452 against chance 5.5452" in lines[first] and "model.freeze" in lines[first]
     assert all("AT CHANCE (5.5452)" in line for line in lines if line.startswith("norton: step ")
-               and int(line.split()[2].split("/")[0]) >= 5)
+               and int(line.split()[2].split("/")[0]) >= 7)
     assert "warning: run fake ended at chance" in lines[-1]
     events = _events(result.run_dir, "chance")
-    assert [(e["state"], e["step"]) for e in events] == [("at_chance", 5), ("end", 15)]
+    assert [(e["state"], e["step"]) for e in events] == [("at_chance", 7), ("end", 15)]
     assert events[-1]["ended_at_chance"] and events[-1]["steps_at_chance"] == 15
     table = _runs_table(tmp_path, capsys)
     assert "15/15 !" in table and "warning: fake ended at chance" in table and "look at train.lr" in table
@@ -116,10 +124,10 @@ def test_the_count_continues_across_a_resume(tmp_path, plugins, capsys):
     _run(tmp_path, plugins, model={"ignore_input": True}, **quick)
     assert "at chance" not in capsys.readouterr().out  # 3 steps say nothing yet
     result = _run(tmp_path, plugins, model={"ignore_input": True}, resume=True, allow_recipe_change=("train.max_steps",),
-                  retrieval={"enabled": False}, train={"checkpoint_every": 3, "max_steps": 6})
-    assert result.step == 6
-    assert "the loss is at chance at step 5" in capsys.readouterr().out
-    assert _events(result.run_dir, "chance")[-1]["steps"] == 6
+                  retrieval={"enabled": False}, train={"checkpoint_every": 3, "max_steps": 8})
+    assert result.step == 8
+    assert "the loss is at chance at step 7" in capsys.readouterr().out  # 3 steps before, 4 after the resume
+    assert _events(result.run_dir, "chance")[-1]["steps"] == 8
 
 
 def test_a_learning_run_does_not_warn(tmp_path, plugins, capsys):

@@ -22,15 +22,16 @@ RESULTS = {
 }
 
 
-def test_paper_rows_hide_variants_zero_counters_and_chance_rows():
+def test_paper_rows_hide_exact_variants_zero_counters_and_chance_rows():
     rows = report_rows({"a": RESULTS})
     assert rows[:6] == ["youcook2_clip/R@1", "youcook2_clip/R@5", "youcook2_clip/R@10", "youcook2_clip/MR",
                         "youcook2_clip/pairs", "youcook2_clip/videos"]
     assert "youcook2_clip/skipped_empty_segment" in rows  # non-zero: shown
     assert "youcook2_clip/skipped_missing_features" not in rows and "htm_align/unscored" not in rows
-    assert "youcook2_video/dtw_exact_R@1" not in rows and "youcook2_video/dtw_centred_R@1" not in rows
+    # the shift-invariant DTW is shown beside the reference's (its level-dependence is why); the exact one is not
+    assert "youcook2_video/dtw_exact_R@1" not in rows
     assert rows.index("youcook2_video/capavg_R@1") < rows.index("youcook2_video/dtw_R@1") \
-        < rows.index("youcook2_video/videos") < rows.index("youcook2_video/bg_otam_R@1") \
+        < rows.index("youcook2_video/dtw_centred_R@1") < rows.index("youcook2_video/videos") < rows.index("youcook2_video/bg_otam_R@1") \
         < rows.index("youcook2_video/bg_otam_R@10")
     assert "htm_align/recall_chance" not in rows and "plugin_task/score_chance" not in rows
     assert "plugin_task/score" in rows and "plugin_task/skipped_bad" not in rows
