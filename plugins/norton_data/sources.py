@@ -34,22 +34,8 @@ class How2Source(DataSource):
         self.cache_dir = cache_dir
 
     def prepare(self, progress: bool = True) -> DataPaths:
-        paths = {}
-        for key in ("train", "val"):
-            value = getattr(self.config, key)
-            if value is None:
-                paths[key] = None
-                continue
-            path = Path(value).expanduser()
-            if not (path / MANIFEST).is_file():
-                parent = path.parent
-                raise DataError(
-                    f"[data] {key} = {value!r}: no prepared store there ({path / MANIFEST} is missing). "
-                    f"Prepare it with `norton prepare how2 RAW_DIR --out {parent}` (RAW_DIR holding features/, "
-                    f"captions.json and {path.name}.lst), or adopt MMPT shards with `norton prepare mmpt DIR "
-                    f"--split {path.name} --out {path}`; {DEMO_HINT}"
-                )
-            paths[key] = path
+        train = _prepared_store("train", self.config.train)
+        val = _prepared_store("val", self.config.val) if self.config.val is not None else None
         eval_root = None
         if self.config.eval_root is not None:
             eval_root = Path(self.config.eval_root).expanduser()
@@ -58,7 +44,21 @@ class How2Source(DataSource):
                     f"[data] eval_root = {self.config.eval_root!r}: directory is missing (it should hold youcook2/, "
                     f"htm_align/ and msrvtt/ in their public layouts); {DEMO_HINT}"
                 )
-        return DataPaths(train=paths["train"], val=paths["val"], eval_root=eval_root)
+        return DataPaths(train=train, val=val, eval_root=eval_root)
+
+
+def _prepared_store(key: str, value: str) -> Path:
+    """``[data] <key>``: a directory holding a prepared store's manifest, or a one-line error saying how to make
+    one."""
+    path = Path(value).expanduser()
+    if not (path / MANIFEST).is_file():
+        raise DataError(
+            f"[data] {key} = {value!r}: no prepared store there ({path / MANIFEST} is missing). "
+            f"Prepare it with `norton prepare how2 RAW_DIR --out {path.parent}` (RAW_DIR holding features/, "
+            f"captions.json and {path.name}.lst), or adopt MMPT shards with `norton prepare mmpt DIR "
+            f"--split {path.name} --out {path}`; {DEMO_HINT}"
+        )
+    return path
 
 
 class SyntheticSource(DataSource):

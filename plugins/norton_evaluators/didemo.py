@@ -256,7 +256,9 @@ class DiDeMo(Evaluator):
         queries = read_didemo(ctx.root / cfg.annotations, skips)
         feats = FeatureDir(ctx.root, skips, cfg.features, self.name)
         gallery: dict[str, int] = {}
-        spans, owners, kept = [], [], []
+        spans: list[Any] = []
+        owners: list[int] = []
+        kept: list[Any] = []
         for q in queries:
             features = feats.get(q.video)
             if features is None:
@@ -272,7 +274,7 @@ class DiDeMo(Evaluator):
             nan = {f"{p}{m}{c}": math.nan for m in ("R@1", "R@5", "mIoU") for p, c in (("", ""), ("", "_chance"),
                                                                                          ("prior_", ""))}
             return {**nan, **counts, "unreachable": 0.0, "tied": 0.0, **skips.metrics(_SKIPS)}
-        kw = {"batch_size": ctx.batch_size, "device": ctx.device, "progress": ctx.progress}
+        kw: dict[str, Any] = {"batch_size": ctx.batch_size, "device": ctx.device, "progress": ctx.progress}
         text = encode_texts(model, [q.description for q in kept], cfg.max_len - cfg.max_video_len,
                             desc="didemo sentences", **kw).astype(np.float64)
         tokens = encode_clips(model, spans, cfg.max_video_len, tokens=True, desc="didemo videos", **kw)

@@ -18,6 +18,8 @@ Decided differences from the reference (none changes a sentence that some window
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import numpy as np
 
@@ -90,7 +92,7 @@ class HTMAlign(Evaluator):
         skips.report()
 
         texts = [s.text for _, _, sentences in videos for s in sentences]
-        kw = {"batch_size": ctx.batch_size, "device": ctx.device}
+        kw: dict[str, Any] = {"batch_size": ctx.batch_size, "device": ctx.device}
         text = _unit(encode_texts(model, texts, cfg.max_len - cfg.window, progress=ctx.progress,
                                   desc="htm-align sentences", **kw)) if texts else np.zeros((0, 0))
         offsets = np.cumsum([0] + [len(sentences) for _, _, sentences in videos])
@@ -184,7 +186,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def _progress(items: list, enabled: bool):  # type: ignore[no-untyped-def]
+def _progress(items: list[Any], enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(items, desc="htm-align video groups", unit="group", disable=not enabled, leave=False, dynamic_ncols=True)

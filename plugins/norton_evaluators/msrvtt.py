@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import numpy as np
@@ -41,7 +41,9 @@ class MSRVTT(Evaluator):
         rows = read_msrvtt(ctx.root / cfg.annotations)
         feats = FeatureDir(ctx.root, skips, cfg.features, self.name)
         gallery: dict[str, int] = {}  # a video listed twice is one candidate, not two
-        spans, texts, targets = [], [], []
+        spans: list[Any] = []
+        texts: list[str] = []
+        targets: list[int] = []
         for line, (vid, sentence) in enumerate(rows, start=2):
             features = feats.get(vid)
             if features is None:
@@ -58,7 +60,7 @@ class MSRVTT(Evaluator):
         counts = {"captions": float(len(texts)), "videos": float(len(spans)), **skips.metrics(_SKIPS)}
         if not texts:
             return {"R@1": float("nan"), "R@5": float("nan"), "R@10": float("nan"), "MR": float("nan"), **counts}
-        kw = {"batch_size": ctx.batch_size, "device": ctx.device, "progress": ctx.progress}
+        kw: dict[str, Any] = {"batch_size": ctx.batch_size, "device": ctx.device, "progress": ctx.progress}
         text = encode_texts(model, texts, cfg.max_len - cfg.max_video_len, desc="msrvtt captions", **kw)
         videos = encode_clips(model, spans, cfg.max_video_len, desc="msrvtt videos", **kw)
         sims = text.astype(np.float64) @ videos.astype(np.float64).T

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import numpy as np
@@ -145,7 +145,10 @@ class MSRVTTQA(Evaluator):
         questions = read_msrvtt_qa(ctx.root / cfg.annotations, skips)
         feats = FeatureDir(ctx.root, skips, cfg.features, self.name)
         gallery: dict[str, int] = {}
-        spans, owners, texts, answers = [], [], [], []
+        spans: list[Any] = []
+        owners: list[int] = []
+        texts: list[str] = []
+        answers: list[int] = []
         for q in questions:
             features = feats.get(q.video)
             if features is None:
@@ -160,7 +163,7 @@ class MSRVTTQA(Evaluator):
         counts = {"questions": float(len(answers)), "videos": float(len(spans)), **skips.metrics(_SKIPS)}
         if not answers:
             return {"accuracy": float("nan"), "accuracy_chance": CHANCE, **counts}
-        kw = {"batch_size": ctx.batch_size, "device": ctx.device, "progress": ctx.progress}
+        kw: dict[str, Any] = {"batch_size": ctx.batch_size, "device": ctx.device, "progress": ctx.progress}
         text = encode_texts(model, texts, cfg.max_len - cfg.max_video_len, desc="msrvtt-qa sentences", **kw)
         videos = encode_clips(model, spans, cfg.max_video_len, desc="msrvtt-qa videos", **kw)
         text = text.astype(np.float64).reshape(len(answers), CHOICES, -1)

@@ -10,6 +10,7 @@ second's score is the mean over the windows that contain it.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,7 @@ def _groups(videos: Sequence[Video], stride: int, size: int, batch_size: int) ->
     return [g for g in groups if g]
 
 
-def _progress(items: list, enabled: bool, desc: str) -> Iterator:  # type: ignore[type-arg]
+def _progress(items: list[Any], enabled: bool, desc: str) -> Iterator[Any]:
     from tqdm.auto import tqdm
 
     yield from tqdm(items, desc=desc, unit="group", disable=not enabled, leave=False, dynamic_ncols=True)

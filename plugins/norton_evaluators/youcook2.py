@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import numpy as np
@@ -142,7 +142,7 @@ class YouCook2Clip(Evaluator):
                   **skips.metrics(_CLIP_SKIPS)}
         if not pairs.texts:
             return {"R@1": float("nan"), "R@5": float("nan"), "R@10": float("nan"), "MR": float("nan"), **counts}
-        kw = {"batch_size": ctx.batch_size, "device": ctx.device, "progress": ctx.progress}
+        kw: dict[str, Any] = {"batch_size": ctx.batch_size, "device": ctx.device, "progress": ctx.progress}
         text = encode_texts(model, pairs.texts, cfg.max_len - cfg.max_video_len, desc="youcook2 captions", **kw)
         clips = encode_clips(model, pairs.spans, cfg.max_video_len, desc="youcook2 clips", **kw)
         sims = text.astype(np.float64) @ clips.astype(np.float64).T
@@ -190,7 +190,7 @@ class YouCook2Video(Evaluator):
         pairs = load_pairs(ctx.root, cfg.annotations, cfg.subset, skips, features=cfg.features, clips=cfg.clips,
                            task=self.name)
         skips.report()
-        kw = {"batch_size": ctx.batch_size, "device": ctx.device, "progress": ctx.progress}
+        kw: dict[str, Any] = {"batch_size": ctx.batch_size, "device": ctx.device, "progress": ctx.progress}
         text_len = cfg.max_len - cfg.max_video_len
         out: dict[str, float] = {"videos": float(len(set(pairs.owners)))}
         if pairs.texts:
@@ -242,9 +242,11 @@ class YouCook2Video(Evaluator):
         sims = sims.astype(np.float64)
         scores = {"capavg": caption_average(sims, text_groups, clip_groups)}
         for variant in self._variants():
-            quirks = "reference" if variant == "" else "exact"
+            quirks: Literal["reference", "exact"] = "reference" if variant == "" else "exact"
             given = centre_per_caption(sims) if variant == "_centred" else sims
-            for method, offset, scale in (("dtw", offset_dtw, dtw_scale), ("otam", 0.0, otam_scale)):
+            methods: tuple[tuple[Literal["dtw", "otam"], float, Literal["product", "max"]], ...] = (
+                ("dtw", offset_dtw, dtw_scale), ("otam", 0.0, otam_scale))
+            for method, offset, scale in methods:
                 scores[f"{method}{variant}"] = alignment_scores(
                     given, text_groups, clip_groups, method, offset=0.0 if variant == "_centred" else offset,
                     scale=scale, select_ratio=select, padding=quirks, recurrence=quirks)

@@ -8,7 +8,6 @@ that listing plugins (``norton plugins``) does not import torch.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from norton_core import EmptyConfig, FeatureExtractor, hookimpl
@@ -24,10 +23,10 @@ class S3DHowTo100MEntry(FeatureExtractor):
     Config = EmptyConfig
 
     @classmethod
-    def create(cls, config: EmptyConfig, weights: Path | None = None, device: str = "cpu") -> Any:
+    def create(cls, config: EmptyConfig, **context: Any) -> Any:  # context: weights, device
         from .s3d import S3DHowTo100M
 
-        return S3DHowTo100M(config, weights=weights, device=device)
+        return S3DHowTo100M(config, **context)
 
     def embed(self, chunks: Any) -> Any:  # pragma: no cover - the entry is never built, ``create`` returns the model
         raise NotImplementedError
@@ -42,10 +41,10 @@ class ClipFramesEntry(FeatureExtractor):
     Config = ClipConfig
 
     @classmethod
-    def create(cls, config: ClipConfig, weights: Path | None = None, device: str = "cpu") -> Any:
+    def create(cls, config: ClipConfig, **context: Any) -> Any:  # context: weights, device
         from .clip import ClipFrames
 
-        return ClipFrames(config, weights=weights, device=device)
+        return ClipFrames(config, **context)
 
     def embed(self, chunks: Any) -> Any:  # pragma: no cover - the entry is never built, ``create`` returns the model
         raise NotImplementedError

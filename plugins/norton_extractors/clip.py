@@ -50,7 +50,7 @@ def decode_spec(model_dir: Path, image_size: int, frames_per_second: int) -> Dec
     if len(mean) != 3 or len(std) != 3:
         raise PluginError(f"{path}: image_mean and image_std must have 3 values (RGB)")
     return DecodeSpec(fps=frames_per_second, short_side=short, crop=crop, frames_per_row=frames_per_second,
-                      mean=mean, std=std)  # type: ignore[arg-type]
+                      mean=mean, std=std)
 
 
 class ClipFrames(FeatureExtractor):
@@ -72,8 +72,9 @@ class ClipFrames(FeatureExtractor):
             raise PluginError(f"{model_dir}: not a CLIP model directory with safetensors weights ({exc})") from None
         self.config, self.device = config, torch.device(device)
         self.vision, self.projection = model.vision_model.eval().to(self.device), model.visual_projection.to(self.device)
-        self.decode = decode_spec(model_dir, model.config.vision_config.image_size, config.frames_per_second)
-        self.output = OutputSpec(width=model.config.projection_dim, dtype="float16")
+        clip_config: Any = model.config  # transformers' stubs allow a dict or None for its parts
+        self.decode = decode_spec(model_dir, int(clip_config.vision_config.image_size), config.frames_per_second)
+        self.output = OutputSpec(width=int(clip_config.projection_dim), dtype="float16")
 
     @torch.inference_mode()
     def embed(self, chunks: torch.Tensor) -> torch.Tensor:

@@ -23,10 +23,10 @@ class NortonLossEntry(Loss):
     Config = NortonConfig
 
     @classmethod
-    def create(cls, config: NortonConfig, rank: int = 0, world_size: int = 1) -> Any:
+    def create(cls, config: NortonConfig, **context: Any) -> Any:  # context: rank, world_size
         from .norton import NortonLoss
 
-        return NortonLoss(config, rank=rank, world_size=world_size)
+        return NortonLoss(config, **context)
 
 
 class VideoCLIPNCEEntry(Loss):
@@ -37,10 +37,10 @@ class VideoCLIPNCEEntry(Loss):
     Config = NCEConfig
 
     @classmethod
-    def create(cls, config: NCEConfig, rank: int = 0, world_size: int = 1) -> Any:
+    def create(cls, config: NCEConfig, **context: Any) -> Any:  # context: rank, world_size
         from .norton import VideoCLIPNCELoss
 
-        return VideoCLIPNCELoss(config, rank=rank, world_size=world_size)
+        return VideoCLIPNCELoss(config, **context)
 
 
 @hookimpl

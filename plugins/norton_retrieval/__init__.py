@@ -7,7 +7,7 @@ these videos" (see :class:`norton_core.plugin.interfaces.RetrievalBackend`). The
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import numpy as np
@@ -46,7 +46,7 @@ class FaissIVF(RetrievalBackend):
 
     def __init__(self, config: FaissIVFConfig, seed: int = 0) -> None:
         self.config, self.seed = config, seed
-        self.quantizer = None  # the trained faiss flat index over the centroids
+        self.quantizer: Any = None  # the trained faiss flat index over the centroids
         self.build_info: dict[str, float] = {}
         self.vectors = np.zeros((0, 0), dtype=np.float32)
         self.norms: np.ndarray | None = None
@@ -173,6 +173,6 @@ class Exact(RetrievalBackend):
 
 
 @hookimpl
-def norton_register_retrieval_backends(register) -> None:  # type: ignore[no-untyped-def]
+def norton_register_retrieval_backends(register) -> None:  # noqa: ANN001 - pluggy passes the Register
     register(FaissIVF)
     register(Exact)

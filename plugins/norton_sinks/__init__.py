@@ -16,7 +16,7 @@ __all__ = ["JsonlSink", "TensorBoardSink", "WandbSink"]
 
 
 @hookimpl
-def norton_register_metric_sinks(register):  # type: ignore[no-untyped-def]
+def norton_register_metric_sinks(register):  # noqa: ANN001, ANN201 - pluggy passes the Register
     register(JsonlSink)
     register(TensorBoardSink)
     register(WandbSink)

@@ -33,7 +33,8 @@ class WandbSink(MetricSink):
     needs = {"wandb": "pip install 'norton[wandb]'"}
 
     def __init__(self, config: WandbConfig, run_dir: Path) -> None:
-        self.config, self.run_dir, self.run = config, Path(run_dir), None
+        self.config, self.run_dir = config, Path(run_dir)
+        self.run: Any = None  # the wandb run, once started
 
     def start(self, run: Any) -> str:
         import wandb
