@@ -89,9 +89,11 @@ def first_stage(recipe: Any, plugins: Any) -> Any:
                           f"data.{', data.'.join(differ)} differ; set them in the first stage's recipe too")
     print(f"norton: stage 1/2: {stage_path} (run {stage.run.name})", flush=True)
     if own != data:
+        # another source: its name says it; the same source: the keys that differ do
         keys = ", ".join(sorted(k for k in {*own, *data} if own.get(k) != data.get(k)))
+        how = "" if own.get("name") != data.get("name") else f"; differing: {keys}"
         print(f"norton: stage 1/2 trains on this recipe's [data] (name = {data.get('name')!r}), not on the [data] "
-              f"its own recipe names (name = {own.get('name')!r}; differing: {keys})", flush=True)
+              f"its own recipe names (name = {own.get('name')!r}{how})", flush=True)
     kept = _stage_only_overrides(recipe, {s.split("=", 1)[0] for s in shared}, prefixes=("data.",))
     if kept:
         print(f"norton: stage 1/2 does not receive --set {', '.join(kept)} (they apply to stage 2 only; "
