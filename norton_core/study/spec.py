@@ -235,10 +235,9 @@ def load_study(path: str | Path, *, seeds: tuple[int, ...] | None = None, values
     baseline = raw.get("baseline", arms[0].name if arms else "")
     if arms and baseline not in {a.name for a in arms}:
         problems.append(f"baseline: {baseline!r} is not an arm ({', '.join(a.name for a in arms)})")
-    for i, arm_ in enumerate(arms):
-        if arm_.baseline and arm_.baseline not in {a.name for a in arms}:
-            problems.append(f"arms[{i}].baseline: {arm_.baseline!r} is not an arm "
-                            f"({', '.join(a.name for a in arms)})")
+    names = [a.name for a in arms]
+    problems.extend(f"arms[{i}].baseline: {a.baseline!r} is not an arm ({', '.join(names)})"
+                    for i, a in enumerate(arms) if a.baseline and a.baseline not in names)
     out = output_dir if output_dir is not None else raw.get("output_dir", f"runs/studies/{name}")
     if not isinstance(out, str) or not out:
         problems.append(f"output_dir: expected a directory path, got {out!r}")
