@@ -49,7 +49,7 @@ import numpy as np
 
 from norton_core import DataError, EvalContext, Evaluator, Model, option
 
-from .readers import FeatureDir, Skips, read_annotations
+from .readers import FeatureDir, Gallery, Skips, read_annotations
 
 _SKIPS = ("missing_features", "bad_features", "empty_description", "no_times")
 CHUNK_SECONDS = 5
@@ -245,9 +245,6 @@ class DiDeMo(Evaluator):
             "reference", help="a moment's embedding: the mean over its 5-second chunks including padded seconds "
                               "past the video's end (the reference), or over real seconds only")
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
-
     def evaluate(self, model: Model, ctx: EvalContext) -> dict[str, float]:
         from norton_core import encode_clips, encode_texts
 
@@ -255,19 +252,16 @@ class DiDeMo(Evaluator):
         skips = Skips(self.name)
         queries = read_didemo(ctx.root / cfg.annotations, skips)
         feats = FeatureDir(ctx.root, skips, cfg.features, self.name)
-        gallery: dict[str, int] = {}
-        spans: list[Any] = []
+        gallery = Gallery()
         owners: list[int] = []
         kept: list[Any] = []
         for q in queries:
             features = feats.get(q.video)
             if features is None:
                 continue
-            if q.video not in gallery:
-                gallery[q.video] = len(spans)
-                spans.append((features, 0, len(features)))
-            owners.append(gallery[q.video])
+            owners.append(gallery.add(q.video, features))
             kept.append(q)
+        spans = gallery.spans
         skips.report()
         counts = {"queries": float(len(kept)), "videos": float(len(spans))}
         if not kept:

@@ -66,9 +66,6 @@ class HTMAlign(Evaluator):
         edge_windows: int = option(4, ge=0, help="first/last windows that score every earlier/later sentence")
         max_len: int = option(96, ge=8, help="total token budget; captions get max_len - window")
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
-
     def evaluate(self, model: Model, ctx: EvalContext) -> dict[str, float]:
         from norton_core import encode_clips, encode_texts, grounding_hits, roc_auc
 

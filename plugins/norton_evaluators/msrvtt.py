@@ -9,7 +9,7 @@ import numpy as np
 
 from norton_core import EvalContext, Evaluator, Model, option
 
-from .readers import FeatureDir, Skips, read_msrvtt
+from .readers import FeatureDir, Gallery, Skips, read_msrvtt
 
 _SKIPS = ("missing_features", "bad_features", "empty_caption")
 
@@ -30,9 +30,6 @@ class MSRVTT(Evaluator):
         ties: Literal["expected", "optimistic", "pessimistic"] = option(
             "expected", help="tied scores: expected recall under a random tie break, or best / worst case")
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
-
     def evaluate(self, model: Model, ctx: EvalContext) -> dict[str, float]:
         from norton_core import encode_clips, encode_texts, rank_metrics
 
@@ -40,8 +37,7 @@ class MSRVTT(Evaluator):
         skips = Skips(self.name)
         rows = read_msrvtt(ctx.root / cfg.annotations)
         feats = FeatureDir(ctx.root, skips, cfg.features, self.name)
-        gallery: dict[str, int] = {}  # a video listed twice is one candidate, not two
-        spans: list[Any] = []
+        gallery = Gallery()
         texts: list[str] = []
         targets: list[int] = []
         for line, (vid, sentence) in enumerate(rows, start=2):
@@ -51,12 +47,10 @@ class MSRVTT(Evaluator):
             if not sentence.strip():
                 skips.add("empty_caption", f"line {line} ({vid})")
                 continue
-            if vid not in gallery:
-                gallery[vid] = len(spans)
-                spans.append((features, 0, len(features)))
             texts.append(sentence)
-            targets.append(gallery[vid])
+            targets.append(gallery.add(vid, features))
         skips.report()
+        spans = gallery.spans
         counts = {"captions": float(len(texts)), "videos": float(len(spans)), **skips.metrics(_SKIPS)}
         if not texts:
             return {"R@1": float("nan"), "R@5": float("nan"), "R@10": float("nan"), "MR": float("nan"), **counts}

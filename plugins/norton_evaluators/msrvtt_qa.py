@@ -29,7 +29,7 @@ import numpy as np
 
 from norton_core import DataError, EvalContext, Evaluator, Model, option
 
-from .readers import FeatureDir, Skips
+from .readers import FeatureDir, Gallery, Skips
 
 _SKIPS = ("missing_features", "bad_features", "bad_candidates", "bad_answer")
 CHOICES = 5
@@ -134,9 +134,6 @@ class MSRVTTQA(Evaluator):
             "expected", help="tied best scores: expected accuracy under a random tie break, or the first candidate "
                              "(the reference's argmax)")
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
-
     def evaluate(self, model: Model, ctx: EvalContext) -> dict[str, float]:
         from norton_core import encode_clips, encode_texts
 
@@ -144,8 +141,7 @@ class MSRVTTQA(Evaluator):
         skips = Skips(self.name)
         questions = read_msrvtt_qa(ctx.root / cfg.annotations, skips)
         feats = FeatureDir(ctx.root, skips, cfg.features, self.name)
-        gallery: dict[str, int] = {}
-        spans: list[Any] = []
+        gallery = Gallery()
         owners: list[int] = []
         texts: list[str] = []
         answers: list[int] = []
@@ -153,13 +149,11 @@ class MSRVTTQA(Evaluator):
             features = feats.get(q.video)
             if features is None:
                 continue
-            if q.video not in gallery:
-                gallery[q.video] = len(spans)
-                spans.append((features, 0, len(features)))
-            owners.append(gallery[q.video])
+            owners.append(gallery.add(q.video, features))
             texts.extend(q.candidates)
             answers.append(q.answer)
         skips.report()
+        spans = gallery.spans
         counts = {"questions": float(len(answers)), "videos": float(len(spans)), **skips.metrics(_SKIPS)}
         if not answers:
             return {"accuracy": float("nan"), "accuracy_chance": CHANCE, **counts}

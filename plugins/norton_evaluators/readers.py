@@ -106,6 +106,22 @@ class FeatureDir:
 MAX_ANNOTATION_BYTES = 512 * 1024 * 1024
 
 
+class Gallery:
+    """The candidate videos of a retrieval or choice task: each video's whole-feature span once, however many
+    queries name it (a video listed twice is one candidate, not two)."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.spans: list[tuple[np.ndarray, int, int]] = []
+
+    def add(self, video: str, features: np.ndarray) -> int:
+        """The candidate number of ``video``, added on first sight."""
+        if video not in self.index:
+            self.index[video] = len(self.spans)
+            self.spans.append((features, 0, len(features)))
+        return self.index[video]
+
+
 def read_annotations(path: Path) -> Any:
     """An evaluation set's JSON annotation file; missing, oversized or invalid is one :class:`DataError` line."""
     if not path.is_file():

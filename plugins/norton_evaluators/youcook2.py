@@ -127,9 +127,6 @@ class YouCook2Clip(Evaluator):
         ties: Literal["expected", "optimistic", "pessimistic"] = option(
             "expected", help="tied scores: expected recall under a random tie break, or best / worst case")
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
-
     def evaluate(self, model: Model, ctx: EvalContext) -> dict[str, float]:
         from norton_core import encode_clips, encode_texts, rank_metrics
 
@@ -178,9 +175,6 @@ class YouCook2Video(Evaluator):
                                         "recurrence quirks")
         centred: bool = option(True, help="also report *_centred: exact DTW/OTAM on similarities centred per "
                                           "caption (shift-invariant)")
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
 
     def evaluate(self, model: Model, ctx: EvalContext) -> dict[str, float]:
         from norton_core import encode_clips, encode_texts
