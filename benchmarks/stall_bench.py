@@ -30,6 +30,12 @@ The probe writes ``stall_probe.jsonl`` into the run directory, one record every 
 ``[data]`` replaced (so both stages train on this data), runs it as a user would, and prints the first stage's first
 loss and the step it left chance, then each stage's clip R@1, video-paragraph R@1, HTM-Align recall and AUC with
 their chance values.
+
+``sweep`` asks the same of data the description does not pin down: it generates each variant in ``VARIANTS`` (the
+described generator, then noisier or stickier feature noise, features twenty times longer than unit rows, looser
+narration, and all of them at once), runs ``demo`` on each and prints one table against the finish line::
+
+    python benchmarks/stall_bench.py sweep --out /tmp/sweep     # about 5 min a variant on 2 cores
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import math
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +69,39 @@ CHATTER = ["thanks for watching", "subscribe to my channel", "this is my favouri
            "i got this at the store", "my kids love this one", "that looks really good", "okay so",
            "alright guys", "it smells amazing", "you can use any brand", "we will be right back"]
 TASKS, STEPS_MIN, STEPS_MAX = 24, 5, 9
-NOISE_SHARE, AR_RHO = 1 / 3, 0.95
-SHIFT_STD, DROP_PROB, CHATTER_MEAN = 6.0, 0.2, 3.0
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """How hard the generated data is: the feature noise (``noise``: its size against the unit signal, ``rho``: its
+    AR(1) correlation from second to second), the features' length (``scale``: 1 = unit rows; extracted features
+    are often far longer) and the narration (``shift``: std of a caption's start against its step, in seconds;
+    ``drop``: share of steps never said; ``chatter``: mean count of lines about nothing shown)."""
+
+    noise: float = 1 / 3
+    rho: float = 0.95
+    scale: float = 1.0
+    shift: float = 6.0
+    drop: float = 0.2
+    chatter: float = 3.0
+
+
+# the robustness sweep: the described generator, then each knob made harder on its own, then all at once
+VARIANTS = {
+    "described": Knobs(),
+    "noisier-features": Knobs(noise=2 / 3),
+    "stickier-noise": Knobs(noise=1 / 2, rho=0.99),
+    "long-features": Knobs(scale=20.0),
+    "looser-narration": Knobs(shift=10.0, drop=0.35, chatter=6.0),
+    "all-harder": Knobs(noise=1 / 2, rho=0.99, scale=20.0, shift=10.0, drop=0.35, chatter=6.0),
+}
 
 
 class World:
     """Verb, object and background vectors and the 24 tasks' step lists (fixed by ``seed``)."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, knobs: Knobs = Knobs()) -> None:
+        self.knobs = knobs
         rng = np.random.default_rng([seed, 7])
         self.verbs = _unit(rng.standard_normal((len(VERBS), DIM)))
         self.objects = _unit(rng.standard_normal((len(OBJECTS), DIM)))
@@ -105,24 +137,26 @@ class World:
         signal = np.stack(rows)
         noise = np.empty_like(signal)
         walk = rng.standard_normal(DIM)
+        rho = self.knobs.rho
         for t in range(len(signal)):
-            walk = AR_RHO * walk + math.sqrt(1 - AR_RHO**2) * rng.standard_normal(DIM)
+            walk = rho * walk + math.sqrt(1 - rho**2) * rng.standard_normal(DIM)
             noise[t] = walk
-        noise *= NOISE_SHARE / math.sqrt(DIM)  # each row's noise ~1/3 of the unit signal
-        return _unit(signal + noise).astype(np.float16), spans
+        noise *= self.knobs.noise / math.sqrt(DIM)  # each row's noise ~knobs.noise of the unit signal
+        return (self.knobs.scale * _unit(signal + noise)).astype(np.float16), spans
 
     def captions(self, rng: np.random.Generator, spans: list[tuple[int, int, int, int]],
                  length: int, keep_steps: bool = False) -> dict[str, list[Any]]:
-        """ASR-like captions: each step said with a shift (std 6 s) or dropped, plus Poisson-many chatter lines
-        (``keep_steps``: also each line's step index, None for chatter)."""
+        """ASR-like captions: each step said with a shift (std ``knobs.shift``) or dropped, plus Poisson-many chatter
+        lines (``keep_steps``: also each line's step index, None for chatter)."""
+        knobs = self.knobs
         lines: list[tuple[float, float, str, int | None]] = []
         for k, (s, _e, v, o) in enumerate(spans):
-            if rng.random() < DROP_PROB:
+            if rng.random() < knobs.drop:
                 continue
-            start = float(np.clip(s + rng.normal(0, SHIFT_STD), 0, length - 2))
+            start = float(np.clip(s + rng.normal(0, knobs.shift), 0, length - 2))
             text = TEMPLATES[int(rng.integers(len(TEMPLATES)))].format(v=VERBS[v], o=OBJECTS[o])
             lines.append((start, min(start + float(rng.uniform(2, 5)), length), text, k))
-        for _ in range(int(rng.poisson(CHATTER_MEAN))):
+        for _ in range(int(rng.poisson(knobs.chatter))):
             start = float(rng.uniform(0, length - 2))
             lines.append((start, min(start + float(rng.uniform(1.5, 4)), length),
                           CHATTER[int(rng.integers(len(CHATTER)))], None))
@@ -138,10 +172,11 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def generate(out: Path, train: int, val: int, youcook2: int, seed: int, htm_align: int = 60) -> None:
+def generate(out: Path, train: int, val: int, youcook2: int, seed: int, htm_align: int = 60,
+             knobs: Knobs = Knobs()) -> None:
     """Write the raw How2 layout under ``out/raw``, YouCook2- and HTM-Align-format evaluation sets under
     ``out/eval``, then prepare the stores."""
-    world, rng = World(seed), np.random.default_rng([seed, 1])
+    world, rng = World(seed, knobs), np.random.default_rng([seed, 1])
     raw = out / "raw"
     (raw / "features").mkdir(parents=True, exist_ok=True)
     captions: dict[str, Any] = {}
@@ -313,25 +348,79 @@ def demo(out: Path, name: str, sets: list[str]) -> int:
     return 0
 
 
-def demo_summary(runs: Path) -> None:
-    """The first stage's steps to leave chance, then each stage's clip R@1, HTM-Align recall and AUC with chance."""
+def demo_figures(runs: Path) -> dict[str, Any]:
+    """What the finish line asks of a ``demo`` run: the first stage's length, first loss, chance and the step it
+    left chance; then per stage each metric's value and chance value."""
     first = runs / "videoclip_demo"
     recipe = json.loads((first / "recipe.json").read_text())
     chance = 2 * math.log(recipe["train"]["videos_per_batch"] * recipe["aligner"]["clip_per_video"])
     records = [json.loads(line) for line in (first / "metrics.jsonl").read_text().splitlines() if line.strip()]
     losses = [(r["step"], r["loss"]) for r in records if "loss" in r and "epoch" in r and "event" not in r]
-    steps = losses[-1][0] if losses else 0
-    print(f"first stage: {steps} steps, first loss {losses[0][1]:.2f} (chance {chance:.2f}), left chance at step "
-          f"{left_chance(losses, chance)} (first tenth: step {steps // 10})")
+    figures: dict[str, Any] = {"steps": losses[-1][0] if losses else 0, "first_loss": losses[0][1] if losses else None,
+                               "chance": chance, "left_chance": left_chance(losses, chance)}
     for stage in ("videoclip_demo", "how2_demo"):
         after = json.loads((runs / stage / "eval.json").read_text())["after"]
+        figures[stage] = {key: (after.get(key), chance_level(key, after)) for key, _ in METRICS}
+    return figures
+
+
+METRICS = (("youcook2_clip/R@1", "clip R@1"), ("youcook2_video/capavg_R@1", "video R@1"),
+           ("htm_align/recall", "HTM-Align recall"), ("htm_align/auc", "AUC"))
+
+
+def demo_summary(runs: Path) -> None:
+    """The first stage's steps to leave chance, then each stage's clip R@1, HTM-Align recall and AUC with chance."""
+    f = demo_figures(runs)
+    print(f"first stage: {f['steps']} steps, first loss {f['first_loss']:.2f} (chance {f['chance']:.2f}), left "
+          f"chance at step {f['left_chance']} (first tenth: step {f['steps'] // 10})")
+    for stage in ("videoclip_demo", "how2_demo"):
         cells = []
-        for key, label in (("youcook2_clip/R@1", "clip R@1"), ("youcook2_video/capavg_R@1", "video R@1"),
-                           ("htm_align/recall", "HTM-Align recall"), ("htm_align/auc", "AUC")):
-            value, base = after.get(key), chance_level(key, after)
+        for key, label in METRICS:
+            value, base = f[stage][key]
             cells.append("-" if value is None else f"{label} {value:.2f}" +
                          (f" ({value / base:.1f}x chance {base:.2f})" if base else ""))
         print(f"{stage}: " + ", ".join(cells))
+
+
+def finish_line(f: dict[str, Any]) -> dict[str, bool]:
+    """The issue's finish line on one ``demo`` run: the first stage leaves chance within its first tenth; after
+    both stages clip R@1 >= 10x chance, HTM-Align recall >= 2x chance, AUC >= 60."""
+    last = f["how2_demo"]
+    r1, r1_chance = last["youcook2_clip/R@1"]
+    recall, recall_chance = last["htm_align/recall"]
+    return {"leaves chance in the first tenth": f["left_chance"] is not None and f["left_chance"] <= f["steps"] // 10,
+            "clip R@1 >= 10x chance": r1 >= 10 * r1_chance,
+            "HTM-Align recall >= 2x chance": recall >= 2 * recall_chance,
+            "AUC >= 60": last["htm_align/auc"][0] >= 60}
+
+
+def sweep(out: Path, names: list[str], videos: int, seed: int) -> int:
+    """For each variant of :data:`VARIANTS`: generate its data (fresh), run ``demo`` on it, then one table of
+    every variant's figures against the finish line."""
+    import shutil
+
+    rows = []
+    for name in names:
+        knobs, where = VARIANTS[name], out / name
+        print(f"== {name}: {asdict(knobs)}", flush=True)
+        shutil.rmtree(where, ignore_errors=True)  # a reused store would hide a changed knob
+        generate(where, videos, 16, 60, seed, 60, knobs)
+        code = demo(where, "sweep", [])
+        if code:
+            return code
+        rows.append((name, demo_figures(where / "demo_runs" / "sweep")))
+    print("\n| variant | first loss / chance | left chance (tenth) | clip R@1 (x chance) | HTM-Align recall (x) "
+          "| AUC | finish line |")
+    print("|---|---|---|---|---|---|---|")
+    for name, f in rows:
+        last = f["how2_demo"]
+        (r1, r1c), (rec, recc), (auc, _) = (last[k] for k in ("youcook2_clip/R@1", "htm_align/recall",
+                                                              "htm_align/auc"))
+        missed = [k for k, ok in finish_line(f).items() if not ok]
+        print(f"| {name} | {f['first_loss']:.2f} / {f['chance']:.2f} | {f['left_chance']} ({f['steps'] // 10}) | "
+              f"{r1:.2f} ({r1 / r1c:.0f}x) | {rec:.2f} ({rec / recc:.1f}x) | {auc:.2f} | "
+              f"{'met' if not missed else 'missed: ' + '; '.join(missed)} |")
+    return 0
 
 
 def left_chance(losses: list[tuple[int, float]], chance: float, tolerance: float = 0.03) -> int | None:
@@ -392,6 +481,11 @@ def main() -> int:
     d.add_argument("--out", type=Path, required=True)
     d.add_argument("--name", default="shipped")
     d.add_argument("--set", action="append", default=[])
+    w = sub.add_parser("sweep", help="the demo on each variant of the generator (VARIANTS), one table")
+    w.add_argument("--out", type=Path, required=True)
+    w.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    w.add_argument("--videos", type=int, default=480)
+    w.add_argument("--seed", type=int, default=25)
     s = sub.add_parser("summary")
     s.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -402,6 +496,8 @@ def main() -> int:
         return train(args.out, args.name, args.epochs, args.set, args.probe_every, args.threads, args.evaluate)
     if args.cmd == "demo":
         return demo(args.out, args.name, args.set)
+    if args.cmd == "sweep":
+        return sweep(args.out, args.variants, args.videos, args.seed)
     summary(args.out)
     return 0
 
