@@ -43,3 +43,5 @@ class NortonConfig:
 class NCEConfig:
     temperature: float = option(1.0, gt=0.0, help="logits = Zv Zt^T / temperature (VideoCLIP: 1; the demos: 5, so "
                                                   "that the first logits are small and the loss starts at chance)")
+    learn_temperature: bool = option(False, help="learn the temperature from its start value (a registered parameter "
+                                                 "on a log scale, kept in [0.01, 100]); VideoCLIP: fixed")

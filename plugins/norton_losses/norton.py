@@ -70,6 +70,8 @@ from .sinkhorn import bucket_log_marginals, sinkhorn, uniform_log_marginals
 
 #: the reference clamps the video logit scale to [0, ln 100], i.e. tau in [0.01, 1]
 MAX_LOGIT_SCALE = math.log(100.0)
+#: a learnt NCE temperature stays in [1 / 100, 100] (open_clip keeps its logit scale <= 100 likewise)
+NCE_TEMPERATURE_RANGE = (0.01, 100.0)
 
 
 def minmax(x: torch.Tensor) -> torch.Tensor:
@@ -260,6 +262,20 @@ class VideoCLIPNCELoss(nn.Module, Loss):
     def __init__(self, config: NCEConfig, rank: int = 0, world_size: int = 1) -> None:
         super().__init__()
         self.config = config
+        self.log_temperature: nn.Parameter | None = None
+        if config.learn_temperature:
+            low, high = NCE_TEMPERATURE_RANGE
+            if not low <= config.temperature <= high:
+                raise RecipeError(f"loss.temperature = {config.temperature} is outside [{low:g}, {high:g}], the range "
+                                  "a learnt temperature (loss.learn_temperature = true) is kept in")
+            self.log_temperature = nn.Parameter(torch.tensor(math.log(config.temperature), dtype=torch.float32))
+
+    def temperature(self) -> torch.Tensor | float:
+        """The fixed temperature, or the learnt one held in its range (the bound is in the option's help)."""
+        if self.log_temperature is None:
+            return self.config.temperature
+        low, high = NCE_TEMPERATURE_RANGE
+        return self.log_temperature.clamp(math.log(low), math.log(high)).exp()
 
     def chance_levels(self, clips: int) -> dict[str, float]:
         """At chance (flat logit rows: outputs that say nothing about the pairing) each direction's cross-entropy
@@ -269,8 +285,12 @@ class VideoCLIPNCELoss(nn.Module, Loss):
 
     def forward(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
         with torch.autocast(device_type=outputs["pooled_video"].device.type, enabled=False):
-            logits = outputs["pooled_video"].float() @ outputs["pooled_text"].float().t() / self.config.temperature
+            temperature = self.temperature()
+            logits = outputs["pooled_video"].float() @ outputs["pooled_text"].float().t() / temperature
             target = torch.arange(logits.shape[0], device=logits.device)
             loss_v = F.cross_entropy(logits, target)
             loss_t = F.cross_entropy(logits.t(), target)
-        return {"loss": loss_v + loss_t, "clip_loss": loss_v + loss_t, "v2t_loss": loss_v, "t2v_loss": loss_t}
+        terms = {"loss": loss_v + loss_t, "clip_loss": loss_v + loss_t, "v2t_loss": loss_v, "t2v_loss": loss_t}
+        if isinstance(temperature, torch.Tensor):  # learnt: logged beside the loss, where a user watches it move
+            terms["temperature"] = temperature.detach()
+        return terms

@@ -32,3 +32,5 @@ class MMFusionConfig:
         "layernorm_only", help="trainable parameters: all; only LayerNorm affines (the paper's post-training); or "
                                "the video side plus the text encoder's LayerNorms (keeps a pretrained text encoder)")
     dropout: float = option(0.1, ge=0.0, lt=1.0, help="hidden and attention dropout of both encoders")
+    normalize: bool = option(False, help="L2-normalise the pooled video and text vectors that losses and evaluators "
+                                         "score (reference: raw); pair with a small or learnt loss temperature")

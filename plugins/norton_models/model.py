@@ -10,7 +10,8 @@ Text tower: any transformers ``AutoModel`` fed ``[CLS] + caps[:, 2:]`` with mask
 
 Pooling: masked mean over the valid tokens plus ``[SEP]``, excluding ``[CLS]``, for both modalities:
 ``video_mask_outputs = [0, vmasks, 1]`` and ``text_mask_outputs = [0, cmasks[:, 2:]]``. No projection head and no
-L2 normalisation (scores are raw dot products). Neither tower has a pooler (the reference's poolers are unused).
+L2 normalisation (scores are raw dot products), as the reference; ``normalize = true`` makes both pooled vectors unit
+length, so training and every evaluation score cosines. Neither tower has a pooler (the reference's are unused).
 
 Freezing ``layernorm_only`` (the paper's post-training): every parameter is frozen except the affine parameters of
 ``nn.LayerNorm`` modules (with bert-base: 39 LayerNorms, 59,904 parameters).
@@ -217,7 +218,7 @@ class MMFusionSeparate(nn.Module, Model):
         hidden = self.video_encoder(inputs_embeds=embeds, attention_mask=attention.long(),
                                     position_ids=positions).last_hidden_state
         mask = torch.cat([torch.zeros_like(ones), vmasks, ones], dim=1).bool()
-        return masked_mean(hidden, mask), hidden, mask
+        return self._pooled(masked_mean(hidden, mask)), hidden, mask
 
     def forward_text(self, caps: torch.Tensor, cmasks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
                                                                                torch.Tensor]:
@@ -228,7 +229,10 @@ class MMFusionSeparate(nn.Module, Model):
         hidden = self.text_encoder(input_ids=ids, attention_mask=attention.long(),
                                    token_type_ids=torch.zeros_like(ids)).last_hidden_state
         mask = torch.cat([torch.zeros_like(ones), cm], dim=1)
-        return masked_mean(hidden, mask), hidden, mask
+        return self._pooled(masked_mean(hidden, mask)), hidden, mask
+
+    def _pooled(self, vector: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(vector, dim=-1) if self.config.normalize else vector
 
     def forward(self, caps: torch.Tensor, cmasks: torch.Tensor, vfeats: torch.Tensor, vmasks: torch.Tensor,
                 **_: Any) -> dict[str, torch.Tensor]:

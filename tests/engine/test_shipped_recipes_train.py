@@ -85,6 +85,29 @@ def test_smoke_recipe_trains_retrieves_and_evaluates(tmp_path, norton_plugins, r
 
 
 @pytest.mark.slow
+def test_normalised_embeddings_with_a_learnt_nce_temperature_train_are_checkpointed_and_evaluate(tmp_path, norton_plugins):
+    """The open_clip-style levers: the run's optimizer trains the loss's temperature, each step logs it, the
+    checkpoint keeps it (what a resume loads), and the evaluation scores the same unit-length vectors."""
+    import torch
+
+    from norton_core.engine import checkpoint as ckpt
+    from norton_core.engine import state_files, train
+
+    recipe = load_recipe(RECIPES / "smoke_cpu.toml", plugins=norton_plugins, overrides=[
+        f'run.output_dir="{tmp_path / "runs"}"', f'run.cache_dir="{tmp_path / "cache"}"', "train.max_steps=3",
+        "retrieval.enabled=false", 'loss={ name = "videoclip-nce", temperature = 0.07, learn_temperature = true }',
+        "model.normalize=true", "model.freeze=\"none\"", "train.warmup_updates=0"])
+    result = train(recipe, plugins=norton_plugins)
+    lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    temperatures = [x["temperature"] for x in lines if "event" not in x and "temperature" in x]
+    assert len(temperatures) == 3 and abs(temperatures[0] - 0.07) < 1e-6 and abs(temperatures[-1] - 0.07) > 1e-4
+    saved = ckpt.read_checkpoint(result.run_dir / "checkpoints" / "step-3")
+    learnt = state_files.bytes_to_tensors(saved["loss.safetensors"])["log_temperature"]
+    assert torch.isfinite(learnt) and abs(learnt.exp().item() - 0.07) > 1e-4
+    assert "youcook2_clip/R@1" in result.evaluation["after"]
+
+
+@pytest.mark.slow
 def test_a_suite_evaluates_the_present_sets_and_names_the_missing_one(tmp_path, norton_plugins, capsys):
     from norton_core.engine import train
 

@@ -199,6 +199,26 @@ def test_videoclip_nce_is_symmetric_cross_entropy() -> None:
     assert math.isclose(norton["loss"].item(), terms["loss"].item(), rel_tol=1e-6)
 
 
+def test_videoclip_nce_learns_its_temperature_only_when_asked_and_keeps_it_in_range() -> None:
+    out = _leaves(make_outputs(b=10, tt=4, tv=4, d=8, seed=7))
+    fixed = norton_core.build("loss", "videoclip-nce", {"temperature": 5.0})
+    assert list(fixed.parameters()) == [] and "temperature" not in fixed(out, {})
+    learned = norton_core.build("loss", "videoclip-nce", {"temperature": 5.0, "learn_temperature": True})
+    assert [n for n, _ in learned.named_parameters()] == ["log_temperature"]
+    assert "log_temperature" in learned.state_dict()  # so a resumed run continues from the learnt value
+    terms = learned(out, {})
+    # at its start value the learnt loss is the fixed one, and it reports the temperature it used
+    assert math.isclose(terms["loss"].item(), fixed(out, {})["loss"].item(), rel_tol=1e-6)
+    assert math.isclose(terms["temperature"].item(), 5.0, rel_tol=1e-6)
+    terms["loss"].backward()
+    assert learned.log_temperature.grad is not None and learned.log_temperature.grad.abs().item() > 0
+    with torch.no_grad():
+        learned.log_temperature.fill_(math.log(1e-6))
+    assert math.isclose(learned(out, {})["temperature"].item(), 0.01, rel_tol=1e-5)
+    with pytest.raises(norton_core.RecipeError, match=r"loss.temperature = 1000.0 is outside \[0.01, 100\]"):
+        norton_core.build("loss", "videoclip-nce", {"temperature": 1000.0, "learn_temperature": True})
+
+
 def test_clip_temperature_divides_the_clip_logits_like_the_first_stage_temperature() -> None:
     """``clip_temperature = T`` is the clip loss (faulty-negative plan included) on Zv Zt^T / T, so a second stage
     sees its first stage's logits; the video-paragraph term (cosines) is unchanged; T = 5 with

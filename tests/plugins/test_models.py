@@ -53,6 +53,22 @@ def test_forward_keys_shapes_and_masks(model: nn.Module) -> None:
         assert torch.allclose(out[pooled], expected, atol=1e-6)
 
 
+def test_normalize_makes_the_pooled_vectors_that_losses_and_evaluators_score_unit_length(model: nn.Module) -> None:
+    torch.manual_seed(0)
+    unit = norton_core.build("model", "mmfusion-separate", {**TINY, "normalize": True}).eval()
+    batch = make_batch()
+    with torch.no_grad():
+        raw, out = model(**batch), unit(**batch)
+        video = unit.forward_video(batch["vfeats"], batch["vmasks"])[0]  # what the evaluators embed with
+        text = unit.forward_text(batch["caps"], batch["cmasks"])[0]
+    assert not torch.allclose(raw["pooled_video"].norm(dim=-1), torch.ones(4))  # the default stays raw
+    for pooled in (out["pooled_video"], out["pooled_text"], video, text):
+        assert torch.allclose(pooled.norm(dim=-1), torch.ones(4), atol=1e-5)
+    # the same weights: only the length changes, the token outputs are untouched
+    assert torch.allclose(out["pooled_video"], torch.nn.functional.normalize(raw["pooled_video"], dim=-1), atol=1e-5)
+    assert torch.allclose(out["text_outputs"], raw["text_outputs"])
+
+
 def test_padding_does_not_change_outputs(model: nn.Module) -> None:
     batch = make_batch()
     noisy = {k: v.clone() for k, v in batch.items()}
