@@ -30,7 +30,7 @@ class NortonLossEntry(Loss):
 
 
 class VideoCLIPNCEEntry(Loss):
-    """VideoCLIP's symmetric InfoNCE on raw pooled vectors. ``create`` builds
+    """VideoCLIP's symmetric InfoNCE on the pooled vectors (raw unless model.normalize). ``create`` builds
     :class:`norton_losses.norton.VideoCLIPNCELoss`."""
 
     name = "videoclip-nce"

@@ -256,7 +256,7 @@ class NortonLoss(nn.Module, Loss):
 
 
 class VideoCLIPNCELoss(nn.Module, Loss):
-    """VideoCLIP's symmetric InfoNCE on raw pooled vectors: ``CE(X, I) + CE(X^T, I)``, in-batch negatives; what the
+    """VideoCLIP's symmetric InfoNCE on the pooled vectors: ``CE(X, I) + CE(X^T, I)``, in-batch negatives; what the
     registered ``videoclip-nce`` loss (:class:`norton_losses.VideoCLIPNCEEntry`) builds."""
 
     def __init__(self, config: NCEConfig, rank: int = 0, world_size: int = 1) -> None:
