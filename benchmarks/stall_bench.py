@@ -119,7 +119,7 @@ class World:
             self.tasks.append(steps)
 
     def video(self, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
-        """Per-second features (rows unit length) and the step spans ``(start, end, verb, object)``."""
+        """Per-second features (rows of length ``knobs.scale``) and the step spans ``(start, end, verb, object)``."""
         task = self.tasks[int(rng.integers(TASKS))]
         rows: list[np.ndarray] = []
         spans: list[tuple[int, int, int, int]] = []
@@ -403,7 +403,10 @@ def sweep(out: Path, names: list[str], videos: int, seed: int) -> int:
     for name in names:
         knobs, where = VARIANTS[name], out / name
         print(f"== {name}: {asdict(knobs)}", flush=True)
-        shutil.rmtree(where, ignore_errors=True)  # a reused store would hide a changed knob
+        if where.exists():  # regenerated: a reused store would hide a changed knob
+            if not (where / "raw" / "captions.json").is_file():
+                raise SystemExit(f"{where} exists and is not a folder this bench wrote; choose another --out")
+            shutil.rmtree(where)
         generate(where, videos, 16, 60, seed, 60, knobs)
         code = demo(where, "sweep", [])
         if code:
