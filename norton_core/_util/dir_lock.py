@@ -38,6 +38,21 @@ def _close_held_in_child() -> None:
 os.register_at_fork(after_in_child=_close_held_in_child)
 
 
+#: how long a refused process waits for the holder to write who it is (it writes right after taking the lock)
+HOLDER_WAIT_S = 1.0
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, as its file says. A holder writes that line just after taking the lock, so a process
+    refused in between reads an empty file: it waits a moment for the line rather than name nobody."""
+    deadline = time.monotonic() + HOLDER_WAIT_S
+    while True:
+        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        if holder or time.monotonic() >= deadline:
+            return holder or "another process"
+        time.sleep(0.01)
+
+
 class DirectoryLock:
     """An exclusive, non-blocking ``flock`` on ``<directory>/.lock``; a second holder gets ``error`` at once.
 
@@ -66,7 +81,7 @@ class DirectoryLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            holder = _holder(fd)
             os.close(fd)
             raise self.error(self.busy_message(holder)) from None
         os.ftruncate(fd, 0)
