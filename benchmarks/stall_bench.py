@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -397,8 +398,6 @@ def finish_line(f: dict[str, Any]) -> dict[str, bool]:
 def sweep(out: Path, names: list[str], videos: int, seed: int) -> int:
     """For each variant of :data:`VARIANTS`: generate its data (fresh), run ``demo`` on it, then one table of
     every variant's figures against the finish line."""
-    import shutil
-
     rows = []
     for name in names:
         knobs, where = VARIANTS[name], out / name
