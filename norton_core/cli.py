@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from norton_core import __version__
+from norton_core.engine.preempt import command_is_the_process
 from norton_core.errors import NortonError
 from norton_core.plugin.manager import default_plugins
 
@@ -57,10 +58,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print("# each value: the file:line (or --set) it came from, or default; paths: -> their absolute form")
         print(recipe.to_toml(explain=args.explain))
         return 0
-    from norton_core.engine import train
+    from norton_core.engine import train, until_exit
 
     allow = tuple(k.strip() for k in (args.allow_recipe_change or "").split(",") if k.strip())
-    train(recipe, resume=args.resume, overwrite=args.overwrite, allow_recipe_change=allow)
+    with until_exit(lambda m: print(m, flush=True)):
+        train(recipe, resume=args.resume, overwrite=args.overwrite, allow_recipe_change=allow)
     return 0
 
 
@@ -142,6 +144,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _quiet_broken_pipe(lambda: _main(argv))
 
 
+def program_main() -> int:
+    """The ``norton`` program: :func:`main` as the process's last work (see :func:`.preempt.until_exit`)."""
+    command_is_the_process()
+    return main()
+
+
+def program_run_main() -> int:
+    """The ``norton-run`` program."""
+    command_is_the_process()
+    return run_main()
+
+
 def _main(argv: Sequence[str] | None) -> int:
     from norton_core.plugin.cli import pip_passthrough
 
@@ -178,4 +192,4 @@ def _run_main(argv: Sequence[str] | None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(program_main())

@@ -19,9 +19,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from norton_core.engine.preempt import Preemption, until_exit
 from norton_core.engine.state import RunContext, RunResult
 
-__all__ = ["RunContext", "RunResult", "train"]
+__all__ = ["RunContext", "RunResult", "train", "until_exit"]
 
 _depth = 0
 
@@ -47,18 +48,20 @@ def train(recipe: Any, *, resume: bool = False, overwrite: bool = False, allow_r
     plugins = plugins or default_plugins()
     _depth += 1
     try:
-        init_from, prior, prior_precision = recipe.run.init_from, {}, {}
-        if recipe.run.pretrain_recipe:
-            stage = first_stage(recipe, plugins)
-            done = train(stage, resume=True, plugins=plugins)
-            prior = {f"{stage.run.name}/{label}": res for label, res in done.evaluation.items()
-                     if "/" not in label}
-            prior_precision = {f"{stage.run.name}/after": done.precision}
-            init_from = init_from or str(done.run_dir)
-            print(f"norton: stage 2/2: {recipe.source} (run {recipe.run.name})", flush=True)
-        return loop.run(recipe, plugins, resume=resume, overwrite=overwrite,
-                        allow_recipe_change=tuple(allow_recipe_change), init_from=init_from, prior_evaluation=prior,
-                        prior_precision=prior_precision)
+        # one SIGTERM handler over both stages: a signal between them stops the second at its first step boundary
+        with Preemption():
+            init_from, prior, prior_precision = recipe.run.init_from, {}, {}
+            if recipe.run.pretrain_recipe:
+                stage = first_stage(recipe, plugins)
+                done = train(stage, resume=True, plugins=plugins)
+                prior = {f"{stage.run.name}/{label}": res for label, res in done.evaluation.items()
+                         if "/" not in label}
+                prior_precision = {f"{stage.run.name}/after": done.precision}
+                init_from = init_from or str(done.run_dir)
+                print(f"norton: stage 2/2: {recipe.source} (run {recipe.run.name})", flush=True)
+            return loop.run(recipe, plugins, resume=resume, overwrite=overwrite,
+                            allow_recipe_change=tuple(allow_recipe_change), init_from=init_from,
+                            prior_evaluation=prior, prior_precision=prior_precision)
     finally:
         _depth -= 1
         if _depth == 0:

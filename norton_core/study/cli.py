@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -31,8 +32,8 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
+    from norton_core.engine.preempt import until_exit
     from norton_core.errors import RecipeError
-    from norton_core.study.report import build_report, write_plots
     from norton_core.study.runner import collect, run_study
     from norton_core.study.spec import load_study
 
@@ -55,17 +56,26 @@ def cmd_study(args: argparse.Namespace) -> int:
                        output_dir=args.output)
     if args.report_only:
         results = collect(study)
-    else:
+        _report(study, results, args.note)
+        return 0
+    with until_exit(lambda m: print(m, flush=True)):  # the report too: a signal must not cut report.md short
         results = run_study(study, log=lambda m: print(m, flush=True), jobs=args.jobs)
+        _report(study, results, args.note)
+    return 0
+
+
+def _report(study: Any, results: dict[Any, dict[str, Any]], note: str) -> None:
+    from norton_core._util.files import replace_atomic
+    from norton_core.study.report import build_report, write_plots
+
     out = Path(study.output_dir)
     plots = write_plots(study, results, out / "plots")
-    text = build_report(study, results, note=args.note)
+    text = build_report(study, results, note=note)
     if plots is None:
         print("norton study: matplotlib is not installed: no plots (install the 'plot' extra)", flush=True)
     else:
         text += "\n## Plots\n\n" + "\n".join(f"![{p.stem}](plots/{p.name})" for p in plots) + "\n"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(text)
+    replace_atomic(out / "report.md", text.encode())
     print(text)
     print(f"norton study: report written to {out / 'report.md'}", flush=True)
-    return 0

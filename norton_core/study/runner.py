@@ -26,7 +26,8 @@ from typing import Any
 
 import attrs
 
-from norton_core.errors import RecipeError
+from norton_core.engine.preempt import Preemption
+from norton_core.errors import Preempted, RecipeError
 from norton_core.study.diagnostics import DiagnosticsHook, read_diagnostics
 from norton_core.study.provenance import data_identity, digest, plain, stale_reason, weights_sha256
 from norton_core.study.spec import PRETRAIN, Study, set_keys
@@ -230,10 +231,16 @@ def run_study(study: Study, plugins: Any = None, log: Callable[[str], None] = pr
 
         return run_parallel(stages, jobs, log)
     results: dict[Any, dict[str, Any]] = {}
-    for n, stage in enumerate(stages, 1):
-        log(f"norton study: [{n}/{len(stages)}] {stage.title}")
-        first = results[stage.label, stage.seed, stage.after] if stage.after else None
-        results[stage.key] = run_stage(stage, plugins, log, first)
+    # one SIGTERM handler over every stage: a signal during a stage commits its step and stops it (the engine), one
+    # between stages stops before the next
+    with Preemption() as preempt:
+        for n, stage in enumerate(stages, 1):
+            if preempt.requested:
+                raise Preempted(f"SIGTERM: stopped before {stage.title} ({n - 1} of {len(stages)} stages finished and "
+                                "recorded); run the study again to continue")
+            log(f"norton study: [{n}/{len(stages)}] {stage.title}")
+            first = results[stage.label, stage.seed, stage.after] if stage.after else None
+            results[stage.key] = run_stage(stage, plugins, log, first)
     return results
 
 

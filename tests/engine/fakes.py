@@ -264,7 +264,7 @@ def main(argv: list[str]) -> int:
     thread in every forked child (see :func:`thread_at_fork`)."""
     import os
 
-    from norton_core.engine import train
+    from norton_core.engine import train, until_exit
 
     if os.environ.get("NORTON_TEST_THREAD_AT_FORK") == "1":
         os.register_at_fork(after_in_child=thread_at_fork)
@@ -277,7 +277,9 @@ def main(argv: list[str]) -> int:
     from norton_core.errors import NortonError, Preempted
 
     try:
-        result = train(build_recipe(raw, plugins), resume="--resume" in argv, allow_recipe_change=allow, plugins=plugins)
+        with until_exit(print, process_ends=True):  # as the norton program does
+            result = train(build_recipe(raw, plugins), resume="--resume" in argv, allow_recipe_change=allow,
+                           plugins=plugins)
     except Preempted as exc:  # as the CLI does
         print(f"PREEMPTED {exc}")
         return exc.exit_code

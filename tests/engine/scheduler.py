@@ -38,7 +38,7 @@ class Trial:
         lucky to notice it at a step boundary), ``killed`` (any other end).
     :ivar stopped_at: the step the run said it stopped after (``preempted`` only).
     :ivar traceback: stderr holds a Python traceback.
-    :ivar tail: the end of stderr, to show what went wrong.
+    :ivar tail: the ends of stdout and stderr, to show what went wrong.
     """
 
     delay: float
@@ -98,7 +98,7 @@ def preempt_once(recipe: Path, delay: float, thread_at_fork: bool = True, timeou
     else:
         outcome = "killed"
     return Trial(delay, outcome, code, int(stopped.group(1)) if stopped else None, "Traceback" in errors,
-                 errors[-1500:])
+                 f"stdout: ...{text[-600:]}\nstderr: ...{errors[-1500:]}")
 
 
 def resume(recipe: Path, thread_at_fork: bool = True) -> subprocess.CompletedProcess:

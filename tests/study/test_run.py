@@ -4,11 +4,15 @@ differences and the ground-truth diagnostics, on a seconds-long recipe."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
 
+from norton_core import hookimpl
 from norton_core.cli import main
+from norton_core.plugin.manager import default_plugins
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -77,3 +81,35 @@ def test_study_file_problems_are_all_reported(tmp_path: Path, capsys: pytest.Cap
     for problem in ("colour: unknown key", "base: 'missing.toml': no such recipe", "seeds: repeated",
                     "arms[0].set: 'x' is not table.key=value"):
         assert problem in err
+
+
+class _TermAfterFirstCell:
+    """SIGTERM to this process as the first cell's run ends: the signal is taken between cells."""
+
+    def __init__(self) -> None:
+        self.sent = False
+
+    @hookimpl
+    def norton_run_end(self, run, metrics):  # type: ignore[no-untyped-def]
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_sigterm_between_cells_stops_the_study_with_the_finished_cell_recorded(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    study = _study(tmp_path)
+    plugins = default_plugins()
+    plugins.register(_TermAfterFirstCell(), name="term-after-first-cell")
+    try:
+        assert main(["study", str(study), "--values", "0.0"]) == 143
+    finally:
+        plugins.unregister(name="term-after-first-cell")
+    assert "norton: error: SIGTERM: stopped before nonvisual_prob=0.0 seed 0: arm nce (1 of 2 stages finished and " \
+           "recorded); run the study again to continue" in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("cells/*/*/*.json")) == ["norton.json"]
+    assert not (out / "report.md").exists()
+    assert main(["study", str(study), "--values", "0.0"]) == 0
+    assert capsys.readouterr().out.count("done, skipped") == 1
+    assert sorted(p.name for p in out.glob("cells/*/*/*.json")) == ["nce.json", "norton.json"]
