@@ -4,6 +4,7 @@ dying mid-step and losing the work since the last checkpoint."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -29,18 +30,23 @@ class Preemption:
         self.requested = False
         self._then = then
         self._previous: Any = None
+        self._outer: Preemption | None = None
+        self._pid = 0
         self._installed = False
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
 
     def __enter__(self) -> Preemption:
-        if Preemption._active is not None:
-            return Preemption._active
+        active = Preemption._active
+        # shared only where it is this process's SIGTERM handler now: not one a forked child inherited, nor one that
+        # other code replaced with its own handler since
+        if active is not None and active._pid == os.getpid() and signal.getsignal(signal.SIGTERM) == active._handle:
+            return active
         # signal handlers can only be installed from the main thread (a notebook's worker thread keeps the default)
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
-            self._installed = True
+            self._outer, self._pid, self._installed = active, os.getpid(), True
             Preemption._active = self
         return self
 
@@ -49,7 +55,7 @@ class Preemption:
         if not self._installed:
             return
         self._installed = False
-        Preemption._active = None
+        Preemption._active = self._outer
         after = self._previous if self._then is None else self._then
         if after is not None:  # None: a handler installed outside Python, which cannot be put back; ours stays
             signal.signal(signal.SIGTERM, after)

@@ -33,6 +33,29 @@ def test_nested_blocks_share_the_outermost_handler_and_flag():
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_a_handler_inherited_by_a_fork_or_replaced_since_is_not_shared():
+    def other(signum, frame):  # type: ignore[no-untyped-def]
+        pass
+
+    with Preemption() as outer:
+        pid = os.fork()
+        if pid == 0:  # the child inherits the block's object and handler; its own block must catch its signals
+            code = 1
+            try:
+                with Preemption() as child:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    code = 0 if child is not outer and child.requested else 1
+            finally:
+                os._exit(code)
+        assert os.waitpid(pid, 0)[1] == 0
+        signal.signal(signal.SIGTERM, other)  # code that took SIGTERM over without a Preemption block
+        with Preemption() as inner:
+            assert inner is not outer
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert inner.requested and not outer.requested
+        assert signal.getsignal(signal.SIGTERM) is other
+
+
 def test_a_sigterm_the_run_did_not_act_on_is_said_and_the_disposition_comes_back_in_process():
     lines: list[str] = []
     before = signal.getsignal(signal.SIGTERM)
