@@ -18,8 +18,10 @@ def test_sigterm_to_the_group_at_random_moments_never_kills_a_run_with_workers(t
     seed = int(os.environ.get("NORTON_TEST_SEED", random.randrange(1_000_000)))
     rng = random.Random(seed)
     # three runs at once (they share the machine's cores, which spreads the moments further), each with workers
-    # that have a thread born before worker_init_fn (see tests/engine/fakes.py: thread_at_fork)
-    plans = [(scheduler.write_recipe(tmp_path, f"trial{i}", workers=2 + i % 2), rng.uniform(0.0, 2.5))
+    # that have a thread born before worker_init_fn (see tests/engine/fakes.py: thread_at_fork). 2 x 60 steps
+    # outlast the 2.5 s window, so that some run always gets the signal while it trains (2 x 30 could all end
+    # before it)
+    plans = [(scheduler.write_recipe(tmp_path, f"trial{i}", workers=2 + i % 2, videos=240), rng.uniform(0.0, 2.5))
              for i in range(3)]
     with ThreadPoolExecutor(len(plans)) as pool:
         trials = list(pool.map(lambda plan: scheduler.preempt_once(*plan), plans))
