@@ -18,11 +18,12 @@ def test_sigterm_to_the_group_at_random_moments_never_kills_a_run_with_workers(t
     seed = int(os.environ.get("NORTON_TEST_SEED", random.randrange(1_000_000)))
     rng = random.Random(seed)
     # three runs at once (they share the machine's cores, which spreads the moments further), each with workers
-    # that have a thread born before worker_init_fn (see tests/engine/fakes.py: thread_at_fork). 2 x 60 steps
-    # outlast the 2.5 s window, so that some run always gets the signal while it trains (2 x 30 could all end
-    # before it)
-    plans = [(scheduler.write_recipe(tmp_path, f"trial{i}", workers=2 + i % 2, videos=240), rng.uniform(0.0, 2.5))
-             for i in range(3)]
+    # that have a thread born before worker_init_fn (see tests/engine/fakes.py: thread_at_fork). The first two
+    # (2 x 60 steps) outlast their 2.5 s window, so some run always gets the signal while it trains; the third
+    # (2 x 30 steps) gets it anywhere from its start to after its end, while it exits
+    plans = [(scheduler.write_recipe(tmp_path, "trial0", workers=2, videos=240), rng.uniform(0.0, 2.5)),
+             (scheduler.write_recipe(tmp_path, "trial1", workers=3, videos=240), rng.uniform(0.0, 2.5)),
+             (scheduler.write_recipe(tmp_path, "trial2", workers=2, videos=120), rng.uniform(0.0, 4.0))]
     with ThreadPoolExecutor(len(plans)) as pool:
         trials = list(pool.map(lambda plan: scheduler.preempt_once(*plan), plans))
     for trial in trials:
